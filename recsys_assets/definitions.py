@@ -1,0 +1,94 @@
+"""The code location: assets, checks, jobs, schedules and resources.
+
+Resources are chosen by environment variables (read when the code location loads), so the same
+graph runs on the embedded simulator, on local files, or on S3 -- no code change, no test branch:
+
+==============================  =====================================================================
+``RECSYS_DATA_DIR``             local working folder (default ``.recsys_data``)
+``RECSYS_STORAGE_URL``          where assets are stored: a path or ``s3://bucket/prefix``
+                                (default ``$RECSYS_DATA_DIR/assets``)
+``RECSYS_S3_ENDPOINT_URL``      an S3-compatible endpoint (optional; AWS itself when unset)
+``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_REGION``  S3 credentials (read via EnvVar)
+``RECSYS_SOURCE``               ``simulator`` (default) or ``lake``
+``RECSYS_SIM_PROFILE``          ``demo`` (default), ``tiny`` or ``bench``
+``RECSYS_SIM_SEED``             the simulator's seed (default 7)
+``RECSYS_SIM_ROOT``             where the simulator publishes (default ``$RECSYS_DATA_DIR/platform``)
+``RECSYS_SNAPSHOT_URL_TEMPLATE``  lake: daily snapshot folder, e.g. ``s3://josh-recsys/snapshot/dt={date}/``
+``RECSYS_CATALOG_URI``          lake: the video catalog Delta table, e.g. ``s3://josh-meta/video``
+``RECSYS_START_DATE``           first daily partition (default 2026-11-01)
+==============================  =====================================================================
+"""
+
+
+import os
+import typing
+from pathlib import Path
+
+import dagster as dg
+
+from .defs.data_prep import DATA_PREP_ASSETS, GROUP
+from .defs.io_manager import PolarsParquetIOManager
+from .defs.partitions import daily_partitions
+from .defs.resources import (
+    DeltaCatalogSource,
+    ParquetSnapshotSource,
+    SimulatedCatalogSource,
+    SimulatedPlatformResource,
+    SimulatedSnapshotSource,
+)
+from .defs.s3 import S3Config
+
+
+def _env_or_none(env: typing.Mapping[str, str], name: str) -> typing.Optional[dg.EnvVar]:
+    return dg.EnvVar(name) if env.get(name) else None
+
+
+def build_resources(env: typing.Mapping[str, str] = os.environ) -> dict[str, typing.Any]:
+    data_dir = Path(env.get("RECSYS_DATA_DIR", ".recsys_data")).resolve()
+    s3 = S3Config(
+        endpoint_url=_env_or_none(env, "RECSYS_S3_ENDPOINT_URL"),
+        aws_access_key_id=_env_or_none(env, "AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=_env_or_none(env, "AWS_SECRET_ACCESS_KEY"),
+        region_name=_env_or_none(env, "AWS_REGION"),
+    )
+    source = env.get("RECSYS_SOURCE", "simulator")
+    if source == "simulator":
+        sim = SimulatedPlatformResource(
+            profile=env.get("RECSYS_SIM_PROFILE", "demo"),
+            seed=int(env.get("RECSYS_SIM_SEED", "7")),
+            root=env.get("RECSYS_SIM_ROOT", str(data_dir / "platform")),
+        )
+        snapshots, catalog = SimulatedSnapshotSource(simulator=sim), SimulatedCatalogSource(simulator=sim)
+    elif source == "lake":
+        missing = [n for n in ("RECSYS_SNAPSHOT_URL_TEMPLATE", "RECSYS_CATALOG_URI") if not env.get(n)]
+        if missing:
+            raise ValueError(f"RECSYS_SOURCE=lake needs {', '.join(missing)}")
+        snapshots = ParquetSnapshotSource(url_template=env["RECSYS_SNAPSHOT_URL_TEMPLATE"], s3=s3)
+        catalog = DeltaCatalogSource(table_uri=env["RECSYS_CATALOG_URI"], s3=s3)
+    else:
+        raise ValueError(f"RECSYS_SOURCE must be 'simulator' or 'lake', not {source!r}")
+    return {
+        "io_manager": PolarsParquetIOManager(base_url=env.get("RECSYS_STORAGE_URL", str(data_dir / "assets")), s3=s3),
+        "snapshots": snapshots,
+        "catalog": catalog,
+    }
+
+
+data_prep_job = dg.define_asset_job(
+    "data_prep_job",
+    selection=dg.AssetSelection.groups(GROUP),
+    partitions_def=daily_partitions,
+    description="Seed 000 phases 1-3 for one day: snapshot -> filtered interactions -> item meta -> item pairs.",
+)
+
+
+def build_definitions(env: typing.Mapping[str, str] = os.environ) -> dg.Definitions:
+    return dg.Definitions(
+        assets=DATA_PREP_ASSETS,
+        jobs=[data_prep_job],
+        schedules=[dg.build_schedule_from_partitioned_job(data_prep_job, hour_of_day=3)],
+        resources=build_resources(env),
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,1 @@
+"""The Dagster shell: partitions, resources, IO managers, assets and checks around the pure stages."""

@@ -1,0 +1,56 @@
+"""Metadata that makes a materialization readable in the UI: row counts, schema, a preview, tables."""
+
+
+import math
+import typing
+
+import dagster as dg
+import polars as pl
+
+
+def markdown_table(rows: typing.Sequence[typing.Mapping[str, typing.Any]] | pl.DataFrame, max_rows: int = 20) -> str:
+    if isinstance(rows, pl.DataFrame):
+        df = rows.head(max_rows)
+        header, body = df.columns, df.rows()
+    else:
+        rows = list(rows)[:max_rows]
+        header = list(rows[0]) if rows else []
+        body = [tuple(r.get(h) for h in header) for r in rows]
+
+    def fmt(v: typing.Any) -> str:
+        if isinstance(v, float):
+            return "nan" if math.isnan(v) else f"{v:.4g}"
+        return str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def to_metadata(values: typing.Mapping[str, typing.Any]) -> dict[str, dg.MetadataValue]:
+    """Plain Python values -> typed metadata (ints, floats, text, JSON for containers)."""
+    out: dict[str, typing.Any] = {}
+    for k, v in values.items():
+        if isinstance(v, dg.MetadataValue) or isinstance(v, dg.TableSchema):
+            out[k] = v
+        elif isinstance(v, bool):
+            out[k] = dg.MetadataValue.bool(v)
+        elif isinstance(v, int):
+            out[k] = dg.MetadataValue.int(v)
+        elif isinstance(v, float):
+            out[k] = dg.MetadataValue.float(v)
+        elif isinstance(v, (dict, list, tuple)):
+            out[k] = dg.MetadataValue.json(v)
+        else:
+            out[k] = dg.MetadataValue.text(str(v))
+    return out
+
+
+def frame_metadata(df: pl.DataFrame, preview_rows: int = 5) -> dict[str, typing.Any]:
+    return {
+        "dagster/row_count": dg.MetadataValue.int(df.height),
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(name, str(dtype)) for name, dtype in df.schema.items()]
+        ),
+        "preview": dg.MetadataValue.md(markdown_table(df, preview_rows)),
+    }

@@ -1,0 +1,111 @@
+"""Where the raw data comes from: the simulated platform, or real snapshot and catalog locations.
+
+Each role is one resource key with interchangeable implementations chosen in ``definitions.py``:
+
+* ``snapshots``: :class:`ParquetSnapshotSource` (a URL template, local or ``s3://``) or
+  :class:`SimulatedSnapshotSource` (publishes the simulator's day as parquet, then reads it with
+  the same parquet reader);
+* ``catalog``: :class:`DeltaCatalogSource` (a Delta table) or :class:`SimulatedCatalogSource`
+  (publishes the simulator's catalog as a Delta table plus mp4 media, then reads it as Delta).
+"""
+
+
+import datetime as dt
+import typing
+
+import dagster as dg
+import polars as pl
+
+from ..simulator.platform import Platform, get_platform
+from ..simulator.publish import catalog_uri, publish_catalog, publish_day, snapshot_template
+from ..sources.lake import read_catalog, read_snapshot
+from .s3 import S3Config
+
+
+class SimulatedPlatformResource(dg.ConfigurableResource):
+    """The simulated platform (see :mod:`recsys_assets.simulator`), publishing under ``root``."""
+
+    profile: str = "demo"
+    seed: int = 7
+    root: str
+    render_processes: int = 0
+    """Processes that render media when the catalog is first published; 0 = one per core."""
+
+    def platform(self) -> Platform:
+        return get_platform(self.profile, self.seed)
+
+    def publish_day(self, day: dt.date) -> str:
+        return publish_day(self.platform(), self.root, day)
+
+    def publish_catalog(self) -> str:
+        return publish_catalog(self.platform(), self.root, processes=self.render_processes or None)
+
+
+class SnapshotSource(dg.ConfigurableResource):
+    """Interface: ``load(day)`` returns that day's raw interaction snapshot, untyped."""
+
+    def load(self, day: dt.date) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def describe(self, day: dt.date) -> str:
+        raise NotImplementedError
+
+
+class ParquetSnapshotSource(SnapshotSource):
+    """Daily snapshot folders of parquet files, e.g. ``s3://josh-recsys/daily-snapshot/dt={date}/``."""
+
+    url_template: str
+    s3: S3Config = S3Config()
+
+    def load(self, day: dt.date) -> pl.DataFrame:
+        return read_snapshot(self.url_template, day, **self.s3.options())
+
+    def describe(self, day: dt.date) -> str:
+        return self.url_template.format(date=day.isoformat(), yyyymmdd=day.strftime("%Y%m%d"))
+
+
+class SimulatedSnapshotSource(SnapshotSource):
+    simulator: SimulatedPlatformResource
+
+    def load(self, day: dt.date) -> pl.DataFrame:
+        self.simulator.publish_day(day)
+        return read_snapshot(snapshot_template(self.simulator.root), day)
+
+    def describe(self, day: dt.date) -> str:
+        return f"simulator[{self.simulator.profile}, seed {self.simulator.seed}] " + snapshot_template(
+            self.simulator.root
+        ).format(date=day.isoformat())
+
+
+class CatalogSource(dg.ConfigurableResource):
+    """Interface: ``load()`` returns the video catalog (item_id, language, download_url, ...)."""
+
+    def load(self) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+class DeltaCatalogSource(CatalogSource):
+    """The ``josh-meta/video`` Delta table, local or ``s3://``; ``version`` pins a Delta version."""
+
+    table_uri: str
+    version: typing.Optional[int] = None
+    s3: S3Config = S3Config()
+
+    def load(self) -> pl.DataFrame:
+        return read_catalog(self.table_uri, self.version, **self.s3.options())
+
+    def describe(self) -> str:
+        return self.table_uri
+
+
+class SimulatedCatalogSource(CatalogSource):
+    simulator: SimulatedPlatformResource
+
+    def load(self) -> pl.DataFrame:
+        return read_catalog(self.simulator.publish_catalog())
+
+    def describe(self) -> str:
+        return f"simulator[{self.simulator.profile}, seed {self.simulator.seed}] " + catalog_uri(self.simulator.root)

@@ -1,0 +1,109 @@
+"""Named sizes of the simulated platform.
+
+A profile fixes the size of the universe (clients, items, languages), how busy a day is,
+and whether items get real mp4 media. Everything else about the platform follows from the
+profile plus a seed, so ``(profile, seed, date)`` always yields the same day.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+DEFAULT_LANGUAGES: tuple[tuple[str, float], ...] = (
+    ("hindi", 0.55),
+    ("tamil", 0.13),
+    ("telugu", 0.12),
+    ("bengali", 0.11),
+    ("marathi", 0.09),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    name: str
+    n_clients: int
+    n_items_initial: int
+    """Items uploaded before ``start_date`` (the back catalog)."""
+    new_items_per_day: int
+    """Items uploaded on each day from ``start_date`` on, for ``n_days`` days (cold start)."""
+    n_days: int
+    start_date: dt.date
+    daily_active_share: float
+    """Mean share of clients active on a day (each client has its own activity level)."""
+    sessions_per_active_day: float
+    """Mean sessions of an active client on a day (1 + Poisson)."""
+    feed_size: float
+    """Mean served items per session (3 + Poisson)."""
+    dim: int = 16
+    languages: tuple[tuple[str, float], ...] = DEFAULT_LANGUAGES
+    bot_share: float = 0.03
+    all_watched_session_share: float = 0.04
+    media: bool = True
+    media_seconds: float = 2.0
+    media_size: int = 64
+    media_fps: int = 8
+
+    @property
+    def n_items(self) -> int:
+        return self.n_items_initial + self.new_items_per_day * self.n_days
+
+    @property
+    def end_date(self) -> dt.date:
+        """Last day of the profile's natural range (inclusive)."""
+        return self.start_date + dt.timedelta(days=self.n_days - 1)
+
+    def dates(self) -> list[dt.date]:
+        return [self.start_date + dt.timedelta(days=i) for i in range(self.n_days)]
+
+
+_START = dt.date(2026, 11, 1)
+
+PROFILES: dict[str, Profile] = {
+    # Unit and integration tests: seconds.
+    "tiny": Profile(
+        name="tiny",
+        n_clients=300,
+        n_items_initial=120,
+        new_items_per_day=10,
+        n_days=4,
+        start_date=_START,
+        daily_active_share=0.6,
+        sessions_per_active_day=1.5,
+        feed_size=8.0,
+        media_seconds=1.0,
+        media_size=32,
+    ),
+    # README command 1: the whole graph in minutes on 2 cores.
+    "demo": Profile(
+        name="demo",
+        n_clients=4000,
+        n_items_initial=1200,
+        new_items_per_day=50,
+        n_days=10,
+        start_date=_START,
+        daily_active_share=0.5,
+        sessions_per_active_day=1.6,
+        feed_size=9.0,
+    ),
+    # benchmarks/: >= 20 M interactions a day, >= 1 M clients, >= 500 k items, no media.
+    "bench": Profile(
+        name="bench",
+        n_clients=1_300_000,
+        n_items_initial=500_000,
+        new_items_per_day=5_000,
+        n_days=10,
+        start_date=_START,
+        daily_active_share=0.7,
+        sessions_per_active_day=1.8,
+        feed_size=13.0,
+        media=False,
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown simulator profile {name!r}; known: {sorted(PROFILES)}") from None

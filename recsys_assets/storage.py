@@ -1,0 +1,213 @@
+"""Object storage behind the IO managers and sources: a local folder or an S3 prefix.
+
+Both write atomically per object: readers see the previous version or the new one, never a torn
+file. Locally a write goes to a unique temp file in the target folder and is renamed over the
+target (``os.replace`` is atomic on POSIX), so concurrent writers of different partitions never
+touch each other's files and a killed writer leaves only a temp file behind. On S3 a PUT (and a
+completed multipart upload) is atomic by the service's contract, so the object is uploaded
+directly.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+import polars as pl
+
+
+class ObjectStore(Protocol):
+    url: str
+
+    def join(self, *parts: str) -> str: ...
+    def exists(self, key: str) -> bool: ...
+    def write_bytes(self, key: str, data: bytes) -> None: ...
+    def read_bytes(self, key: str) -> bytes: ...
+    def write_file(self, key: str, local_path: str) -> None: ...
+    def list(self, prefix: str) -> list[str]: ...
+    def delete(self, key: str) -> None: ...
+
+
+class LocalStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser().resolve()
+        self.url = str(self.root)
+
+    def join(self, *parts: str) -> str:
+        return "/".join(p.strip("/") for p in parts if p)
+
+    def path(self, key: str) -> Path:
+        p = (self.root / key).resolve()
+        if self.root != p and self.root not in p.parents:
+            raise ValueError(f"key {key!r} escapes the store root {self.root}")
+        return p
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def _tmp(self, target: Path) -> Path:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        target = self.path(key)
+        tmp = self._tmp(target)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def write_file(self, key: str, local_path: str) -> None:
+        target = self.path(key)
+        if Path(local_path).parent == target.parent:
+            os.replace(local_path, target)
+            return
+        tmp = self._tmp(target)
+        try:
+            import shutil
+
+            shutil.copyfile(local_path, tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.path(prefix)
+        if not base.exists():
+            return []
+        return sorted(
+            str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")
+        )
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    def temp_path_for(self, key: str) -> str:
+        """A temp file beside ``key``'s target, so that :meth:`write_file` can rename it into place."""
+        return str(self._tmp(self.path(key)))
+
+
+class S3Store:
+    def __init__(
+        self,
+        url: str,
+        *,
+        endpoint_url: str | None = None,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        region_name: str | None = None,
+    ):
+        parsed = urlparse(url)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ValueError(f"not an s3:// URL: {url!r}")
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.strip("/")
+        self.url = url.rstrip("/")
+        import boto3
+
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url or None,
+            aws_access_key_id=aws_access_key_id or None,
+            aws_secret_access_key=aws_secret_access_key or None,
+            region_name=region_name or None,
+        )
+
+    def join(self, *parts: str) -> str:
+        return "/".join(p.strip("/") for p in parts if p)
+
+    def _key(self, key: str) -> str:
+        if ".." in key.split("/"):
+            raise ValueError(f"key {key!r} escapes the store prefix")
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def write_file(self, key: str, local_path: str) -> None:
+        try:
+            self.client.upload_file(local_path, self.bucket, self._key(key))
+        finally:
+            Path(local_path).unlink(missing_ok=True)
+
+    def read_bytes(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise FileNotFoundError(f"{self.url}/{key}") from e
+            raise
+
+    def list(self, prefix: str) -> list[str]:
+        out: list[str] = []
+        base = self._key(prefix)
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base):
+            out += [o["Key"][strip:] for o in page.get("Contents", [])]
+        return sorted(out)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def temp_path_for(self, key: str) -> str:
+        fd, tmp = tempfile.mkstemp(suffix=".tmp")
+        os.close(fd)
+        return tmp
+
+
+def open_store(url: str, **s3_options) -> ObjectStore:
+    """``s3://bucket/prefix`` -> :class:`S3Store`; a path or ``file://`` URL -> :class:`LocalStore`."""
+    parsed = urlparse(url)
+    if parsed.scheme == "s3":
+        return S3Store(url, **s3_options)
+    if parsed.scheme == "file":
+        return LocalStore(parsed.path)
+    if parsed.scheme in ("", None) or len(parsed.scheme) == 1:  # a plain path (or a Windows drive letter)
+        return LocalStore(url)
+    raise ValueError(f"unsupported storage URL {url!r}: use a local path, file:// or s3://")
+
+
+def write_parquet(store: ObjectStore, key: str, df: pl.DataFrame) -> int:
+    """Write ``df`` as one parquet object, atomically. Returns the object's size in bytes."""
+    tmp = store.temp_path_for(key)
+    try:
+        df.write_parquet(tmp, compression="zstd", statistics=True)
+        size = os.path.getsize(tmp)
+        store.write_file(key, tmp)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return size
+
+
+def read_parquet(store: ObjectStore, key: str) -> pl.DataFrame:
+    if isinstance(store, LocalStore):
+        path = store.path(key)
+        if not path.exists():
+            raise FileNotFoundError(str(path))
+        return pl.read_parquet(path)
+    return pl.read_parquet(io.BytesIO(store.read_bytes(key)))
