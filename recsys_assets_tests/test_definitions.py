@@ -1,0 +1,52 @@
+import dagster as dg
+import pytest
+
+from recsys_assets.defs.resources import DeltaCatalogSource, ParquetSnapshotSource, SimulatedSnapshotSource
+from recsys_assets.definitions import build_definitions, build_resources, defs
+
+EXPECTED = {"raw_interactions", "raw_interactions_quarantine", "video_catalog", "filtered_interactions", "item_meta", "item_pairs"}
+
+
+def test_definitions_load():
+    dg.Definitions.validate_loadable(defs)
+    keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
+    assert EXPECTED <= keys
+
+
+def test_every_dataset_shares_one_daily_partitioning():
+    graph = defs.resolve_asset_graph()
+    parts = {graph.get(k).partitions_def for k in graph.get_all_asset_keys()}
+    assert len(parts) == 1 and isinstance(next(iter(parts)), dg.DailyPartitionsDefinition)
+
+
+def test_blocking_checks_guard_what_feeds_downstream():
+    graph = defs.resolve_asset_graph()
+    specs = {
+        (k.asset_key.to_user_string(), k.name): graph.get_check_spec(k).blocking for k in graph.asset_check_keys
+    }
+    assert specs[("filtered_interactions", "no_neutral_rows")] is True
+    assert specs[("item_pairs", "pairs_canonical")] is True
+    assert specs[("item_meta", "catalog_coverage")] is False
+    assert {a for a, _ in specs} >= EXPECTED - {"raw_interactions_quarantine"}
+
+
+def test_job_and_schedule():
+    assert defs.resolve_job_def("data_prep_job") is not None
+    assert defs.resolve_schedule_def("data_prep_job_schedule").cron_schedule == "0 3 * * *"
+
+
+def test_sources_are_chosen_by_env(tmp_path):
+    sim = build_resources({"RECSYS_DATA_DIR": str(tmp_path)})
+    assert isinstance(sim["snapshots"], SimulatedSnapshotSource)
+    lake = build_resources(
+        {"RECSYS_SOURCE": "lake", "RECSYS_SNAPSHOT_URL_TEMPLATE": "s3://b/snap/dt={date}/",
+         "RECSYS_CATALOG_URI": "s3://b/video", "RECSYS_STORAGE_URL": "s3://b/assets"}
+    )
+    assert isinstance(lake["snapshots"], ParquetSnapshotSource) and isinstance(lake["catalog"], DeltaCatalogSource)
+    assert lake["io_manager"].base_url == "s3://b/assets"
+    dg.Definitions.validate_loadable(build_definitions({"RECSYS_SOURCE": "lake", "RECSYS_SNAPSHOT_URL_TEMPLATE": "x/{date}",
+                                                        "RECSYS_CATALOG_URI": "y"}))
+    with pytest.raises(ValueError, match="needs RECSYS_SNAPSHOT_URL_TEMPLATE"):
+        build_resources({"RECSYS_SOURCE": "lake"})
+    with pytest.raises(ValueError, match="'simulator' or 'lake'"):
+        build_resources({"RECSYS_SOURCE": "kafka"})

@@ -1,0 +1,160 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from recsys_assets.defs.io_manager import PolarsParquetIOManager
+from recsys_assets.defs.s3 import S3Config
+from recsys_assets.storage import LocalStore, open_store, read_parquet, write_parquet
+
+
+def frame(n: int, v: int = 0) -> pl.DataFrame:
+    return pl.DataFrame({"a": range(n), "v": [v] * n})
+
+
+def test_local_write_is_atomic_when_the_writer_fails(tmp_path, monkeypatch):
+    store = LocalStore(tmp_path)
+    write_parquet(store, "x/2026-11-01.parquet", frame(3, v=1))
+
+    def boom(self, path, **kw):
+        with open(path, "wb") as f:
+            f.write(b"PAR1 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", boom)
+    with pytest.raises(OSError, match="disk full"):
+        write_parquet(store, "x/2026-11-01.parquet", frame(3, v=2))
+    monkeypatch.undo()
+    assert read_parquet(store, "x/2026-11-01.parquet")["v"].to_list() == [1, 1, 1]
+    assert sorted(os.listdir(tmp_path / "x")) == ["2026-11-01.parquet"]  # no temp file left
+
+
+def test_a_killed_writer_leaves_the_previous_version_intact(tmp_path):
+    store = LocalStore(tmp_path)
+    write_parquet(store, "big/p.parquet", frame(10, v=1))
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, polars as pl, sys
+        from recsys_assets.storage import LocalStore, write_parquet
+        df = pl.DataFrame({{"a": np.random.default_rng(0).random(30_000_000), "v": np.full(30_000_000, 2)}})
+        print("writing", flush=True)
+        while True:
+            write_parquet(LocalStore({str(tmp_path)!r}), "big/p.parquet", df)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    time.sleep(0.3)  # mid-way through the first (multi-second) write
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    got = read_parquet(store, "big/p.parquet")
+    assert got["v"].unique().to_list() in ([1], [2])  # the old version, or a complete new one
+    assert got.height in (10, 30_000_000)
+
+
+def test_concurrent_writers_of_different_partitions(tmp_path):
+    store = LocalStore(tmp_path)
+    errors = []
+
+    def work(i):
+        try:
+            for _ in range(5):
+                write_parquet(store, f"asset/2026-11-{i:02d}.parquet", frame(1000, v=i))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(1, 9)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert not errors
+    for i in range(1, 9):
+        assert read_parquet(store, f"asset/2026-11-{i:02d}.parquet")["v"].unique().to_list() == [i]
+
+
+def test_keys_cannot_escape_the_root(tmp_path):
+    with pytest.raises(ValueError, match="escapes"):
+        LocalStore(tmp_path / "root").path("../outside.parquet")
+
+
+def test_unsupported_url_scheme():
+    with pytest.raises(ValueError, match="unsupported storage URL"):
+        open_store("ftp://host/x")
+
+
+daily = dg.DailyPartitionsDefinition(start_date="2026-11-01")
+
+
+@dg.asset(partitions_def=daily)
+def numbers(context: dg.AssetExecutionContext) -> pl.DataFrame:
+    return frame(5, v=int(context.partition_key[-2:]))
+
+
+@dg.asset(
+    partitions_def=daily,
+    ins={
+        "numbers": dg.AssetIn(
+            partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-2, end_offset=0),
+            metadata={"allow_missing_partitions": True},
+        )
+    },
+)
+def window(numbers: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    return pl.DataFrame({"partition": sorted(numbers), "rows": [numbers[k].height for k in sorted(numbers)]})
+
+
+@dg.asset(partitions_def=daily)
+def same_day(numbers: pl.DataFrame) -> pl.DataFrame:
+    return numbers.with_columns(v=pl.col("v") * 10)
+
+
+def run_io_roundtrip(io_manager: PolarsParquetIOManager):
+    instance = dg.DagsterInstance.ephemeral()
+    for day in ("2026-11-01", "2026-11-03"):
+        r = dg.materialize([numbers, same_day], partition_key=day, resources={"io_manager": io_manager}, instance=instance)
+        assert r.success
+    r = dg.materialize(
+        [numbers, window], selection=[window], partition_key="2026-11-03", resources={"io_manager": io_manager}, instance=instance
+    )
+    assert r.success
+    assert r.output_for_node("window")["partition"].to_list() == ["2026-11-01", "2026-11-03"]  # 11-02 missing, allowed
+    return r
+
+
+def test_io_manager_local_partitions_and_windows(tmp_path):
+    run_io_roundtrip(PolarsParquetIOManager(base_url=str(tmp_path)))
+    assert read_parquet(LocalStore(tmp_path), "same_day/2026-11-03.parquet")["v"].to_list() == [30] * 5
+
+
+def test_io_manager_missing_partition_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="numbers partition 2026-11-05 has not been materialized"):
+        dg.materialize(
+            [numbers, same_day], selection=[same_day], partition_key="2026-11-05",
+            resources={"io_manager": PolarsParquetIOManager(base_url=str(tmp_path))},
+        )
+
+
+def test_io_manager_on_s3_through_moto(s3_env):
+    endpoint, bucket, client = s3_env
+    io = PolarsParquetIOManager(
+        base_url=f"s3://{bucket}/assets",
+        s3=S3Config(
+            endpoint_url=dg.EnvVar("RECSYS_S3_ENDPOINT_URL"),
+            aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
+            region_name="us-east-1",
+        ),
+    )
+    run_io_roundtrip(io)
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"])
+    assert "assets/numbers/2026-11-01.parquet" in keys and "assets/window/2026-11-03.parquet" in keys
+    store = open_store(f"s3://{bucket}/assets", endpoint_url=endpoint)
+    assert read_parquet(store, "same_day/2026-11-01.parquet")["v"].to_list() == [10] * 5
+    with pytest.raises(FileNotFoundError):
+        read_parquet(store, "nope.parquet")
