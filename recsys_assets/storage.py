@@ -196,7 +196,7 @@ def write_parquet(store: ObjectStore, key: str, df: pl.DataFrame) -> int:
     """Write ``df`` as one parquet object, atomically. Returns the object's size in bytes."""
     tmp = store.temp_path_for(key)
     try:
-        df.write_parquet(tmp, compression="zstd", statistics=True)
+        df.write_parquet(tmp, compression="zstd", compression_level=1, statistics=True)
         size = os.path.getsize(tmp)
         store.write_file(key, tmp)
     finally:

@@ -1,7 +1,10 @@
+import itertools
+
+import numpy as np
 import polars as pl
 
 from recsys_assets.stages.filtered_interactions import filter_interactions
-from recsys_assets.stages.item_pairs import PairRules, build_pairs, validate
+from recsys_assets.stages.item_pairs import PAIR_TYPE, PairRules, build_pairs, validate
 
 from .conftest import interactions
 
@@ -119,3 +122,51 @@ def test_validate_flags_bad_pairs():
     )
     v = validate(bad, 1)
     assert not v["pairs_canonical"][0] and not v["pairs_unique"][0] and not v["num_clients_at_least_min"][0]
+
+
+def test_validate_counts_duplicates_whether_sorted_or_not():
+    def frame(t, a, b):
+        return pl.DataFrame(
+            {"item_id_1": a, "item_id_2": b, "pair_type": pl.Series(t, dtype=PAIR_TYPE), "num_clients": [1] * len(a)}
+        )
+
+    ok = frame(["positive", "positive", "negative"], [1, 1, 1], [2, 3, 2])
+    assert validate(ok, 1)["pairs_unique"][0]
+    sorted_dup = frame(["positive", "positive", "negative"], [1, 1, 1], [2, 2, 3])
+    unsorted_dup = frame(["positive", "negative", "positive"], [1, 1, 1], [2, 3, 2])
+    unsorted_ok = frame(["negative", "positive"], [1, 1], [2, 2])
+    assert validate(sorted_dup, 1)["pairs_unique"][1]["duplicate_pairs"] == 1
+    assert validate(unsorted_dup, 1)["pairs_unique"][1]["duplicate_pairs"] == 1
+    assert validate(unsorted_ok, 1)["pairs_unique"][0]
+
+
+def test_pairs_match_a_plain_python_reference_on_random_days():
+    """The packed-key counting against the seed's rules written out with sets, on random data."""
+    rng = np.random.default_rng(3)
+    n = 4000
+    rows = pl.DataFrame(
+        {
+            "client_id": rng.integers(1, 60, n),
+            "item_id": rng.integers(10**12, 10**12 + 80, n),  # large ids: the dense index must hide them
+            "is_positive": rng.random(n) < 0.5,
+        }
+    ).with_columns(
+        session_id=pl.col("client_id") * 10 + pl.lit(rng.integers(0, 3, n)),
+        session_all_positive=pl.lit(False),
+    )
+    got = build_pairs(rows, rules=PairRules(max_positive_items_per_client=10**6, max_negative_items_per_session=10**6))
+    want: dict[tuple[int, int, str], set[int]] = {}
+    pos = rows.filter(pl.col("is_positive")).group_by("client_id").agg(pl.col("item_id").unique())
+    for c, items in pos.iter_rows():
+        for a, b in itertools.combinations(sorted(items), 2):
+            want.setdefault((a, b, "positive"), set()).add(c)
+    neg = rows.filter(~pl.col("is_positive")).group_by("client_id", "session_id").agg(pl.col("item_id").unique())
+    for c, _, items in neg.iter_rows():
+        for a, b in itertools.combinations(sorted(items), 2):
+            want.setdefault((a, b, "negative"), set()).add(c)
+    got_map = {(a, b, t): n for a, b, t, n in got.pairs.select("item_id_1", "item_id_2", "pair_type", "num_clients").iter_rows()}
+    assert got_map == {k: len(v) for k, v in want.items()}
+    assert validate(got.pairs, 1)["pairs_unique"][0]
+    assert got.pairs.select("pair_type", "item_id_1", "item_id_2").to_dicts() == got.pairs.sort(
+        "pair_type", "item_id_1", "item_id_2"
+    ).select("pair_type", "item_id_1", "item_id_2").to_dicts()

@@ -3,10 +3,16 @@
 The pure stage modules return ``{check_name: (passed, metadata)}``; a :class:`CheckSet` owns the
 specs (name, description, blocking) and maps those verdicts to ``AssetCheckResult``s: blocking
 checks fail with ERROR severity (the step fails, downstream is skipped), the others WARN.
+
+Checks of a partitioned asset carry its ``partitions_def`` so that each evaluation is recorded against
+its partition (without it Dagster 1.13 records partition ``None`` and the UI cannot show a check's
+status per day). Dagster marks check partitions as a preview feature; that warning is silenced here.
 """
 
 
 import dataclasses
+import typing
+import warnings
 
 import dagster as dg
 
@@ -21,15 +27,24 @@ class Check:
 
 
 class CheckSet:
-    def __init__(self, asset: str, *checks: Check):
+    def __init__(self, asset: str, partitions_def: typing.Optional[dg.PartitionsDefinition], *checks: Check):
         self.asset = dg.AssetKey(asset)
         self.checks = {c.name: c for c in checks}
+        self.partitions_def = partitions_def
 
     def specs(self) -> list[dg.AssetCheckSpec]:
-        return [
-            dg.AssetCheckSpec(c.name, asset=self.asset, description=c.description, blocking=c.blocking)
-            for c in self.checks.values()
-        ]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dg.PreviewWarning)
+            return [
+                dg.AssetCheckSpec(
+                    c.name,
+                    asset=self.asset,
+                    description=c.description,
+                    blocking=c.blocking,
+                    partitions_def=self.partitions_def,
+                )
+                for c in self.checks.values()
+            ]
 
     def results(self, verdicts: dict[str, tuple[bool, dict]]) -> list[dg.AssetCheckResult]:
         if set(verdicts) != set(self.checks):

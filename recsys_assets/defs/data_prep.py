@@ -23,6 +23,7 @@ GROUP = "data_prep"
 
 RAW_CHECKS = CheckSet(
     "raw_interactions",
+    daily_partitions,
     Check("keys_not_null", "client_id, session_id and item_id are never null in the accepted rows."),
     Check(
         "quarantine_share_below_max",
@@ -31,23 +32,27 @@ RAW_CHECKS = CheckSet(
 )
 CATALOG_CHECKS = CheckSet(
     "video_catalog",
+    daily_partitions,
     Check("item_id_unique_not_null", "Every catalog row has an item_id and no item_id repeats."),
     Check("download_url_present", "Every item has a download_url (else its media cannot be fetched).", blocking=False),
 )
 PHASE1_CHECKS = CheckSet(
     "filtered_interactions",
+    daily_partitions,
     Check("no_neutral_rows", "No neutral interaction is left and every label matches the rules."),
     Check("no_client_above_ctr", "No client above the positive-CTR threshold is left."),
     Check("keys_not_null", "client_id, session_id and item_id are never null."),
 )
 PHASE2_CHECKS = CheckSet(
     "item_meta",
+    daily_partitions,
     Check("item_id_unique", "One row per item."),
     Check("catalog_coverage", "Share of the day's items found in the catalog is at least min_coverage.", blocking=False),
     Check("download_url_present", "Every item found in the catalog has a download_url.", blocking=False),
 )
 PHASE3_CHECKS = CheckSet(
     "item_pairs",
+    daily_partitions,
     Check("pairs_canonical", "item_id_1 < item_id_2 on every row: no self pairs, each unordered pair once."),
     Check("pairs_unique", "(item_id_1, item_id_2, pair_type) is unique and never null."),
     Check("num_clients_at_least_min", "num_clients is at least the configured minimum."),

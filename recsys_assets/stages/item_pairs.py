@@ -10,6 +10,10 @@
   by at least ``min_num_clients`` clients.
 * A client with P positives makes P(P-1)/2 pairs, so P is capped: clients over the cap keep a
   deterministic pseudo-random subset of their items (a seeded hash), and are counted.
+* Both items' ``download_url`` come from ``item_meta``. Tens of millions of pairs share a day's few
+  hundred thousand URLs, so the two URL columns are ``pl.Categorical`` (dictionary-encoded in memory
+  and in parquet); ``.cast(pl.String)`` gives plain strings.
+* Rows are sorted by ``(pair_type, item_id_1, item_id_2)``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 
 import polars as pl
+
+from .frames import drop_rows, repeated_rows
 
 PAIR_TYPE = pl.Enum(["positive", "negative"])
 PAIR_COLUMNS = ("item_id_1", "item_id_2", "pair_type", "num_clients", "download_url_1", "download_url_2")
@@ -37,19 +43,31 @@ class PairsResult:
     stats: dict[str, int]
 
 
-def _cap(lf: pl.LazyFrame, group: list[str], cap: int, seed: int) -> pl.LazyFrame:
-    """Keep at most ``cap`` items per group: the ones with the smallest seeded hash."""
+def _cap(df: pl.DataFrame, sizes: pl.DataFrame, group: list[str], cap: int, seed: int) -> pl.DataFrame:
+    """Keep at most ``cap`` items per group: the ones with the smallest seeded hash. Only the groups
+    over the cap (``sizes.n > cap``; usually a handful) pay for the ranking."""
+    over = sizes.filter(pl.col("n") > cap).select(group)
+    if over.height == 0:
+        return df
+    big = df.join(over, on=group, how="semi")
     rank = pl.col("item_id").hash(seed).rank("ordinal").over(group)
-    return lf.filter(rank <= cap)
+    return pl.concat([df.join(over, on=group, how="anti"), big.filter(rank <= cap)])
+
+
+# Pairs are counted by sorting one packed UInt64 key per (pair_type, item_1, item_2) row: on 2 cores a
+# sort plus run-length count of ~50 M keys takes ~1.3 s where a three-column group_by takes ~20 s.
+# Items are first given dense, order-preserving indices (< 2**31 distinct items per day), so the key is
+# ``type << 62 | idx_1 << 31 | idx_2`` and sorting it sorts by (pair_type, item_id_1, item_id_2).
+_IDX_BITS = 31
 
 
 def _self_pairs(lf: pl.LazyFrame, on: list[str]) -> pl.LazyFrame:
-    right = lf.select(*on, pl.col("item_id").alias("item_id_2"))
+    """``(client_id, key)`` for every unordered pair of distinct items within a group (``idx`` columns)."""
+    right = lf.select(*on, pl.col("idx").alias("idx_2"))
     return (
-        lf.rename({"item_id": "item_id_1"})
-        .join(right, on=on, how="inner")
-        .filter(pl.col("item_id_1") < pl.col("item_id_2"))
-        .select("client_id", "item_id_1", "item_id_2")
+        lf.join(right, on=on, how="inner")
+        .filter(pl.col("idx") < pl.col("idx_2"))
+        .select("client_id", key=pl.col("idx").cast(pl.UInt64) * 2**_IDX_BITS + pl.col("idx_2").cast(pl.UInt64))
     )
 
 
@@ -62,33 +80,28 @@ def build_pairs(
     pos_lf = lf.filter(pl.col("is_positive"))
     if rules.exclude_all_positive_sessions:
         pos_lf = pos_lf.filter(~pl.col("session_all_positive"))
-    pos = pos_lf.select("client_id", "item_id").unique()
-    neg = lf.filter(~pl.col("is_positive")).select("client_id", "session_id", "item_id").unique()
+    pos_lf = pos_lf.select("client_id", "item_id").unique()
+    neg_lf = lf.filter(~pl.col("is_positive")).select("client_id", "session_id", "item_id").unique()
+    pos, neg = pl.collect_all([pos_lf, neg_lf])
 
-    pos_sizes = pos.group_by("client_id").agg(n=pl.len())
-    neg_sizes = neg.group_by("client_id", "session_id").agg(n=pl.len())
-    pos = _cap(pos, ["client_id"], rules.max_positive_items_per_client, rules.sample_seed)
-    neg = _cap(neg, ["client_id", "session_id"], rules.max_negative_items_per_session, rules.sample_seed)
+    items = pl.concat([pos["item_id"], neg["item_id"]]).unique().sort()
+    if items.len() >= 2**_IDX_BITS:
+        raise ValueError(f"{items.len():,} distinct items in one day: more than item_pairs can index")
+    index = pl.DataFrame({"item_id": items, "idx": pl.int_range(items.len(), dtype=pl.UInt32, eager=True)}).lazy()
 
-    pos_pairs = _self_pairs(pos, ["client_id"]).with_columns(pair_type=pl.lit("positive", PAIR_TYPE))
+    pos_sizes, neg_sizes = pl.collect_all(
+        [pos.lazy().group_by("client_id").agg(n=pl.len()), neg.lazy().group_by("client_id", "session_id").agg(n=pl.len())]
+    )
+    pos_c = _cap(pos, pos_sizes, ["client_id"], rules.max_positive_items_per_client, rules.sample_seed)
+    neg_c = _cap(neg, neg_sizes, ["client_id", "session_id"], rules.max_negative_items_per_session, rules.sample_seed)
+    pos_keys = _self_pairs(pos_c.lazy().join(index, on="item_id"), ["client_id"]).select("key")
+    neg_keys = _self_pairs(neg_c.lazy().join(index, on="item_id"), ["client_id", "session_id"])
+    pos_keys, neg_keys = pl.collect_all([pos_keys, neg_keys])
     # a negative pair seen in several sessions of one client counts once for that client
-    neg_pairs = (
-        _self_pairs(neg, ["client_id", "session_id"]).unique().with_columns(pair_type=pl.lit("negative", PAIR_TYPE))
+    neg_keys = drop_rows(neg_keys, repeated_rows(neg_keys, ["client_id", "key"])).select(
+        key=pl.col("key") + pl.lit(2 ** (2 * _IDX_BITS), pl.UInt64)
     )
-    grouped = (
-        pl.concat([pos_pairs, neg_pairs])
-        .group_by("item_id_1", "item_id_2", "pair_type")
-        .agg(num_clients=pl.len().cast(pl.Int64))
-    )
-    kept = grouped.filter(pl.col("num_clients") >= rules.min_num_clients)
-    if item_meta is not None:
-        urls = item_meta.lazy().select("item_id", "download_url")
-        kept = kept.join(
-            urls.rename({"item_id": "item_id_1", "download_url": "download_url_1"}), on="item_id_1", how="left"
-        ).join(urls.rename({"item_id": "item_id_2", "download_url": "download_url_2"}), on="item_id_2", how="left")
-    else:
-        kept = kept.with_columns(download_url_1=pl.lit(None, pl.String), download_url_2=pl.lit(None, pl.String))
-    kept = kept.select(PAIR_COLUMNS).sort("pair_type", "item_id_1", "item_id_2")
+    counted = pl.concat([pos_keys, neg_keys]).lazy().sort("key").select(pl.col("key").rle()).unnest("key")
 
     excluded = (
         lf.filter(pl.col("is_positive") & pl.col("session_all_positive")).select("client_id", "session_id").unique()
@@ -97,35 +110,75 @@ def build_pairs(
     )
     stats_lf = pl.concat(
         [
-            pos_sizes.select(
+            pos_sizes.lazy().select(
                 clients_with_positive_pairs=(pl.col("n") >= 2).sum().cast(pl.Int64),
                 clients_capped=(pl.col("n") > rules.max_positive_items_per_client).sum().cast(pl.Int64),
             ),
-            neg_sizes.select(
+            neg_sizes.lazy().select(
                 sessions_with_negative_pairs=(pl.col("n") >= 2).sum().cast(pl.Int64),
                 sessions_capped=(pl.col("n") > rules.max_negative_items_per_session).sum().cast(pl.Int64),
             ),
             excluded.select(sessions_excluded_all_positive=pl.len().cast(pl.Int64)),
-            grouped.select(
-                pairs_before_min_clients=pl.len().cast(pl.Int64),
-                pairs_below_min_clients=(pl.col("num_clients") < rules.min_num_clients).sum().cast(pl.Int64),
-            ),
         ],
         how="horizontal",
     )
-    pairs, stats = pl.collect_all([kept, stats_lf])
+    counted, stats = pl.collect_all([counted, stats_lf])
     out = {k: int(v or 0) for k, v in stats.row(0, named=True).items()}
-    by_type = pairs["pair_type"].value_counts()
-    counts = dict(zip(by_type["pair_type"].cast(pl.String).to_list(), by_type["count"].to_list()))
-    out["positive_pairs"] = int(counts.get("positive", 0))
-    out["negative_pairs"] = int(counts.get("negative", 0))
+    out["pairs_before_min_clients"] = counted.height
+    kept = counted.filter(pl.col("len") >= rules.min_num_clients)
+    out["pairs_below_min_clients"] = counted.height - kept.height
+
+    # decode: the keys are sorted, so positives come first
+    mask = 2**_IDX_BITS - 1
+    idx_1, idx_2 = kept.select(
+        idx_1=((pl.col("value") // 2**_IDX_BITS) & mask).cast(pl.UInt32),
+        idx_2=(pl.col("value") & mask).cast(pl.UInt32),
+    ).get_columns()
+    n_pos = int(kept["value"].search_sorted(2 ** (2 * _IDX_BITS)))
+    pairs = pl.DataFrame(
+        {
+            "item_id_1": items.gather(idx_1),
+            "item_id_2": items.gather(idx_2),
+            "pair_type": pl.concat(
+                [
+                    pl.repeat("positive", n_pos, dtype=PAIR_TYPE, eager=True),
+                    pl.repeat("negative", kept.height - n_pos, dtype=PAIR_TYPE, eager=True),
+                ]
+            ),
+            "num_clients": kept["len"].cast(pl.Int64),
+        }
+    )
+    if item_meta is not None:
+        # the URLs aligned with the dense index, then gathered: no join over the (large) pair table
+        urls = (
+            index.join(item_meta.lazy().select("item_id", "download_url"), on="item_id", how="left", maintain_order="left")
+            .collect()["download_url"]
+            .cast(pl.Categorical)
+        )
+    else:
+        urls = pl.Series([None] * items.len(), dtype=pl.Categorical)
+    pairs = pairs.with_columns(download_url_1=urls.gather(idx_1), download_url_2=urls.gather(idx_2)).select(PAIR_COLUMNS)
+    out["positive_pairs"] = int((pairs["pair_type"] == "positive").sum())
+    out["negative_pairs"] = pairs.height - out["positive_pairs"]
     return PairsResult(pairs, out)
+
+
+def _duplicate_keys(pairs: pl.DataFrame) -> int:
+    """Rows repeating an earlier (pair_type, item_id_1, item_id_2). O(n) when the rows are strictly
+    increasing in that order, as :func:`build_pairs` writes them; a hash count otherwise."""
+    if pairs.height < 2:
+        return 0
+    t, a, b = pl.col("pair_type").to_physical(), pl.col("item_id_1"), pl.col("item_id_2")
+    later = (t > t.shift(1)) | ((t == t.shift(1)) & ((a > a.shift(1)) | ((a == a.shift(1)) & (b > b.shift(1)))))
+    if pairs.select(later.slice(1).all()).item():
+        return 0
+    return pairs.height - pairs.select("pair_type", "item_id_1", "item_id_2").n_unique()
 
 
 def validate(pairs: pl.DataFrame, min_num_clients: int) -> dict[str, tuple[bool, dict]]:
     self_pairs = pairs.filter(pl.col("item_id_1") == pl.col("item_id_2")).height
     non_canonical = pairs.filter(pl.col("item_id_1") > pl.col("item_id_2")).height
-    dups = pairs.height - pairs.select("item_id_1", "item_id_2", "pair_type").n_unique() if pairs.height else 0
+    dups = _duplicate_keys(pairs)
     null_keys = pairs.select(pl.any_horizontal(pl.col(c).is_null() for c in ("item_id_1", "item_id_2", "pair_type")).sum()).item()
     below = pairs.filter(pl.col("num_clients") < min_num_clients).height
     return {

@@ -15,6 +15,8 @@ import dataclasses
 
 import polars as pl
 
+from .frames import repeated_rows
+
 ID_COLUMNS = ("client_id", "session_id", "item_id")
 SCHEMA: dict[str, pl.DataType] = {
     "client_id": pl.Int64(),
@@ -91,6 +93,16 @@ def check_schema(schema: pl.Schema | dict[str, pl.DataType]) -> None:
             )
 
 
+def _mark_duplicates(typed: pl.DataFrame) -> pl.Series:
+    """The reason column with ``duplicate`` set on every valid row that repeats an earlier valid row's
+    (client, session, item, timestamp); the first one is kept."""
+    reason = typed[QUARANTINE_REASON]
+    later = repeated_rows(typed, DUPLICATE_KEY, where=reason.is_null())
+    if later.len() == 0:
+        return reason
+    return reason.scatter(later, "duplicate")
+
+
 def enforce_schema(raw: pl.DataFrame | pl.LazyFrame) -> EnforcedSnapshot:
     """Cast ``raw`` to :data:`SCHEMA` (extra columns are dropped) and split off unusable rows."""
     lf = raw.lazy()
@@ -118,14 +130,7 @@ def enforce_schema(raw: pl.DataFrame | pl.LazyFrame) -> EnforcedSnapshot:
     for name, cond in reversed(checks):
         reason = pl.when(cond).then(pl.lit(name)).otherwise(reason)
     typed = typed.with_columns(reason.alias(QUARANTINE_REASON)).drop([f"__had_{n}" for n in SCHEMA])
-    # An exact repeat of an earlier valid row (same client, session, item and timestamp) is a duplicate.
-    dup = pl.struct(list(DUPLICATE_KEY)).is_first_distinct().not_()
-    typed = typed.with_columns(
-        pl.when(pl.col(QUARANTINE_REASON).is_null() & dup.over(pl.col(QUARANTINE_REASON).is_null()))
-        .then(pl.lit("duplicate"))
-        .otherwise(pl.col(QUARANTINE_REASON))
-        .alias(QUARANTINE_REASON)
-    )
     out = typed.collect()
+    out = out.with_columns(_mark_duplicates(out))
     bad = out[QUARANTINE_REASON].is_not_null()
     return EnforcedSnapshot(clean=out.filter(~bad).drop(QUARANTINE_REASON), quarantine=out.filter(bad))
