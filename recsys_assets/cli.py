@@ -63,7 +63,8 @@ def materialize(args: argparse.Namespace) -> int:
         checks = res.get_asset_check_evaluations()
         bad = [f"{c.asset_key.to_user_string()}:{c.check_name}" for c in checks if not c.passed]
         failed += 0 if res.success else 1
-        fi, pairs = md.get("filtered_interactions", {}), md.get("item_pairs", {})
+        fi, pairs, ev = md.get("filtered_interactions", {}), md.get("item_pairs", {}), md.get("als_evaluation", {})
+        r50 = lambda k: f"{ev[k]:.3f}" if isinstance(ev.get(k), float) else None  # noqa: E731
         rows.append(
             [
                 day.isoformat(),
@@ -77,6 +78,9 @@ def materialize(args: argparse.Namespace) -> int:
                 md.get("item_meta", {}).get("dagster/row_count"),
                 pairs.get("positive_pairs"),
                 pairs.get("negative_pairs"),
+                md.get("als_factors", {}).get("dagster/row_count"),
+                r50("als_recall@50"),
+                r50("popularity_recall@50"),
                 f"{len(checks) - len(bad)}/{len(checks)}",
                 f"{time.time() - t:.1f}s",
             ]
@@ -84,7 +88,7 @@ def materialize(args: argparse.Namespace) -> int:
         if bad:
             print(f"{day}: failed checks: {', '.join(bad)}", file=sys.stderr)
     header = ["day", "run", "raw rows", "quarant.", "positive", "negative", "neutral", "clients dropped",
-              "items", "pos pairs", "neg pairs", "checks ok", "time"]
+              "items", "pos pairs", "neg pairs", "ALS items", "ALS r@50", "pop r@50", "checks ok", "time"]
     table = [header] + [[_fmt(v) for v in r] for r in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     print()
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     m = sub.add_parser("materialize", help="run a job for each day of a range and print a summary")
     m.add_argument("--start", type=dt.date.fromisoformat)
     m.add_argument("--end", type=dt.date.fromisoformat)
-    m.add_argument("--job", default="data_prep_job")
+    m.add_argument("--job", default="daily_job")
     m.add_argument("--log-level", default="WARNING")
     args = ap.parse_args(argv)
     if args.cmd == "materialize":

@@ -16,6 +16,7 @@ graph runs on the embedded simulator, on local files, or on S3 -- no code change
 ``RECSYS_SNAPSHOT_URL_TEMPLATE``  lake: daily snapshot folder, e.g. ``s3://josh-recsys/snapshot/dt={date}/``
 ``RECSYS_CATALOG_URI``          lake: the video catalog Delta table, e.g. ``s3://josh-meta/video``
 ``RECSYS_START_DATE``           first daily partition (default 2026-11-01)
+``RECSYS_ALS_THREADS``          threads for the ALS solver (default 0 = all cores)
 ==============================  =====================================================================
 """
 
@@ -26,10 +27,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from .defs.collaborative import COLLABORATIVE_ASSETS
 from .defs.data_prep import DATA_PREP_ASSETS, GROUP
 from .defs.io_manager import PolarsParquetIOManager
 from .defs.partitions import daily_partitions
 from .defs.resources import (
+    AlsEngineResource,
     DeltaCatalogSource,
     ParquetSnapshotSource,
     SimulatedCatalogSource,
@@ -71,6 +74,7 @@ def build_resources(env: typing.Mapping[str, str] = os.environ) -> dict[str, typ
         "io_manager": PolarsParquetIOManager(base_url=env.get("RECSYS_STORAGE_URL", str(data_dir / "assets")), s3=s3),
         "snapshots": snapshots,
         "catalog": catalog,
+        "als_engine": AlsEngineResource(num_threads=int(env.get("RECSYS_ALS_THREADS", "0"))),
     }
 
 
@@ -82,11 +86,19 @@ data_prep_job = dg.define_asset_job(
 )
 
 
+daily_job = dg.define_asset_job(
+    "daily_job",
+    selection=dg.AssetSelection.all(),
+    partitions_def=daily_partitions,
+    description="Every daily asset for one day, in dependency order (what the daily schedule runs).",
+)
+
+
 def build_definitions(env: typing.Mapping[str, str] = os.environ) -> dg.Definitions:
     return dg.Definitions(
-        assets=DATA_PREP_ASSETS,
-        jobs=[data_prep_job],
-        schedules=[dg.build_schedule_from_partitioned_job(data_prep_job, hour_of_day=3)],
+        assets=[*DATA_PREP_ASSETS, *COLLABORATIVE_ASSETS],
+        jobs=[daily_job, data_prep_job],
+        schedules=[dg.build_schedule_from_partitioned_job(daily_job, hour_of_day=3)],
         resources=build_resources(env),
     )
 

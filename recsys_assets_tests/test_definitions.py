@@ -4,7 +4,7 @@ import pytest
 from recsys_assets.defs.resources import DeltaCatalogSource, ParquetSnapshotSource, SimulatedSnapshotSource
 from recsys_assets.definitions import build_definitions, build_resources, defs
 
-EXPECTED = {"raw_interactions", "raw_interactions_quarantine", "video_catalog", "filtered_interactions", "item_meta", "item_pairs"}
+EXPECTED = {"als_factors", "als_user_factors", "als_evaluation", "raw_interactions", "raw_interactions_quarantine", "video_catalog", "filtered_interactions", "item_meta", "item_pairs"}
 
 
 def test_definitions_load():
@@ -32,7 +32,9 @@ def test_blocking_checks_guard_what_feeds_downstream():
 
 def test_job_and_schedule():
     assert defs.resolve_job_def("data_prep_job") is not None
-    assert defs.resolve_schedule_def("data_prep_job_schedule").cron_schedule == "0 3 * * *"
+    daily = defs.resolve_job_def("daily_job")
+    assert {k.to_user_string() for k in daily.asset_layer.executable_asset_keys} >= {"item_pairs", "als_factors", "als_evaluation"}
+    assert defs.resolve_schedule_def("daily_job_schedule").cron_schedule == "0 3 * * *"
 
 
 def test_sources_are_chosen_by_env(tmp_path):

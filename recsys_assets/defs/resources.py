@@ -6,7 +6,8 @@ Each role is one resource key with interchangeable implementations chosen in ``d
   :class:`SimulatedSnapshotSource` (publishes the simulator's day as parquet, then reads it with
   the same parquet reader);
 * ``catalog``: :class:`DeltaCatalogSource` (a Delta table) or :class:`SimulatedCatalogSource`
-  (publishes the simulator's catalog as a Delta table plus mp4 media, then reads it as Delta).
+  (publishes the simulator's catalog as a Delta table plus mp4 media, then reads it as Delta);
+* ``als_engine``: :class:`AlsEngineResource` (the ALS implementation).
 """
 
 
@@ -19,6 +20,7 @@ import polars as pl
 from ..simulator.platform import Platform, get_platform
 from ..simulator.publish import catalog_uri, publish_catalog, publish_day, snapshot_template
 from ..sources.lake import read_catalog, read_snapshot
+from ..stages.als_factors import AlsEngine, ImplicitAls
 from .s3 import S3Config
 
 
@@ -109,3 +111,17 @@ class SimulatedCatalogSource(CatalogSource):
 
     def describe(self) -> str:
         return f"simulator[{self.simulator.profile}, seed {self.simulator.seed}] " + catalog_uri(self.simulator.root)
+
+
+class AlsEngineResource(dg.ConfigurableResource):
+    """The ALS engine: ``implicit`` (CPU, one machine). The asset's contract does not depend on it, so an
+    engine for data beyond one machine (Spark MLlib) plugs in here."""
+
+    name: str = "implicit"
+    num_threads: int = 0
+    """Threads for implicit's solver (0 = all cores)."""
+
+    def engine(self) -> AlsEngine:
+        if self.name == "implicit":
+            return ImplicitAls()
+        raise ValueError(f"unknown ALS engine {self.name!r}; known: implicit")

@@ -14,7 +14,9 @@ Model
   independent draw with probability ``like_probability(a)``.
 * So ``P(positive) = 1 - P(pcc <= 0.9) * (1 - p_like)`` has a closed form: see
   :meth:`Platform.positive_probability`. Bots complete and like nearly everything; a few
-  sessions have every served video fully watched. Feeds are biased to popular and fresh items.
+  sessions have every served video fully watched. Feeds are biased to popular and fresh items
+  and personalised: each slot serves the best of 3 popularity-drawn candidates by affinity plus
+  Gumbel noise (the incumbent recommender), so what a client sees already reflects its taste.
 * Every item has a real mp4 rendered from ``v_i`` (see :mod:`.media`), so content predicts
   behaviour.
 * A small share of rows is dirty on purpose (null ids, NaN/negative values, duplicates), as
@@ -38,7 +40,7 @@ CLIENT_ID_OFFSET = 100_000_000
 ITEM_ID_OFFSET = 500_000_000
 
 TASTE_SCALE = 1.5
-AFFINITY_SHIFT = -0.45
+AFFINITY_SHIFT = -1.3
 NOISE_SD = 1.0
 PCC_SCALE = 1.3
 PCC_SLOPE = 1.2
@@ -49,6 +51,8 @@ LIKE_SLOPE = 2.0
 LIKE_MAX = 0.8
 OWN_LANGUAGE_SHARE = 0.9
 DIRTY_SHARE = 0.001
+SERVE_CANDIDATES = 3
+SERVE_NOISE = 1.0
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -220,14 +224,18 @@ class Platform:
         ci = sess_client[row_sess]
         n = len(ci)
 
-        # which language pool each slot draws from, then popularity/freshness-biased exposure
-        own = rng.random(n) < OWN_LANGUAGE_SHARE
-        other = rng.choice(len(self.languages), size=n, p=self.language_shares).astype(np.int16)
-        slot_lang = np.where(own, self.client_language[ci], other)
+        # the incumbent recommender: each slot draws SERVE_CANDIDATES items from a language pool with
+        # popularity/freshness-biased probability and serves the one it scores best -- the true
+        # affinity plus Gumbel noise -- so exposure is personalised, as on a real feed.
+        k = SERVE_CANDIDATES
+        cc = np.repeat(ci, k)
+        own = rng.random(n * k) < OWN_LANGUAGE_SHARE
+        other = rng.choice(len(self.languages), size=n * k, p=self.language_shares).astype(np.int16)
+        slot_lang = np.where(own, self.client_language[cc], other)
         available = self.item_upload_offset <= off
         age = np.maximum(off - self.item_upload_offset, 0)
         weight = self.item_popularity * (1.0 + 4.0 * np.exp(-age / 2.0))
-        ii = np.empty(n, dtype=np.int64)
+        cand = np.empty(n * k, dtype=np.int64)
         for lang in range(len(self.languages)):
             slots = np.flatnonzero(slot_lang == lang)
             pool = np.flatnonzero(available & (self.item_language == lang))
@@ -237,7 +245,10 @@ class Platform:
                 pool = np.flatnonzero(available)
             cum = np.cumsum(weight[pool])
             pick = np.searchsorted(cum, rng.random(len(slots)) * cum[-1], side="right")
-            ii[slots] = pool[np.minimum(pick, len(pool) - 1)]
+            cand[slots] = pool[np.minimum(pick, len(pool) - 1)]
+        serve_score = self._affinity_idx(cc, cand) + SERVE_NOISE * rng.gumbel(size=n * k).astype(np.float32)
+        best = serve_score.reshape(n, k).argmax(axis=1)
+        ii = cand.reshape(n, k)[np.arange(n), best]
 
         a = self._affinity_idx(ci, ii)
         z = a + NOISE_SD * rng.standard_normal(n, dtype=np.float32)

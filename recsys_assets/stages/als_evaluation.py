@@ -1,0 +1,133 @@
+"""Next-day evaluation of ALS factors beside a popularity baseline.
+
+For each language model trained on the window ending D-1, the clients of that model are scored against
+every item of the model (the items of that language with a vector) and ranked. The targets are the
+client's positives on day D among those items; with ``exclude_seen`` (default) the items the client
+interacted with in the training window are removed from both the ranking and the targets, so the
+metric measures discovery, not repetition. Clients left with no target are not counted.
+
+Popularity ranks the same candidates by their positive count in the training window (ties by item id).
+Metrics, with binary relevance and T = the client's targets:
+
+* ``recall@k``  = |top-k ∩ T| / |T|, averaged over clients;
+* ``ndcg@10``   = DCG@10 / IDCG@10 with DCG = Σ 1/log2(rank+1) over hits and IDCG for min(|T|, 10) hits.
+
+Targets on items the model has no vector for (cold items, items under the minimum counts) cannot be
+retrieved by either method; they are left out and counted (``targets_outside_any_model``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+KS = (10, 50, 100)
+
+
+def _index(ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Positions of ``values`` in sorted ``ids``; -1 where absent."""
+    pos = np.searchsorted(ids, values)
+    pos = np.minimum(pos, len(ids) - 1)
+    return np.where(ids[pos] == values, pos, -1)
+
+
+def _incidence(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    ok = (rows >= 0) & (cols >= 0)
+    m = sp.csr_matrix((np.ones(int(ok.sum()), dtype=np.float32), (rows[ok], cols[ok])), shape=shape)
+    m.data[:] = 1.0
+    return m
+
+
+def ranking_metrics(scores: np.ndarray, seen: sp.csr_matrix, targets: sp.csr_matrix, ks=KS) -> dict[str, np.ndarray]:
+    """Per-client recall@k and ndcg@10 for a dense score block (clients x items); ``seen`` cells are excluded."""
+    scores = scores.astype(np.float64, copy=True)
+    s = seen.tocoo()
+    scores[s.row, s.col] = -np.inf
+    kmax = min(max(max(ks), 10), scores.shape[1])
+    top = np.argpartition(-scores, kmax - 1, axis=1)[:, :kmax]
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    top = np.take_along_axis(top, order, axis=1)
+    t = targets.toarray().astype(bool)
+    hits = np.take_along_axis(t, top, axis=1)
+    n_t = t.sum(axis=1)
+    out = {f"recall@{k}": hits[:, :k].sum(axis=1) / np.maximum(n_t, 1) for k in ks}
+    disc = 1.0 / np.log2(np.arange(2, 12))
+    dcg = (hits[:, :10] * disc[: hits[:, :10].shape[1]]).sum(axis=1)
+    idcg = np.array([disc[: min(n, 10)].sum() for n in n_t])
+    out["ndcg@10"] = dcg / np.maximum(idcg, 1e-12)
+    return out
+
+
+def evaluate(
+    item_factors: pl.DataFrame,
+    user_factors: pl.DataFrame,
+    train: pl.DataFrame,
+    next_day: pl.DataFrame,
+    exclude_seen: bool = True,
+    ks=KS,
+    block: int = 2048,
+) -> tuple[pl.DataFrame, list[dict]]:
+    """One row per (language, method) with the metrics and the counts; plus per-language counts."""
+    rows, counts = [], []
+    for lang in sorted(item_factors["language"].unique().to_list()):
+        itf = item_factors.filter(pl.col("language") == lang).sort("item_id")
+        uf = user_factors.filter(pl.col("language") == lang).sort("client_id")
+        item_ids, client_ids = itf["item_id"].to_numpy(), uf["client_id"].to_numpy()
+        shape = (len(client_ids), len(item_ids))
+        pos = next_day.filter(pl.col("is_positive")).select("client_id", "item_id").unique()
+        pos = pos.filter(pl.col("client_id").is_in(client_ids))
+        ti = _index(item_ids, pos["item_id"].to_numpy())
+        targets = _incidence(_index(client_ids, pos["client_id"].to_numpy()), ti, shape)
+        seen_df = train.filter(pl.col("client_id").is_in(client_ids)).select("client_id", "item_id").unique()
+        seen = _incidence(_index(client_ids, seen_df["client_id"].to_numpy()), _index(item_ids, seen_df["item_id"].to_numpy()), shape)
+        if not exclude_seen:
+            seen = sp.csr_matrix(shape, dtype=np.float32)
+        all_targets = targets.nnz
+        targets = targets - targets.multiply(seen)
+        targets.eliminate_zeros()
+        evaluated = np.flatnonzero(np.diff(targets.indptr) > 0)
+        pop_idx = _index(item_ids, train.filter(pl.col("is_positive"))["item_id"].to_numpy())
+        popularity = np.bincount(pop_idx[pop_idx >= 0], minlength=len(item_ids)).astype(np.float64)
+        # ties broken towards the smaller item id, deterministically
+        pop_scores = popularity - np.arange(len(item_ids)) * 1e-9
+        U, V = uf["vector"].to_numpy(), itf["vector"].to_numpy()
+        acc = {m: {} for m in ("als", "popularity")}
+        for s in range(0, len(evaluated), block):
+            b = evaluated[s : s + block]
+            for method, sc in (("als", U[b] @ V.T), ("popularity", np.tile(pop_scores, (len(b), 1)))):
+                for name, vals in ranking_metrics(sc, seen[b], targets[b], ks).items():
+                    acc[method].setdefault(name, []).append(vals)
+        count = {
+            "language": lang,
+            "clients_evaluated": int(len(evaluated)),
+            "clients_in_model": len(client_ids),
+            "items_in_model": len(item_ids),
+            "targets": int(targets.nnz),
+            "targets_seen_in_window": int(all_targets - targets.nnz),
+        }
+        counts.append(count)
+        for method, metrics in acc.items():
+            row = {"language": lang, "method": method, "clients": len(evaluated)}
+            for name in [f"recall@{k}" for k in ks] + ["ndcg@10"]:
+                vals = np.concatenate(metrics[name]) if metrics.get(name) else np.zeros(0)
+                row[name] = float(vals.mean()) if len(vals) else float("nan")
+            rows.append(row)
+    schema = {"language": pl.String, "method": pl.String, "clients": pl.Int64} | {
+        n: pl.Float64 for n in [f"recall@{k}" for k in ks] + ["ndcg@10"]
+    }
+    modelled = next_day.filter(pl.col("is_positive")).join(item_factors.select("item_id").unique(), on="item_id", how="anti")
+    for c in counts:
+        c["targets_outside_any_model"] = modelled.height  # the same for every language: positives on items with no vector
+    return pl.DataFrame(rows, schema=schema), counts
+
+
+def overall(table: pl.DataFrame) -> pl.DataFrame:
+    """Client-weighted mean of every metric across languages, per method."""
+    metrics = [c for c in table.columns if "@" in c]
+    return (
+        table.filter(pl.col("clients") > 0)
+        .group_by("method")
+        .agg(pl.col("clients").sum(), *[((pl.col(m) * pl.col("clients")).sum() / pl.col("clients").sum()).alias(m) for m in metrics])
+        .sort("method")
+    )
