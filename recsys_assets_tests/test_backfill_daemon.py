@@ -1,4 +1,5 @@
-"""`dagster dev` (webserver + daemons) for real: a partition backfill over phases 1-3 launched as the UI does it."""
+"""`dagster dev` (webserver + daemons) for real: a partition backfill over phases 1-3 and the windowed ALS
+factors, launched as the UI does it."""
 
 import os
 import signal
@@ -14,7 +15,8 @@ import requests
 from .conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-ASSETS = ["raw_interactions", "raw_interactions_quarantine", "video_catalog", "filtered_interactions", "item_meta", "item_pairs"]
+ASSETS = ["raw_interactions", "raw_interactions_quarantine", "video_catalog", "filtered_interactions", "item_meta", "item_pairs",
+          "als_factors", "als_user_factors"]
 START, END = "2026-11-01", "2026-11-03"
 
 LAUNCH = """
@@ -120,4 +122,10 @@ def test_backfill_of_a_date_range_through_the_daemon(dagster_dev, monkeypatch):
             succeeded = {p for p, s in seen if s == "SUCCEEDED"}
             assert succeeded == {"2026-11-01", "2026-11-02", "2026-11-03"}, seen
             assert not [x for x in seen if x[1] == "FAILED"], seen
+        # the windowed asset ran after every day of its window was there
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("als_factors"), asset_partitions=["2026-11-03"]), limit=1
+        ).records
+        md = records[0].asset_materialization.metadata
+        assert md["window_days_used"].value == 3 and md["window_rows"].value > 0
     assert (tmp_path / "data" / "assets" / "item_pairs" / "2026-11-03.parquet").exists()

@@ -147,7 +147,7 @@ def als_factors(
         "hyper_parameters": dg.MetadataValue.json(config.model_dump()),
         "languages": dg.MetadataValue.md(markdown_table(per_language)),
         "training_seconds": float(sum(st["seconds"] for st in result.stats)),
-        "rows_without_language": int(result.stats[0].get("rows_without_language", 0)) if result.stats else 0,
+        "cells_without_language": int(result.stats[0].get("cells_without_language", 0)) if result.stats else 0,
     }
     yield dg.Output(result.item_factors, output_name="als_factors", metadata={**frame_metadata(result.item_factors), **to_metadata(common)})
     yield dg.Output(result.user_factors, output_name="als_user_factors", metadata=frame_metadata(result.user_factors))

@@ -74,28 +74,26 @@ class ImplicitAls:
                 num_threads=params.num_threads,
                 random_state=params.seed,
             )
-            model.fit(user_items.astype(np.float32).tocsr(), show_progress=False)
+            model.fit(user_items.tocsr().astype(np.float32, copy=False), show_progress=False)
         return np.asarray(model.user_factors, dtype=np.float32), np.asarray(model.item_factors, dtype=np.float32)
 
 
-def confidence_cells(interactions: pl.DataFrame | pl.LazyFrame, rules: ConfidenceRules = ConfidenceRules()) -> pl.DataFrame:
-    """``client_id, item_id, value, n_pos, n_neg`` per cell of the window (value != 0), plus dropped-zero cells
-    are left out. Rows repeated across days add up."""
+def confidence_cells(
+    interactions: pl.DataFrame | pl.LazyFrame,
+    rules: ConfidenceRules = ConfidenceRules(),
+    keys: tuple[str, ...] = ("client_id", "item_id"),
+) -> pl.DataFrame:
+    """``*keys, value`` per cell of the window (rows repeated across days add up), in no particular order."""
     weight = (
         pl.when(pl.col("is_positive"))
         .then(
             rules.alpha
-            * (1.0 + rules.like_bonus * pl.col("liked").cast(pl.Float64) + rules.loop_bonus * (pl.col("pcc") > 1.0).cast(pl.Float64))
+            * (1.0 + rules.like_bonus * pl.col("liked").cast(pl.Float32) + rules.loop_bonus * (pl.col("pcc") > 1.0).cast(pl.Float32))
         )
         .otherwise(-rules.negative_weight)
+        .cast(pl.Float32)
     )
-    return (
-        interactions.lazy()
-        .group_by("client_id", "item_id")
-        .agg(value=weight.sum(), n_pos=pl.col("is_positive").sum().cast(pl.Int32), n_neg=(~pl.col("is_positive")).sum().cast(pl.Int32))
-        .sort("client_id", "item_id")
-        .collect()
-    )
+    return interactions.lazy().group_by(*keys).agg(value=weight.sum()).collect()
 
 
 @dataclasses.dataclass
@@ -108,33 +106,49 @@ class LanguageMatrix:
 
 
 def language_matrix(cells: pl.DataFrame, language: str, params: AlsParams) -> LanguageMatrix:
-    """Apply the minimum counts (items first, then clients) and index the cells of one language."""
-    nonzero = cells.filter(pl.col("value") != 0)
-    item_clients = nonzero.group_by("item_id").agg(n=pl.len())
-    keep_items = item_clients.filter(pl.col("n") >= params.min_item_clients).select("item_id")
-    kept = nonzero.join(keep_items, on="item_id", how="semi")
+    """Apply the minimum counts (items first, then clients) and index the cells of one language.
+
+    Rows are clients and columns items, both in ascending id order; the CSR is canonical (columns
+    ascending within a row) whatever order the cells came in, so the solver sums in the same order
+    on every run.
+    """
+    nonzero = cells.lazy().filter(pl.col("value") != 0)
+    item_clients = nonzero.group_by("item_id").agg(n=pl.len()).collect()
+    items = item_clients.filter(pl.col("n") >= params.min_item_clients).select("item_id").sort("item_id")
+    items = items.with_row_index("col")
+    kept = nonzero.join(items.lazy(), on="item_id", how="inner").select("client_id", "col", "value").collect()
     client_items = kept.group_by("client_id").agg(n=pl.len())
-    keep_clients = client_items.filter(pl.col("n") >= params.min_client_items).select("client_id")
-    kept = kept.join(keep_clients, on="client_id", how="semi")
-    client_ids = np.sort(kept["client_id"].unique().to_numpy())
-    item_ids = np.sort(kept["item_id"].unique().to_numpy())
-    rows = np.searchsorted(client_ids, kept["client_id"].to_numpy())
-    cols = np.searchsorted(item_ids, kept["item_id"].to_numpy())
-    m = sp.csr_matrix((kept["value"].to_numpy().astype(np.float32), (rows, cols)), shape=(len(client_ids), len(item_ids)))
+    clients = client_items.filter(pl.col("n") >= params.min_client_items).select("client_id").sort("client_id")
+    clients = clients.with_row_index("row")
+    n_rows, n_cols = clients.height, items.height
+    coo = (
+        kept.lazy()
+        .join(clients.lazy(), on="client_id", how="inner")
+        .select(key=pl.col("row").cast(pl.Int64) * max(n_cols, 1) + pl.col("col").cast(pl.Int64), value="value")
+        .sort("key")
+        .collect()
+    )
+    key = coo["key"].to_numpy()
+    rows = key // max(n_cols, 1)
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_rows))]).astype(np.int64)
+    m = sp.csr_matrix(
+        (coo["value"].to_numpy().astype(np.float32, copy=False), (key % max(n_cols, 1)).astype(np.int32), indptr),
+        shape=(n_rows, n_cols),
+    )
     stats = {
         "language": language,
         "cells": cells.height,
-        "cells_cancelled": cells.height - nonzero.height,
+        "cells_cancelled": cells.height - int(item_clients["n"].sum()),
         "items_in_window": item_clients.height,
-        "items_below_min_clients": item_clients.height - keep_items.height,
-        "clients_in_window": nonzero["client_id"].n_unique(),
-        "clients_below_min_items": client_items.height - keep_clients.height,
-        "clients": len(client_ids),
-        "items": len(item_ids),
+        "items_below_min_clients": item_clients.height - n_cols,
+        "clients_in_window": int(nonzero.select(pl.col("client_id").n_unique()).collect().item()),
+        "clients_below_min_items": client_items.height - n_rows,
+        "clients": n_rows,
+        "items": n_cols,
         "nnz": int(m.nnz),
         "negative_cells": int((m.data < 0).sum()),
     }
-    return LanguageMatrix(language, client_ids, item_ids, m, stats)
+    return LanguageMatrix(language, clients["client_id"].to_numpy(), items["item_id"].to_numpy(), m, stats)
 
 
 @dataclasses.dataclass
@@ -171,17 +185,23 @@ def train_als(
 
     ``languages=None`` trains every language with at least ``min_cells_per_language`` cells after the
     minimum counts; languages skipped for too little data appear in the stats with ``trained=False``.
-    Interactions whose item has no language in the catalog are counted, not guessed.
+    (client, item) cells whose item has no language in the catalog are counted, not guessed.
     """
     engine = engine or ImplicitAls()
-    joined = interactions.lazy().join(item_language.lazy().select("item_id", "language"), on="item_id", how="left").collect()
-    no_language = joined.filter(pl.col("language").is_null())
-    joined = joined.filter(pl.col("language").is_not_null())
-    wanted = languages if languages is not None else sorted(joined["language"].unique().to_list())
+    lf = interactions.lazy().select("client_id", "item_id", "is_positive", "liked", "pcc")
+    # cells on the two integer keys first; an item's language is then joined once per cell
+    cells = confidence_cells(lf, rules).join(item_language.select("item_id", "language"), on="item_id", how="left")
+    no_language = int(cells["language"].null_count())
+    by_language = {k[0]: v for k, v in cells.filter(pl.col("language").is_not_null()).partition_by("language", as_dict=True, include_key=False).items()}
+    del cells
+    wanted = languages if languages is not None else sorted(by_language)
     items, users, stats = [], [], []
     for lang in wanted:
-        cells = confidence_cells(joined.filter(pl.col("language") == lang), rules)
-        lm = language_matrix(cells, lang, params)
+        lang_cells = by_language.pop(lang, None)
+        if lang_cells is None:
+            lang_cells = pl.DataFrame(schema={"client_id": pl.Int64, "item_id": pl.Int64, "value": pl.Float32})
+        lm = language_matrix(lang_cells, lang, params)
+        del lang_cells
         st = {**lm.stats, "engine": engine.name, "trained": False, "seconds": 0.0}
         if lm.matrix.nnz < min_cells_per_language or lm.matrix.shape[1] < 2:
             st["skipped"] = f"{lm.matrix.nnz} cells < {min_cells_per_language}"
@@ -195,7 +215,7 @@ def train_als(
         users.append(_factor_frame("client_id", lm.client_ids, lang, uf))
         stats.append(st)
     if stats:
-        stats[0]["rows_without_language"] = no_language.height
+        stats[0]["cells_without_language"] = no_language
     return AlsResult(
         pl.concat(items) if items else empty_factors("item_id", params.factors),
         pl.concat(users) if users else empty_factors("client_id", params.factors),
