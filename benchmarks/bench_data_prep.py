@@ -134,8 +134,8 @@ def main() -> None:
     results = {s: _child(s, args) for s in STAGES}
     scan = results["scan"]["seconds"]
     print()
-    print(f"| stage | rows in | rows out | seconds | M rows/s | x scan | peak RSS GiB |")
-    print(f"|---|---:|---:|---:|---:|---:|---:|")
+    print("| stage | rows in | rows out | seconds | M rows/s | x scan | peak RSS GiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for s, r in results.items():
         print(
             f"| {s} | {r['rows_in']:,} | {r['rows_out']:,} | {r['seconds']:.2f} | "

@@ -4,7 +4,6 @@ import datetime as dt
 
 import numpy as np
 import polars as pl
-import pytest
 
 from recsys_assets.stages import als_evaluation as E
 from recsys_assets.stages import als_factors as A
