@@ -19,10 +19,10 @@ import argparse
 import datetime as dt
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from _child import run_child
 
 HERE = Path(__file__).resolve().parent
 
@@ -127,16 +127,9 @@ def direct(args, p) -> dict:
 
 
 def _child(stage: str, args) -> dict:
-    cmd = [sys.executable, __file__, "--child", stage, "--profile", args.profile, "--end", args.end,
-           "--days", str(args.days), "--iterations", str(args.iterations), "--seed", str(args.seed), "--data", str(args.data)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{stage} failed")
-    res = json.loads(out.strip().splitlines()[-1])
-    res["peak_rss_gib"] = usage.ru_maxrss / 2**20
-    return res
+    child_args = ["--child", stage, "--profile", args.profile, "--end", args.end,
+                  "--days", str(args.days), "--iterations", str(args.iterations), "--seed", str(args.seed), "--data", str(args.data)]
+    return run_child(__file__, child_args, stage)
 
 
 def main() -> None:

@@ -21,10 +21,10 @@ import argparse
 import datetime as dt
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from _child import run_child
 
 HERE = Path(__file__).resolve().parent
 STAGES = ("scan", "raw", "phase1", "phase2", "phase3")
@@ -96,17 +96,9 @@ def run_stage(stage: str, day: str, p: dict[str, Path]) -> dict:
 
 
 def _child(stage: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--child", stage, "--profile", args.profile, "--day", args.day,
-           "--seed", str(args.seed), "--data", str(args.data)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"stage {stage} failed (exit {proc.returncode})")
-    res = json.loads(out.strip().splitlines()[-1])
-    res["peak_rss_gib"] = usage.ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
-    return res
+    child_args = ["--child", stage, "--profile", args.profile, "--day", args.day,
+                  "--seed", str(args.seed), "--data", str(args.data)]
+    return run_child(__file__, child_args, stage)
 
 
 def main() -> None:

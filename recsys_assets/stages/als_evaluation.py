@@ -59,6 +59,13 @@ def ranking_metrics(scores: np.ndarray, seen: sp.csr_matrix, targets: sp.csr_mat
     return out
 
 
+def table_schema(ks=KS) -> dict[str, pl.DataType]:
+    """The evaluation table: one row per (language, method)."""
+    return {"language": pl.String, "method": pl.String, "clients": pl.Int64} | {
+        n: pl.Float64 for n in [f"recall@{k}" for k in ks] + ["ndcg@10"]
+    }
+
+
 def evaluate(
     item_factors: pl.DataFrame,
     user_factors: pl.DataFrame,
@@ -113,13 +120,7 @@ def evaluate(
                 vals = np.concatenate(metrics[name]) if metrics.get(name) else np.zeros(0)
                 row[name] = float(vals.mean()) if len(vals) else float("nan")
             rows.append(row)
-    schema = {"language": pl.String, "method": pl.String, "clients": pl.Int64} | {
-        n: pl.Float64 for n in [f"recall@{k}" for k in ks] + ["ndcg@10"]
-    }
-    modelled = next_day.filter(pl.col("is_positive")).join(item_factors.select("item_id").unique(), on="item_id", how="anti")
-    for c in counts:
-        c["targets_outside_any_model"] = modelled.height  # the same for every language: positives on items with no vector
-    return pl.DataFrame(rows, schema=schema), counts
+    return pl.DataFrame(rows, schema=table_schema(ks)), counts
 
 
 def overall(table: pl.DataFrame) -> pl.DataFrame:
