@@ -81,6 +81,11 @@ def materialize(args: argparse.Namespace) -> int:
                 md.get("als_factors", {}).get("dagster/row_count"),
                 r50("als_recall@50"),
                 r50("popularity_recall@50"),
+                md.get("item_content_embeddings", {}).get("decoded"),
+                md.get("item_content_embeddings", {}).get("failed"),
+                (lambda v: f"{v:.3f}" if isinstance(v, float) else None)(
+                    md.get("pair_blip_scores", {}).get("paired_share_positive_more_similar")
+                ),
                 f"{len(checks) - len(bad)}/{len(checks)}",
                 f"{time.time() - t:.1f}s",
             ]
@@ -88,7 +93,8 @@ def materialize(args: argparse.Namespace) -> int:
         if bad:
             print(f"{day}: failed checks: {', '.join(bad)}", file=sys.stderr)
     header = ["day", "run", "raw rows", "quarant.", "positive", "negative", "neutral", "clients dropped",
-              "items", "pos pairs", "neg pairs", "ALS items", "ALS r@50", "pop r@50", "checks ok", "time"]
+              "items", "pos pairs", "neg pairs", "ALS items", "ALS r@50", "pop r@50",
+              "videos embedded", "media failed", "pos>neg sim", "checks ok", "time"]
     table = [header] + [[_fmt(v) for v in r] for r in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     print()

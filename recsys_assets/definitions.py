@@ -17,6 +17,15 @@ graph runs on the embedded simulator, on local files, or on S3 -- no code change
 ``RECSYS_CATALOG_URI``          lake: the video catalog Delta table, e.g. ``s3://josh-meta/video``
 ``RECSYS_START_DATE``           first daily partition (default 2026-11-01)
 ``RECSYS_ALS_THREADS``          threads for the ALS solver (default 0 = all cores)
+``RECSYS_IMAGE_MODEL``          open_clip architecture (default ``recsys-ViT-tiny-16``, random weights)
+``RECSYS_IMAGE_PRETRAINED``     open_clip pretrained tag or checkpoint path/URL (unset = random weights)
+``RECSYS_AUDIO_MODEL``          Whisper size: tiny/base/small/medium/large-v3 (default ``random-small``)
+``RECSYS_AUDIO_CHECKPOINT``     Whisper checkpoint path/URL, openai ``.pt`` or ``.safetensors`` (unset = random)
+``RECSYS_DEVICE``               ``auto`` (default: CUDA when present), ``cpu``, ``cuda``
+``RECSYS_MEDIA_ALLOWED_SCHEMES``  comma list for download_url (default ``file,s3,https``)
+``RECSYS_MEDIA_ALLOWED_HOSTS``  comma list of http(s) hosts / s3 buckets media may come from
+``RECSYS_MEDIA_ALLOWED_ROOTS``  comma list of local folders file:// media may come from
+                                (simulator: its media folder is always allowed)
 ==============================  =====================================================================
 """
 
@@ -28,12 +37,16 @@ from pathlib import Path
 import dagster as dg
 
 from .defs.collaborative import COLLABORATIVE_ASSETS
+from .defs.content import CONTENT_ASSETS
 from .defs.data_prep import DATA_PREP_ASSETS, GROUP
 from .defs.io_manager import PolarsParquetIOManager
 from .defs.partitions import daily_partitions
 from .defs.resources import (
     AlsEngineResource,
+    ContentModelsResource,
     DeltaCatalogSource,
+    EmbeddingCacheResource,
+    MediaFetchResource,
     ParquetSnapshotSource,
     SimulatedCatalogSource,
     SimulatedPlatformResource,
@@ -54,6 +67,10 @@ def build_resources(env: typing.Mapping[str, str] = os.environ) -> dict[str, typ
         aws_secret_access_key=_env_or_none(env, "AWS_SECRET_ACCESS_KEY"),
         region_name=_env_or_none(env, "AWS_REGION"),
     )
+    def csv(name: str, default: str = "") -> list[str]:
+        return [v.strip() for v in env.get(name, default).split(",") if v.strip()]
+
+    media_roots = csv("RECSYS_MEDIA_ALLOWED_ROOTS")
     source = env.get("RECSYS_SOURCE", "simulator")
     if source == "simulator":
         sim = SimulatedPlatformResource(
@@ -62,6 +79,7 @@ def build_resources(env: typing.Mapping[str, str] = os.environ) -> dict[str, typ
             root=env.get("RECSYS_SIM_ROOT", str(data_dir / "platform")),
         )
         snapshots, catalog = SimulatedSnapshotSource(simulator=sim), SimulatedCatalogSource(simulator=sim)
+        media_roots.append(str(Path(sim.root).resolve() / "media"))
     elif source == "lake":
         missing = [n for n in ("RECSYS_SNAPSHOT_URL_TEMPLATE", "RECSYS_CATALOG_URI") if not env.get(n)]
         if missing:
@@ -70,11 +88,27 @@ def build_resources(env: typing.Mapping[str, str] = os.environ) -> dict[str, typ
         catalog = DeltaCatalogSource(table_uri=env["RECSYS_CATALOG_URI"], s3=s3)
     else:
         raise ValueError(f"RECSYS_SOURCE must be 'simulator' or 'lake', not {source!r}")
+    storage_url = env.get("RECSYS_STORAGE_URL", str(data_dir / "assets"))
     return {
-        "io_manager": PolarsParquetIOManager(base_url=env.get("RECSYS_STORAGE_URL", str(data_dir / "assets")), s3=s3),
+        "io_manager": PolarsParquetIOManager(base_url=storage_url, s3=s3),
         "snapshots": snapshots,
         "catalog": catalog,
         "als_engine": AlsEngineResource(num_threads=int(env.get("RECSYS_ALS_THREADS", "0"))),
+        "media_fetch": MediaFetchResource(
+            allowed_schemes=csv("RECSYS_MEDIA_ALLOWED_SCHEMES", "file,s3,https"),
+            allowed_hosts=csv("RECSYS_MEDIA_ALLOWED_HOSTS"),
+            allowed_roots=media_roots,
+            s3=s3,
+        ),
+        "content_models": ContentModelsResource(
+            image_model=env.get("RECSYS_IMAGE_MODEL", ContentModelsResource.model_fields["image_model"].default),
+            image_pretrained=env.get("RECSYS_IMAGE_PRETRAINED") or None,
+            audio_model=env.get("RECSYS_AUDIO_MODEL", ContentModelsResource.model_fields["audio_model"].default),
+            audio_checkpoint=env.get("RECSYS_AUDIO_CHECKPOINT") or None,
+            device=env.get("RECSYS_DEVICE", "auto"),
+            s3=s3,
+        ),
+        "embedding_cache": EmbeddingCacheResource(base_url=storage_url.rstrip("/") + "/_cache/item_content_embeddings", s3=s3),
     }
 
 
@@ -96,7 +130,7 @@ daily_job = dg.define_asset_job(
 
 def build_definitions(env: typing.Mapping[str, str] = os.environ) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*DATA_PREP_ASSETS, *COLLABORATIVE_ASSETS],
+        assets=[*DATA_PREP_ASSETS, *COLLABORATIVE_ASSETS, *CONTENT_ASSETS],
         jobs=[daily_job, data_prep_job],
         schedules=[dg.build_schedule_from_partitioned_job(daily_job, hour_of_day=3)],
         resources=build_resources(env),

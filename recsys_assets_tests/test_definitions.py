@@ -4,7 +4,8 @@ import pytest
 from recsys_assets.defs.resources import DeltaCatalogSource, ParquetSnapshotSource, SimulatedSnapshotSource
 from recsys_assets.definitions import build_definitions, build_resources, defs
 
-EXPECTED = {"als_factors", "als_user_factors", "als_evaluation", "raw_interactions", "raw_interactions_quarantine", "video_catalog", "filtered_interactions", "item_meta", "item_pairs"}
+EXPECTED = {"als_factors", "als_user_factors", "als_evaluation", "raw_interactions", "raw_interactions_quarantine", "video_catalog", "filtered_interactions", "item_meta", "item_pairs",
+            "item_content_embeddings", "pair_blip_scores"}
 
 
 def test_definitions_load():
@@ -27,6 +28,8 @@ def test_blocking_checks_guard_what_feeds_downstream():
     assert specs[("filtered_interactions", "no_neutral_rows")] is True
     assert specs[("item_pairs", "pairs_canonical")] is True
     assert specs[("item_meta", "catalog_coverage")] is False
+    assert specs[("item_content_embeddings", "media_coverage")] is True
+    assert specs[("pair_blip_scores", "negatives_not_interacted")] is True
     assert {a for a, _ in specs} >= EXPECTED - {"raw_interactions_quarantine", "als_user_factors"}
 
 
@@ -52,3 +55,22 @@ def test_sources_are_chosen_by_env(tmp_path):
         build_resources({"RECSYS_SOURCE": "lake"})
     with pytest.raises(ValueError, match="'simulator' or 'lake'"):
         build_resources({"RECSYS_SOURCE": "kafka"})
+
+
+def test_content_resources_are_chosen_by_env(tmp_path):
+    res = build_resources({"RECSYS_DATA_DIR": str(tmp_path)})
+    assert res["media_fetch"].allowed_roots == [str((tmp_path / "platform" / "media").resolve())]
+    assert res["content_models"].image_pretrained is None  # random weights unless configured
+    assert res["embedding_cache"].base_url.endswith("/_cache/item_content_embeddings")
+    lake = build_resources(
+        {"RECSYS_SOURCE": "lake", "RECSYS_SNAPSHOT_URL_TEMPLATE": "s3://b/snap/dt={date}/", "RECSYS_CATALOG_URI": "s3://b/video",
+         "RECSYS_MEDIA_ALLOWED_HOSTS": "cdn.example.com, media-bucket", "RECSYS_MEDIA_ALLOWED_SCHEMES": "https,s3",
+         "RECSYS_IMAGE_MODEL": "ViT-B-32", "RECSYS_IMAGE_PRETRAINED": "/weights/vit-b-32.safetensors",
+         "RECSYS_AUDIO_MODEL": "base", "RECSYS_AUDIO_CHECKPOINT": "s3://weights/base.pt"}
+    )
+    policy = lake["media_fetch"].policy()
+    assert policy.allowed_hosts == ("cdn.example.com", "media-bucket") and policy.allowed_schemes == ("https", "s3")
+    assert policy.allowed_roots == ()
+    spec = lake["content_models"].spec()
+    assert (spec.image_model, spec.image_pretrained, spec.audio_model, spec.audio_checkpoint) == (
+        "ViT-B-32", "/weights/vit-b-32.safetensors", "base", "s3://weights/base.pt")

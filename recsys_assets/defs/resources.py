@@ -7,7 +7,10 @@ Each role is one resource key with interchangeable implementations chosen in ``d
   the same parquet reader);
 * ``catalog``: :class:`DeltaCatalogSource` (a Delta table) or :class:`SimulatedCatalogSource`
   (publishes the simulator's catalog as a Delta table plus mp4 media, then reads it as Delta);
-* ``als_engine``: :class:`AlsEngineResource` (the ALS implementation).
+* ``als_engine``: :class:`AlsEngineResource` (the ALS implementation);
+* ``media_fetch``: :class:`MediaFetchResource` (download_url -> bytes, under an allowlist);
+* ``content_models``: :class:`ContentModelsResource` (open_clip + Whisper, weights from config);
+* ``embedding_cache``: :class:`EmbeddingCacheResource` (finished embeddings by item and model).
 """
 
 
@@ -21,6 +24,10 @@ from ..simulator.platform import Platform, get_platform
 from ..simulator.publish import catalog_uri, publish_catalog, publish_day, snapshot_template
 from ..sources.lake import read_catalog, read_snapshot
 from ..stages.als_factors import AlsEngine, ImplicitAls
+from ..stages.content_models import RANDOM_AUDIO_MODEL, TINY_IMAGE_MODEL, ContentEncoders, ModelSpec, load_encoders
+from ..stages.item_content_embeddings import EmbeddingCache
+from ..stages.media_fetch import FetchPolicy
+from ..storage import open_store
 from .s3 import S3Config
 
 
@@ -125,3 +132,79 @@ class AlsEngineResource(dg.ConfigurableResource):
         if self.name == "implicit":
             return ImplicitAls()
         raise ValueError(f"unknown ALS engine {self.name!r}; known: implicit")
+
+
+class MediaFetchResource(dg.ConfigurableResource):
+    """Fetches videos by their catalog ``download_url`` under an allowlist (see ``stages/media_fetch.py``).
+
+    A URL comes from data, so nothing is reachable unless allowed here: schemes, ``http(s)`` hosts and
+    ``s3`` buckets (``allowed_hosts``; ``.example.com`` allows a domain and its subdomains), and local
+    folders for ``file://`` URLs and paths (``allowed_roots``).
+    """
+
+    allowed_schemes: list[str] = ["file", "s3", "https"]
+    allowed_hosts: list[str] = []
+    allowed_roots: list[str] = []
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    retries: int = 2
+    max_bytes: int = 256 * 1024 * 1024
+    s3: S3Config = S3Config()
+
+    def policy(self) -> FetchPolicy:
+        return FetchPolicy(
+            allowed_schemes=tuple(s.lower() for s in self.allowed_schemes),
+            allowed_hosts=tuple(self.allowed_hosts),
+            allowed_roots=tuple(self.allowed_roots),
+            connect_timeout_s=self.connect_timeout_s,
+            read_timeout_s=self.read_timeout_s,
+            retries=self.retries,
+            max_bytes=self.max_bytes,
+            s3_options=tuple(sorted(self.s3.options().items())),
+        )
+
+
+class ContentModelsResource(dg.ConfigurableResource):
+    """The image (open_clip) and audio (Whisper) encoders (see ``stages/content_models.py``).
+
+    Without ``image_pretrained`` / ``audio_checkpoint`` the weights are RANDOM (small architectures by
+    default): the pipeline runs end to end, but the embeddings carry no learned semantics.
+    """
+
+    image_model: str = TINY_IMAGE_MODEL
+    image_pretrained: typing.Optional[str] = None
+    """open_clip pretrained tag, or a checkpoint path / file:// / s3:// / https:// URL."""
+    audio_model: str = RANDOM_AUDIO_MODEL
+    audio_checkpoint: typing.Optional[str] = None
+    """Whisper checkpoint (openai .pt or .safetensors) path / file:// / s3:// / https:// URL."""
+    n_frames: int = 8
+    device: str = "auto"
+    seed: int = 0
+    checkpoint_cache_dir: str = "~/.cache/recsys_assets/checkpoints"
+    s3: S3Config = S3Config()
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(
+            image_model=self.image_model,
+            image_pretrained=self.image_pretrained or None,
+            audio_model=self.audio_model,
+            audio_checkpoint=self.audio_checkpoint or None,
+            seed=self.seed,
+            n_frames=self.n_frames,
+            device=self.device,
+            cache_dir=self.checkpoint_cache_dir,
+        )
+
+    def load(self) -> ContentEncoders:
+        return load_encoders(self.spec(), self.s3.options())
+
+
+class EmbeddingCacheResource(dg.ConfigurableResource):
+    """Where finished content embeddings are kept by (item_id, model fingerprint): a path or s3:// prefix."""
+
+    base_url: str
+    enabled: bool = True
+    s3: S3Config = S3Config()
+
+    def cache(self) -> typing.Optional[EmbeddingCache]:
+        return EmbeddingCache(open_store(self.base_url, **self.s3.options())) if self.enabled else None

@@ -1,0 +1,298 @@
+"""Content embeddings per item: fetch -> decode (worker processes) -> image + audio encoders -> one table.
+
+For each item of the day (``item_id``, ``download_url``):
+
+* ``frame_embeddings`` -- ``n_frames`` per-frame image embeddings, each L2-normalised (float32[N, D]);
+* ``blip_embedding`` -- their mean, L2-normalised (the seeds' "BLIP embedding");
+* ``audio_embedding`` -- the Whisper encoder's output averaged over the tokens that cover real audio,
+  L2-normalised; null when the video has no sound (``status = no_audio``);
+* ``fused_embedding`` -- ``[blip, audio] / sqrt(2)`` (unit norm; audio part zero when there is none);
+* ``status`` -- ``ok``, ``no_audio`` or ``failed``; ``reason``/``detail`` say why (a fetch or decode
+  code from :mod:`.media_fetch` / :mod:`.media_decode`). Failed items keep their row, with null vectors.
+
+The :class:`EmbeddingCache` holds finished rows by ``(item_id, model fingerprint)`` in the asset
+storage, so a video is fetched, decoded and embedded once however many partitions include it or
+however often one is re-materialised. Failed items are not cached (the next run retries them).
+
+Throughput: a pool of worker processes fetches and decodes (the CPU-heavy part) while the main
+process batches their output through the models; the number of items in flight is bounded so memory
+stays flat when the models are slower than decoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing as mp
+import os
+import threading
+import time
+import typing
+import uuid
+
+import numpy as np
+import polars as pl
+
+from .content_models import ContentEncoders
+from .media_decode import DecodedMedia, MediaJob, fetch_and_decode
+from .media_fetch import FetchPolicy
+
+STATUS = pl.Enum(["ok", "no_audio", "failed"])
+
+
+def output_schema(n_frames: int, image_dim: int, audio_dim: int) -> dict[str, pl.DataType]:
+    return {
+        "item_id": pl.Int64(),
+        "status": STATUS,
+        "reason": pl.String(),
+        "detail": pl.String(),
+        "blip_embedding": pl.Array(pl.Float32, image_dim),
+        "frame_embeddings": pl.Array(pl.Float32, (n_frames, image_dim)),
+        "audio_embedding": pl.Array(pl.Float32, audio_dim),
+        "fused_embedding": pl.Array(pl.Float32, image_dim + audio_dim),
+        "distinct_frames": pl.Int32(),
+        "keyframes_only": pl.Boolean(),
+        "duration_s": pl.Float32(),
+        "audio_seconds": pl.Float32(),
+        "source_bytes": pl.Int64(),
+    }
+
+
+CACHED_COLUMNS = (
+    "item_id", "status", "reason", "detail", "blip_embedding", "frame_embeddings", "audio_embedding",
+    "fused_embedding", "distinct_frames", "keyframes_only", "duration_s", "audio_seconds", "source_bytes",
+)
+
+
+class EmbeddingCache:
+    """Finished embedding rows in an object store: ``{fingerprint}/part-{uuid}.parquet``.
+
+    Each run appends one part with the rows it computed (unique names, so concurrent partitions never
+    collide; each part is written atomically). Lookups read every part of the fingerprint and keep the
+    wanted ids; :meth:`compact` folds the parts into one when there are many.
+    """
+
+    def __init__(self, store: typing.Any):
+        self.store = store
+
+    def _parts(self, fingerprint: str) -> list[str]:
+        return [k for k in self.store.list(f"{fingerprint}/") if k.endswith(".parquet")]
+
+    def _read(self, key: str) -> pl.DataFrame:
+        from ..storage import read_parquet
+
+        return read_parquet(self.store, key)
+
+    def lookup(self, item_ids: typing.Sequence[int], fingerprint: str) -> pl.DataFrame:
+        wanted = pl.Series("item_id", list(item_ids), dtype=pl.Int64)
+        found = []
+        for key in self._parts(fingerprint):
+            part = self._read(key)
+            found.append(part.filter(pl.col("item_id").is_in(wanted.implode())))
+        if not found:
+            return pl.DataFrame()
+        return pl.concat(found, how="vertical_relaxed").unique("item_id", keep="last", maintain_order=True)
+
+    def store_rows(self, rows: pl.DataFrame, fingerprint: str) -> typing.Optional[str]:
+        from ..storage import write_parquet
+
+        if rows.height == 0:
+            return None
+        key = f"{fingerprint}/part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.parquet"
+        write_parquet(self.store, key, rows.select(CACHED_COLUMNS))
+        return key
+
+    def compact(self, fingerprint: str, max_parts: int = 32) -> int:
+        """Fold the parts into one when there are more than ``max_parts``; returns parts removed."""
+        from ..storage import write_parquet
+
+        parts = self._parts(fingerprint)
+        if len(parts) <= max_parts:
+            return 0
+        merged = pl.concat([self._read(k) for k in parts], how="vertical_relaxed").unique("item_id", keep="last")
+        write_parquet(self.store, f"{fingerprint}/part-compacted-{uuid.uuid4().hex[:12]}.parquet", merged)
+        for k in parts:
+            self.store.delete(k)
+        return len(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbedParams:
+    batch_size: int = 32
+    workers: int = 0
+    """Fetch/decode worker processes; 0 = one per core, 1 = in this process."""
+    max_in_flight: int = 0
+    """Items fetched/decoded ahead of the models; 0 = 4 batches."""
+
+
+@dataclasses.dataclass
+class EmbedResult:
+    table: pl.DataFrame
+    stats: dict[str, typing.Any]
+
+
+def _decoded_stream(jobs: list[MediaJob], params: EmbedParams) -> typing.Iterator[DecodedMedia]:
+    workers = params.workers or (os.cpu_count() or 1)
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(fetch_and_decode, jobs)
+        return
+    in_flight = threading.BoundedSemaphore(params.max_in_flight or 4 * params.batch_size)
+
+    def feed() -> typing.Iterator[MediaJob]:
+        for job in jobs:
+            in_flight.acquire()
+            yield job
+
+    with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+        for decoded in pool.imap(fetch_and_decode, feed(), chunksize=1):
+            in_flight.release()
+            yield decoded
+
+
+def _rows_for_batch(batch: list[DecodedMedia], encoders: ContentEncoders) -> list[dict[str, typing.Any]]:
+    ok = [d for d in batch if d.ok]
+    rows = []
+    frame_emb = encoders.embed_frames(np.stack([d.frames for d in ok])) if ok else None
+    with_audio = [d for d in ok if d.audio is not None]
+    audio_emb = encoders.embed_audio([d.audio for d in with_audio])
+    audio_of = {id(d): audio_emb[k] for k, d in enumerate(with_audio)}
+    zero_audio = np.zeros(encoders.audio_dim, dtype=np.float32)
+    k = 0
+    for d in batch:
+        base = {
+            "item_id": d.item_id,
+            "detail": d.detail or None,
+            "distinct_frames": d.distinct_frames,
+            "keyframes_only": d.keyframes_only,
+            "duration_s": d.duration_s,
+            "audio_seconds": None if d.audio is None else d.audio.shape[0] / encoders.decode_params.audio_rate,
+            "source_bytes": d.source_bytes,
+        }
+        if not d.ok:
+            rows.append({**base, "status": "failed", "reason": d.error})
+            continue
+        frames = frame_emb[k]
+        k += 1
+        blip = frames.mean(0)
+        blip = blip / max(float(np.linalg.norm(blip)), 1e-12)
+        audio = audio_of.get(id(d))
+        fused = np.concatenate([blip, zero_audio if audio is None else audio]) / np.sqrt(2.0 if audio is not None else 1.0)
+        rows.append(
+            {
+                **base,
+                "status": "ok" if audio is not None else "no_audio",
+                "reason": None if audio is not None else d.audio_error,
+                "blip_embedding": blip.astype(np.float32),
+                "frame_embeddings": frames.astype(np.float32),
+                "audio_embedding": audio,
+                "fused_embedding": fused.astype(np.float32),
+            }
+        )
+    return rows
+
+
+def _to_frame(rows: list[dict[str, typing.Any]], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    if not rows:
+        return pl.DataFrame(schema=schema)
+    cols: dict[str, pl.Series] = {}
+    for name, dtype in schema.items():
+        values = [r.get(name) for r in rows]
+        if isinstance(dtype, pl.Array):
+            shape = dtype.shape
+            present = np.array([v is not None for v in values])
+            dense = np.zeros((len(values), *shape), dtype=np.float32)
+            for i, v in enumerate(values):
+                if v is not None:
+                    dense[i] = v
+            s = pl.Series(name, dense).cast(dtype)
+            cols[name] = pl.select(pl.when(pl.Series(present)).then(s)).to_series().alias(name)
+        else:
+            cols[name] = pl.Series(name, values, dtype=dtype)
+    return pl.DataFrame(cols)
+
+
+def embed_items(
+    items: pl.DataFrame,
+    encoders: ContentEncoders,
+    policy: FetchPolicy,
+    params: EmbedParams = EmbedParams(),
+    cache: typing.Optional[EmbeddingCache] = None,
+    log: typing.Callable[[str], None] = lambda msg: None,
+) -> EmbedResult:
+    """Embeddings for ``items`` (``item_id``, ``download_url``; other columns are kept in front)."""
+    t0 = time.perf_counter()
+    schema = output_schema(encoders.spec.n_frames, encoders.image_dim, encoders.audio_dim)
+    ids = items["item_id"].to_list()
+    cached = cache.lookup(ids, encoders.fingerprint) if cache is not None else pl.DataFrame()
+    if cached.height:
+        cached = cached.select(CACHED_COLUMNS).cast(schema)
+    hit = set(cached["item_id"].to_list()) if cached.height else set()
+    todo = items.filter(~pl.col("item_id").is_in(list(hit)))
+    jobs = [MediaJob(int(i), u, policy, encoders.decode_params) for i, u in todo.select("item_id", "download_url").iter_rows()]
+    log(f"{len(ids)} items: {len(hit)} from the cache ({encoders.fingerprint}), {len(jobs)} to fetch, decode and embed")
+    rows: list[dict[str, typing.Any]] = []
+    batch: list[DecodedMedia] = []
+    t_models = 0.0
+    t_first = time.perf_counter()
+    done = 0
+    for decoded in _decoded_stream(jobs, params):
+        batch.append(decoded)
+        if len(batch) == params.batch_size:
+            t = time.perf_counter()
+            rows += _rows_for_batch(batch, encoders)
+            t_models += time.perf_counter() - t
+            done += len(batch)
+            batch = []
+            if done % (params.batch_size * 20) == 0:
+                log(f"embedded {done}/{len(jobs)} ({done / (time.perf_counter() - t_first):.1f} videos/s)")
+    if batch:
+        t = time.perf_counter()
+        rows += _rows_for_batch(batch, encoders)
+        t_models += time.perf_counter() - t
+    fresh = _to_frame(rows, schema)
+    if cache is not None:
+        cache.store_rows(fresh.filter(pl.col("status") != "failed"), encoders.fingerprint)
+    extra = [c for c in items.columns if c not in schema]
+    table = (
+        pl.concat([cached, fresh], how="vertical") if cached.height else fresh
+    )
+    table = items.select(["item_id", *extra]).join(table, on="item_id", how="left").sort("item_id")
+    elapsed = time.perf_counter() - t0
+    reasons = fresh.filter(pl.col("status") != "ok").group_by("status", "reason").len().sort("len", descending=True)
+    stats = {
+        "items": len(ids),
+        "cache_hits": len(hit),
+        "decoded": len(jobs),
+        "failed": int((table["status"] == "failed").sum()),
+        "no_audio": int((table["status"] == "no_audio").sum()),
+        "seconds": elapsed,
+        "model_seconds": t_models,
+        "videos_per_s": len(jobs) / max(time.perf_counter() - t_first, 1e-9) if jobs else 0.0,
+        "fresh_reasons": {f"{s}:{r}": int(n) for s, r, n in reasons.iter_rows()},
+    }
+    return EmbedResult(table, stats)
+
+
+def validate(table: pl.DataFrame, min_coverage: float) -> dict[str, tuple[bool, dict]]:
+    n = table.height
+    embedded = table.filter(pl.col("status") != "failed")
+    coverage = embedded.height / n if n else 1.0
+    failed_reasons = dict(table.filter(pl.col("status") == "failed").group_by("reason").len().iter_rows())
+    norms_ok, finite_ok = True, True
+    if embedded.height:
+        blip = embedded["blip_embedding"].to_numpy()
+        finite_ok = bool(np.isfinite(blip).all())
+        norms = np.linalg.norm(blip, axis=1)
+        norms_ok = bool(np.allclose(norms, 1.0, atol=1e-3))
+        audio = embedded.filter(pl.col("status") == "ok")["audio_embedding"]
+        if audio.len():
+            finite_ok = finite_ok and bool(np.isfinite(audio.to_numpy()).all())
+    unexplained = table.filter((pl.col("status") != "ok") & pl.col("reason").is_null()).height
+    return {
+        "media_coverage": (coverage >= min_coverage, {"coverage": coverage, "min_coverage": min_coverage, "failed_by_reason": failed_reasons}),
+        "embeddings_finite_unit_norm": (finite_ok and norms_ok, {"finite": finite_ok, "unit_norm": norms_ok}),
+        "every_item_listed_with_reason": (
+            unexplained == 0 and table["status"].null_count() == 0,
+            {"rows_without_status": table["status"].null_count(), "non_ok_rows_without_reason": unexplained},
+        ),
+    }
+

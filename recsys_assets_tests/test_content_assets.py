@@ -1,0 +1,96 @@
+"""item_content_embeddings / pair_blip_scores materialized for real on the tiny simulator's mp4 media."""
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from recsys_assets.defs.content import CONTENT_ASSETS
+from recsys_assets.defs.data_prep import DATA_PREP_ASSETS
+from recsys_assets.defs.io_manager import PolarsParquetIOManager
+from recsys_assets.defs.resources import (
+    ContentModelsResource,
+    EmbeddingCacheResource,
+    MediaFetchResource,
+    SimulatedCatalogSource,
+    SimulatedPlatformResource,
+    SimulatedSnapshotSource,
+)
+from recsys_assets.storage import LocalStore, read_parquet
+
+DAYS = ("2026-11-01", "2026-11-02")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("content")
+    sim = SimulatedPlatformResource(profile="tiny", seed=3, root=str(root / "platform"))
+    resources = {
+        "io_manager": PolarsParquetIOManager(base_url=str(root / "assets")),
+        "snapshots": SimulatedSnapshotSource(simulator=sim),
+        "catalog": SimulatedCatalogSource(simulator=sim),
+        "media_fetch": MediaFetchResource(allowed_roots=[str(root / "platform" / "media")]),
+        "content_models": ContentModelsResource(n_frames=4, device="cpu"),
+        "embedding_cache": EmbeddingCacheResource(base_url=str(root / "assets" / "_cache")),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    config = {"ops": {"item_content_embeddings": {"config": {"decode_workers": 2}}}}
+    results = {
+        day: dg.materialize([*DATA_PREP_ASSETS, *CONTENT_ASSETS], partition_key=day, resources=resources,
+                            instance=instance, run_config=config)
+        for day in DAYS
+    }
+    again = dg.materialize([*DATA_PREP_ASSETS, *CONTENT_ASSETS], partition_key=DAYS[0], resources=resources, instance=instance,
+                           selection=["item_content_embeddings"])
+    return root, results, again
+
+
+def metadata(result, asset):
+    [mat] = [e.materialization for e in result.get_asset_materialization_events() if e.materialization.asset_key.to_user_string() == asset]
+    return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+
+
+def test_days_materialize_with_checks_passing(run):
+    _, results, _ = run
+    for day, res in results.items():
+        assert res.success, day
+        failed = [e.check_name for e in res.get_asset_check_evaluations() if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
+        assert failed == [], day
+
+
+def test_embeddings_cover_every_item_and_say_which_model(run):
+    root, results, _ = run
+    store = LocalStore(root / "assets")
+    for day in DAYS:
+        emb = read_parquet(store, f"item_content_embeddings/{day}.parquet")
+        meta = read_parquet(store, f"item_meta/{day}.parquet")
+        assert sorted(emb["item_id"]) == sorted(meta["item_id"])
+        assert (emb["status"] == "ok").all()
+        md = metadata(results[day], "item_content_embeddings")
+        assert md["random_weights"] is True and "RANDOM WEIGHTS" in md["random_weights_notice"]
+        assert len(md["model_fingerprint"]) == 20 and md["models"]["fingerprint"] == md["model_fingerprint"]
+    # day 2 decodes only the items day 1 did not have
+    d1 = set(read_parquet(store, f"item_content_embeddings/{DAYS[0]}.parquet")["item_id"])
+    d2 = set(read_parquet(store, f"item_content_embeddings/{DAYS[1]}.parquet")["item_id"])
+    md2 = metadata(results[DAYS[1]], "item_content_embeddings")
+    assert md2["decoded"] == len(d2 - d1) and md2["cache_hits"] == len(d2 & d1)
+
+
+def test_rematerializing_decodes_nothing(run):
+    root, results, again = run
+    assert again.success
+    md = metadata(again, "item_content_embeddings")
+    assert md["decoded"] == 0 and md["cache_hits"] == md["items"]
+    assert md["model_fingerprint"] == metadata(results[DAYS[0]], "item_content_embeddings")["model_fingerprint"]
+
+
+def test_pair_scores_cover_the_positive_pairs(run):
+    root, results, _ = run
+    store = LocalStore(root / "assets")
+    for day in DAYS:
+        scores = read_parquet(store, f"pair_blip_scores/{day}.parquet")
+        pairs = read_parquet(store, f"item_pairs/{day}.parquet").filter(pl.col("pair_type") == "positive")
+        assert scores.filter(pl.col("pair_type") == "positive").height == pairs.height
+        assert scores.filter(pl.col("pair_type") == "negative").height > 0.9 * pairs.height
+        md = metadata(results[day], "pair_blip_scores")
+        assert 0.0 <= md["paired_share_positive_more_similar"] <= 1.0
+        assert "similarity" in md["similarity_histogram"] and len(md["bucket_edges"]) == 9

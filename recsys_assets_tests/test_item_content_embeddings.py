@@ -1,0 +1,96 @@
+"""embed_items over real mp4 files: failures listed with reasons, worker pool = in-process, the cache (local and S3)."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recsys_assets.simulator.media import render_item_video
+from recsys_assets.stages.content_models import ContentEncoders, ModelSpec
+from recsys_assets.stages.item_content_embeddings import EmbedParams, EmbeddingCache, embed_items, validate
+from recsys_assets.stages.media_fetch import FetchPolicy
+from recsys_assets.storage import LocalStore, open_store
+
+
+@pytest.fixture(scope="module")
+def encoders():
+    return ContentEncoders(ModelSpec(device="cpu", n_frames=4))
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videos")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(10):
+        path = root / f"{i}.mp4"
+        render_item_video(path, rng.standard_normal(16), seconds=1.0, size=32, fps=8, with_audio=(i != 3))
+        rows.append((i, str(path)))
+    data = (root / "0.mp4").read_bytes()
+    (root / "broken.mp4").write_bytes(data[: len(data) // 2])
+    (root / "empty.mp4").write_bytes(b"")
+    rows += [(20, str(root / "broken.mp4")), (21, str(root / "empty.mp4")), (22, str(root / "gone.mp4")),
+             (23, "file:///etc/hostname"), (24, "https://evil.example/x.mp4"), (25, None)]
+    items = pl.DataFrame(rows, schema={"item_id": pl.Int64, "download_url": pl.String}, orient="row")
+    return root, items, FetchPolicy(allowed_roots=(str(root),))
+
+
+def test_every_item_listed_failures_with_reasons(library, encoders):
+    root, items, policy = library
+    res = embed_items(items, encoders, policy, EmbedParams(workers=1, batch_size=4))
+    t = res.table
+    assert t["item_id"].to_list() == sorted(items["item_id"].to_list())
+    status = dict(zip(t["item_id"].to_list(), t["status"].cast(pl.String).to_list()))
+    reason = dict(zip(t["item_id"].to_list(), t["reason"].to_list()))
+    assert status[3] == "no_audio" and reason[3] == "no_audio_stream"
+    assert {i: reason[i] for i in range(20, 26)} == {
+        20: "corrupt", 21: "empty", 22: "not_found", 23: "disallowed_host", 24: "disallowed_host", 25: "bad_url"
+    }
+    ok = t.filter(pl.col("status") == "ok")
+    assert ok.height == 9
+    assert t.filter(pl.col("status") == "failed")["blip_embedding"].null_count() == 6
+    assert t.filter(pl.col("item_id") == 3)["audio_embedding"].null_count() == 1
+    assert ok["frame_embeddings"].dtype == pl.Array(pl.Float32, (4, encoders.image_dim))
+    checks = validate(t, min_coverage=0.5)
+    assert all(passed for passed, _ in checks.values())
+    assert validate(t, min_coverage=0.9)["media_coverage"][0] is False  # 10 of 16 embedded
+    # blip = the normalised mean of the per-frame vectors
+    f = ok["frame_embeddings"].to_numpy()[0]
+    want = f.mean(0) / np.linalg.norm(f.mean(0))
+    np.testing.assert_allclose(ok["blip_embedding"].to_numpy()[0], want, atol=1e-6)
+
+
+def test_worker_pool_gives_the_same_embeddings(library, encoders):
+    _, items, policy = library
+    one = embed_items(items, encoders, policy, EmbedParams(workers=1, batch_size=4)).table
+    two = embed_items(items, encoders, policy, EmbedParams(workers=2, batch_size=3, max_in_flight=2)).table
+    assert one.select("item_id", "status", "reason").equals(two.select("item_id", "status", "reason"))
+    ok = pl.col("status") != "failed"
+    np.testing.assert_allclose(one.filter(ok)["blip_embedding"].to_numpy(), two.filter(ok)["blip_embedding"].to_numpy(), atol=1e-5)
+
+
+def test_cache_embeds_each_video_once(library, encoders, tmp_path):
+    _, items, policy = library
+    cache = EmbeddingCache(LocalStore(tmp_path / "cache"))
+    day1, day2 = items.filter(pl.col("item_id") < 6), items.filter(pl.col("item_id") >= 4)
+    first = embed_items(day1, encoders, policy, EmbedParams(workers=1), cache=cache)
+    assert first.stats["decoded"] == 6 and first.stats["cache_hits"] == 0
+    again = embed_items(day1, encoders, policy, EmbedParams(workers=1), cache=cache)  # re-materialised
+    assert again.stats["decoded"] == 0 and again.stats["cache_hits"] == 6
+    assert again.table.drop("detail").equals(first.table.drop("detail"))
+    second = embed_items(day2, encoders, policy, EmbedParams(workers=1), cache=cache)
+    # items 4, 5 come from the cache; failures are retried, never cached
+    assert second.stats["cache_hits"] == 2 and second.stats["decoded"] == day2.height - 2
+    other_model = ContentEncoders(ModelSpec(device="cpu", n_frames=4, seed=1))
+    assert embed_items(day1, other_model, policy, EmbedParams(workers=1), cache=cache).stats["cache_hits"] == 0
+    assert cache.compact(encoders.fingerprint, max_parts=1) == 2
+    assert embed_items(items, encoders, policy, EmbedParams(workers=1), cache=cache).stats["cache_hits"] == 10  # no_audio is cached too
+
+
+def test_cache_on_s3(library, encoders, s3_env):
+    endpoint, bucket, _ = s3_env
+    _, items, policy = library
+    store = open_store(f"s3://{bucket}/cache", endpoint_url=endpoint, aws_access_key_id="testing",
+                       aws_secret_access_key="testing", region_name="us-east-1")
+    cache = EmbeddingCache(store)
+    assert embed_items(items, encoders, policy, EmbedParams(workers=1), cache=cache).stats["decoded"] == items.height
+    assert embed_items(items, encoders, policy, EmbedParams(workers=1), cache=cache).stats["cache_hits"] == 10
