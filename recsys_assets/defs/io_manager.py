@@ -18,12 +18,13 @@ import dagster as dg
 import polars as pl
 from pydantic import PrivateAttr
 
+from ..artifacts import ModelArtifact, from_bytes, to_bytes
 from ..storage import ObjectStore, open_store, read_parquet, write_parquet
 from .s3 import S3Config
 
 
-class PolarsParquetIOManager(dg.ConfigurableIOManager):
-    """Stores polars DataFrames as parquet under ``base_url`` (a path, ``file://`` or ``s3://bucket/prefix``)."""
+class _PartitionedObjectIOManager(dg.ConfigurableIOManager):
+    """One object per asset partition under ``base_url``; subclasses give the format."""
 
     base_url: str
     s3: S3Config = S3Config()
@@ -38,7 +39,7 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
 
     def key_for(self, asset_key: dg.AssetKey, partition_key: typing.Optional[str]) -> str:
         base = "/".join(asset_key.path)
-        return f"{base}/{partition_key}.parquet" if partition_key is not None else f"{base}.parquet"
+        return f"{base}/{partition_key}{self._suffix}" if partition_key is not None else f"{base}{self._suffix}"
 
     def url_for(self, asset_key: dg.AssetKey, partition_key: typing.Optional[str]) -> str:
         return f"{self.store.url}/{self.key_for(asset_key, partition_key)}"
@@ -46,10 +47,7 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame) -> None:
         if obj is None:
             return
-        if isinstance(obj, pl.LazyFrame):
-            obj = obj.collect()
-        if not isinstance(obj, pl.DataFrame):
-            raise TypeError(f"{type(self).__name__} stores polars DataFrames, got {type(obj).__name__}")
+        obj = self._prepare(obj)
         keys = context.asset_partition_keys if context.has_asset_partitions else [None]
         if len(keys) != 1:
             raise ValueError(
@@ -57,7 +55,7 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
                 "give the asset a BackfillPolicy of one partition per run"
             )
         key = self.key_for(context.asset_key, keys[0])
-        size = write_parquet(self.store, key, obj)
+        size = self._write(key, obj)
         context.add_output_metadata(
             {"path": dg.MetadataValue.path(f"{self.store.url}/{key}"), "parquet_bytes": dg.MetadataValue.int(size)}
         )
@@ -65,7 +63,7 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
     def _load_one(self, context: dg.InputContext, asset_key: dg.AssetKey, pk: typing.Optional[str]) -> pl.DataFrame:
         key = self.key_for(asset_key, pk)
         try:
-            return read_parquet(self.store, key)
+            return self._read(key)
         except FileNotFoundError:
             what = asset_key.to_user_string() + (f" partition {pk}" if pk else "")
             raise FileNotFoundError(f"{what} has not been materialized (looked for {self.store.url}/{key})") from None
@@ -93,3 +91,42 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
                     raise
                 context.log.warning(f"{asset_key.to_user_string()} partition {pk} is missing; continuing without it")
         return out
+
+
+class PolarsParquetIOManager(_PartitionedObjectIOManager):
+    """Stores polars DataFrames as parquet under ``base_url`` (a path, ``file://`` or ``s3://bucket/prefix``)."""
+
+    _suffix: typing.ClassVar[str] = ".parquet"
+
+    def _prepare(self, obj: typing.Any) -> pl.DataFrame:
+        if isinstance(obj, pl.LazyFrame):
+            obj = obj.collect()
+        if not isinstance(obj, pl.DataFrame):
+            raise TypeError(f"{type(self).__name__} stores polars DataFrames, got {type(obj).__name__}")
+        return obj
+
+    def _write(self, key: str, obj: pl.DataFrame) -> int:
+        return write_parquet(self.store, key, obj)
+
+    def _read(self, key: str) -> pl.DataFrame:
+        return read_parquet(self.store, key)
+
+
+class SafetensorsIOManager(_PartitionedObjectIOManager):
+    """Stores :class:`~recsys_assets.artifacts.ModelArtifact` s (model weights + JSON config) as one
+    ``.safetensors`` object per partition -- atomic like the parquet writes, never a pickle."""
+
+    _suffix: typing.ClassVar[str] = ".safetensors"
+
+    def _prepare(self, obj: typing.Any) -> ModelArtifact:
+        if not isinstance(obj, ModelArtifact):
+            raise TypeError(f"{type(self).__name__} stores ModelArtifact objects, got {type(obj).__name__}")
+        return obj
+
+    def _write(self, key: str, obj: ModelArtifact) -> int:
+        data = to_bytes(obj)
+        self.store.write_bytes(key, data)
+        return len(data)
+
+    def _read(self, key: str) -> ModelArtifact:
+        return from_bytes(self.store.read_bytes(key))

@@ -74,8 +74,10 @@ def write_mp4(
     *,
     fps: int,
     audio_rate: int = AUDIO_RATE,
+    gop: int | None = None,
 ) -> None:
-    """Write an H.264 (+ AAC mono) mp4 atomically: a temp file in the same folder, then rename."""
+    """Write an H.264 (+ AAC mono) mp4 atomically: a temp file in the same folder, then rename.
+    ``gop``: frames between keyframes (default ``fps``: one keyframe a second)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.mp4", dir=path.parent)
@@ -85,7 +87,7 @@ def write_mp4(
             vs = container.add_stream("libx264", rate=fps)
             vs.width, vs.height = frames.shape[2], frames.shape[1]
             vs.pix_fmt = "yuv420p"
-            vs.options = {"preset": "ultrafast", "g": str(fps), "threads": "1"}
+            vs.options = {"preset": "ultrafast", "g": str(gop or fps), "threads": "1"}
             astream = None
             if audio is not None:
                 astream = container.add_stream("aac", rate=audio_rate)

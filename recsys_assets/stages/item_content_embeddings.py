@@ -31,6 +31,7 @@ import uuid
 
 import numpy as np
 import polars as pl
+import torch
 
 from .content_models import ContentEncoders
 from .media_decode import DecodedMedia, MediaJob, fetch_and_decode
@@ -122,6 +123,9 @@ class EmbedParams:
     """Fetch/decode worker processes; 0 = one per core, 1 = in this process."""
     max_in_flight: int = 0
     """Items fetched/decoded ahead of the models; 0 = 4 batches."""
+    model_threads: int = 0
+    """CPU threads of the models while the pool decodes; 0 = torch's default (all cores). With small
+    models, fewer threads than cores leave room for the decoders (see benchmarks/README.md). Ignored on GPU."""
 
 
 @dataclasses.dataclass
@@ -231,23 +235,29 @@ def embed_items(
     log(f"{len(ids)} items: {len(hit)} from the cache ({encoders.fingerprint}), {len(jobs)} to fetch, decode and embed")
     rows: list[dict[str, typing.Any]] = []
     batch: list[DecodedMedia] = []
-    t_models = 0.0
-    t_first = time.perf_counter()
-    done = 0
-    for decoded in _decoded_stream(jobs, params):
-        batch.append(decoded)
-        if len(batch) == params.batch_size:
+    threads_before = torch.get_num_threads()
+    if encoders.device.type == "cpu" and params.model_threads > 0:
+        torch.set_num_threads(params.model_threads)
+    try:
+        t_models = 0.0
+        t_first = time.perf_counter()
+        done = 0
+        for decoded in _decoded_stream(jobs, params):
+            batch.append(decoded)
+            if len(batch) == params.batch_size:
+                t = time.perf_counter()
+                rows += _rows_for_batch(batch, encoders)
+                t_models += time.perf_counter() - t
+                done += len(batch)
+                batch = []
+                if done % (params.batch_size * 20) == 0:
+                    log(f"embedded {done}/{len(jobs)} ({done / (time.perf_counter() - t_first):.1f} videos/s)")
+        if batch:
             t = time.perf_counter()
             rows += _rows_for_batch(batch, encoders)
             t_models += time.perf_counter() - t
-            done += len(batch)
-            batch = []
-            if done % (params.batch_size * 20) == 0:
-                log(f"embedded {done}/{len(jobs)} ({done / (time.perf_counter() - t_first):.1f} videos/s)")
-    if batch:
-        t = time.perf_counter()
-        rows += _rows_for_batch(batch, encoders)
-        t_models += time.perf_counter() - t
+    finally:
+        torch.set_num_threads(threads_before)
     fresh = _to_frame(rows, schema)
     if cache is not None:
         cache.store_rows(fresh.filter(pl.col("status") != "failed"), encoders.fingerprint)

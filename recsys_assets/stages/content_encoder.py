@@ -1,0 +1,321 @@
+"""Seed 000's core: a content encoder trained so that frames + audio land on the item's ALS vector (cold start).
+
+Model (:class:`ContentToCollab`, one per language, as the ALS factors are):
+
+* inputs: the per-frame image embeddings (N x Df) and the audio embedding (Da) of
+  ``item_content_embeddings`` -- the backbones are frozen, their outputs are the features;
+* each input standardised by the training set's per-dimension mean and std (kept in the weights);
+* frames: a shared projection, then attention pooling over frames (a learned score per frame,
+  softmax) or a plain mean; audio: a projection, zeroed when the video has no sound;
+* the two concatenated, then an MLP to the ALS factor dimension.
+
+Objectives (weights by config):
+
+* ``clip``: symmetric InfoNCE between the batch's predicted and true ALS vectors (cosine logits times
+  a learnable ``logit_scale`` = 1/temperature, clamped at 100), as CLIP;
+* ``pair``: seed 000 "after inputs" -- for ``pair_blip_scores`` pairs of training items, positive
+  pairs' predictions pulled together (``1 - cos``), negatives pushed below ``pair_margin``
+  (``relu(cos - margin)``), each pair weighted by ``bucket_weights[bucket]`` of its BLIP-similarity
+  bucket (empty = 1 for all);
+* ``regression``: mean squared error between predicted and true vectors, divided by the mean squared
+  norm of the true vectors. InfoNCE only fixes directions; retrieval scores are dot products with
+  client vectors, where an item vector's norm matters, so this term learns the scale.
+
+Items are split by a seeded hash of ``item_id``: a ``val_share`` of items never enters training (nor
+any training pair). Training is seeded and deterministic on CPU; it stops early when the validation
+loss has not improved for ``patience`` epochs and keeps the best epoch's weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import typing
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+from ..artifacts import ModelArtifact
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderParams:
+    hidden: int = 256
+    dropout: float = 0.1
+    pooling: str = "attention"
+    """``attention`` or ``mean`` over frames."""
+    clip_weight: float = 1.0
+    pair_weight: float = 0.5
+    regression_weight: float = 1.0
+    pair_margin: float = 0.0
+    bucket_weights: tuple[float, ...] = ()
+    init_temperature: float = 0.07
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 256
+    max_epochs: int = 80
+    patience: int = 8
+    val_share: float = 0.2
+    split_seed: int = 0
+    seed: int = 0
+    min_items: int = 64
+    device: str = "auto"
+
+
+def is_validation(item_ids: pl.Series | pl.Expr, share: float, seed: int) -> pl.Series | pl.Expr:
+    """The item-level split: an item is in validation iff its seeded hash falls in the first ``share``."""
+    h = item_ids.hash(seed)
+    return (h % 1_000_000) < int(round(share * 1_000_000))
+
+
+class ContentToCollab(nn.Module):
+    def __init__(self, frame_dim: int, audio_dim: int, out_dim: int, hidden: int = 256, dropout: float = 0.1, pooling: str = "attention", init_temperature: float = 0.07):
+        super().__init__()
+        if pooling not in ("attention", "mean"):
+            raise ValueError(f"pooling must be 'attention' or 'mean', not {pooling!r}")
+        self.pooling = pooling
+        self.register_buffer("frame_mean", torch.zeros(frame_dim))
+        self.register_buffer("frame_std", torch.ones(frame_dim))
+        self.register_buffer("audio_mean", torch.zeros(audio_dim))
+        self.register_buffer("audio_std", torch.ones(audio_dim))
+        self.frame_proj = nn.Sequential(nn.Linear(frame_dim, hidden), nn.GELU())
+        self.frame_score = nn.Linear(hidden, 1)
+        self.audio_proj = nn.Sequential(nn.Linear(audio_dim, hidden), nn.GELU())
+        self.head = nn.Sequential(
+            nn.LayerNorm(2 * hidden), nn.Dropout(dropout), nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Linear(hidden, out_dim)
+        )
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
+
+    def set_standardisation(self, frames: torch.Tensor, audio: torch.Tensor, has_audio: torch.Tensor) -> None:
+        f = frames.reshape(-1, frames.shape[-1])
+        self.frame_mean.copy_(f.mean(0))
+        self.frame_std.copy_(f.std(0).clamp_min(1e-6))
+        a = audio[has_audio] if bool(has_audio.any()) else audio
+        self.audio_mean.copy_(a.mean(0))
+        self.audio_std.copy_(a.std(0).clamp_min(1e-6) if a.shape[0] > 1 else torch.ones_like(self.audio_std))
+
+    def forward(self, frames: torch.Tensor, audio: torch.Tensor, has_audio: torch.Tensor) -> torch.Tensor:
+        h = self.frame_proj((frames - self.frame_mean) / self.frame_std)  # (B, N, H)
+        if self.pooling == "attention":
+            w = torch.softmax(self.frame_score(h).squeeze(-1), dim=1)
+            pooled = (w.unsqueeze(-1) * h).sum(1)
+        else:
+            pooled = h.mean(1)
+        a = self.audio_proj((audio - self.audio_mean) / self.audio_std) * has_audio.float().unsqueeze(-1)
+        return self.head(torch.cat([pooled, a], dim=-1))
+
+
+def clip_loss(pred: torch.Tensor, target: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE: row i of ``pred`` should pick row i of ``target`` and vice versa."""
+    p = nn.functional.normalize(pred, dim=-1)
+    t = nn.functional.normalize(target, dim=-1)
+    logits = logit_scale.clamp(max=math.log(100.0)).exp() * p @ t.T
+    labels = torch.arange(len(p), device=p.device)
+    return 0.5 * (nn.functional.cross_entropy(logits, labels) + nn.functional.cross_entropy(logits.T, labels))
+
+
+def pair_loss(a: torch.Tensor, b: torch.Tensor, positive: torch.Tensor, weight: torch.Tensor, margin: float) -> torch.Tensor:
+    """Weighted mean over pairs of ``1 - cos`` (positives) and ``relu(cos - margin)`` (negatives)."""
+    cos = nn.functional.cosine_similarity(a, b, dim=-1)
+    per_pair = torch.where(positive, 1.0 - cos, torch.relu(cos - margin))
+    return (per_pair * weight).sum() / weight.sum().clamp_min(1e-12)
+
+
+def regression_loss(pred: torch.Tensor, target: torch.Tensor, scale: float) -> torch.Tensor:
+    return ((pred - target) ** 2).sum(-1).mean() / scale
+
+
+@dataclasses.dataclass
+class Features:
+    item_ids: np.ndarray
+    frames: torch.Tensor
+    audio: torch.Tensor
+    has_audio: torch.Tensor
+
+    def take(self, idx: typing.Any) -> "Features":
+        return Features(self.item_ids[idx], self.frames[idx], self.audio[idx], self.has_audio[idx])
+
+
+def features(embeddings: pl.DataFrame) -> Features:
+    """Model inputs from ``item_content_embeddings`` rows (failed rows must be filtered out first)."""
+    frames = torch.from_numpy(embeddings["frame_embeddings"].to_numpy().astype(np.float32, copy=False))
+    has_audio = embeddings["audio_embedding"].is_not_null().to_numpy()
+    audio_dim = embeddings.schema["audio_embedding"].size
+    audio = np.zeros((embeddings.height, audio_dim), dtype=np.float32)
+    if has_audio.any():
+        audio[has_audio] = embeddings.filter(pl.Series(has_audio))["audio_embedding"].to_numpy()
+    return Features(embeddings["item_id"].to_numpy(), frames, torch.from_numpy(audio), torch.from_numpy(has_audio))
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model: ContentToCollab
+    history: list[dict[str, float]]
+    best_epoch: int
+    train_items: int
+    val_items: int
+    train_pairs: int
+    seconds: float
+
+
+def _device(name: str) -> torch.device:
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+
+
+def train_encoder(
+    feats: Features,
+    targets: np.ndarray,
+    is_val: np.ndarray,
+    pairs: typing.Optional[pl.DataFrame],
+    params: EncoderParams,
+    log: typing.Callable[[str], None] = lambda m: None,
+) -> TrainResult:
+    """Fit one language's encoder. ``targets``: the ALS vectors aligned with ``feats``; ``pairs``:
+    item_id_1, item_id_2, pair_type, bucket (pairs touching a validation item are dropped here)."""
+    t0 = time.perf_counter()
+    device = _device(params.device)
+    torch.manual_seed(params.seed)
+    gen = torch.Generator().manual_seed(params.seed)
+    y = torch.from_numpy(np.asarray(targets, dtype=np.float32))
+    tr, va = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    model = ContentToCollab(
+        feats.frames.shape[-1], feats.audio.shape[-1], y.shape[-1], params.hidden, params.dropout, params.pooling, params.init_temperature
+    )
+    model.set_standardisation(feats.frames[tr], feats.audio[tr], feats.has_audio[tr])
+    model.to(device)
+    scale = float((y[tr] ** 2).sum(-1).mean().clamp_min(1e-12))
+
+    # training pairs: both items in the training split, as row indices
+    pair_a = pair_b = pair_pos = pair_w = None
+    n_pairs = 0
+    if pairs is not None and pairs.height and params.pair_weight > 0:
+        row_of = pl.DataFrame({"item_id": feats.item_ids, "row": np.arange(len(feats.item_ids))}).filter(
+            pl.Series(~is_val)
+        )
+        p = (
+            pairs.join(row_of.rename({"item_id": "item_id_1", "row": "a"}), on="item_id_1")
+            .join(row_of.rename({"item_id": "item_id_2", "row": "b"}), on="item_id_2")
+            .sort("a", "b", "pair_type")
+        )
+        n_pairs = p.height
+        if n_pairs:
+            pair_a = torch.from_numpy(p["a"].to_numpy())
+            pair_b = torch.from_numpy(p["b"].to_numpy())
+            pair_pos = torch.from_numpy((p["pair_type"].cast(pl.String) == "positive").to_numpy())
+            buckets = p["bucket"].fill_null(0).to_numpy().astype(np.int64)
+            if params.bucket_weights:
+                bw = np.asarray(params.bucket_weights, dtype=np.float32)
+                pair_w = torch.from_numpy(bw[np.clip(buckets, 0, len(bw) - 1)])
+            else:
+                pair_w = torch.ones(n_pairs)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+
+    def batch_losses(idx: torch.Tensor, train: bool) -> dict[str, torch.Tensor]:
+        f = feats.take(idx.numpy())
+        pred = model(f.frames.to(device), f.audio.to(device), f.has_audio.to(device))
+        tgt = y[idx].to(device)
+        out = {"clip": clip_loss(pred, tgt, model.logit_scale) if len(idx) > 1 else pred.sum() * 0, "regression": regression_loss(pred, tgt, scale)}
+        return out
+
+    def total(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        w = {"clip": params.clip_weight, "regression": params.regression_weight, "pair": params.pair_weight}
+        return sum(w[k] * v for k, v in losses.items())
+
+    history: list[dict[str, float]] = []
+    best, best_state, best_epoch, stale = float("inf"), None, -1, 0
+    tr_t = torch.from_numpy(tr)
+    va_t = torch.from_numpy(va)
+    for epoch in range(params.max_epochs):
+        model.train()
+        perm = tr_t[torch.randperm(len(tr_t), generator=gen)]
+        pair_perm = torch.randperm(n_pairs, generator=gen) if n_pairs else None
+        n_batches = max(1, math.ceil(len(perm) / params.batch_size))
+        pair_bs = math.ceil(n_pairs / n_batches) if n_pairs else 0
+        sums: dict[str, float] = {}
+        for bi in range(n_batches):
+            idx = perm[bi * params.batch_size : (bi + 1) * params.batch_size]
+            losses = batch_losses(idx, train=True)
+            if n_pairs:
+                sel = pair_perm[bi * pair_bs : (bi + 1) * pair_bs]
+                if len(sel):
+                    a, b = pair_a[sel].numpy(), pair_b[sel].numpy()
+                    fa, fb = feats.take(a), feats.take(b)
+                    pa = model(fa.frames.to(device), fa.audio.to(device), fa.has_audio.to(device))
+                    pb = model(fb.frames.to(device), fb.audio.to(device), fb.has_audio.to(device))
+                    losses["pair"] = pair_loss(pa, pb, pair_pos[sel].to(device), pair_w[sel].to(device), params.pair_margin)
+            loss = total(losses)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+        row = {"epoch": epoch, **{f"train_{k}": v / n_batches for k, v in sums.items()}}
+        model.eval()
+        with torch.no_grad():
+            vl: dict[str, float] = {}
+            nb = max(1, math.ceil(len(va_t) / params.batch_size))
+            for bi in range(nb):
+                idx = va_t[bi * params.batch_size : (bi + 1) * params.batch_size]
+                if len(idx) == 0:
+                    continue
+                for k, v in batch_losses(idx, train=False).items():
+                    vl[k] = vl.get(k, 0.0) + float(v) / nb
+            val_loss = params.clip_weight * vl.get("clip", 0.0) + params.regression_weight * vl.get("regression", 0.0)
+        row.update({f"val_{k}": v for k, v in vl.items()}, val_loss=val_loss, temperature=float(1.0 / model.logit_scale.exp()))
+        history.append(row)
+        if val_loss < best - 1e-6:
+            best, best_epoch, stale = val_loss, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= params.patience:
+                log(f"early stop at epoch {epoch}: best val_loss {best:.4f} at epoch {best_epoch}")
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval().to("cpu")
+    return TrainResult(model, history, best_epoch, len(tr), len(va), n_pairs, time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def predict(model: ContentToCollab, feats: Features, batch_size: int = 4096) -> np.ndarray:
+    model.eval()
+    out = []
+    for s in range(0, len(feats.item_ids), batch_size):
+        f = feats.take(slice(s, s + batch_size))
+        out.append(model(f.frames, f.audio, f.has_audio).numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.head[-1].out_features), dtype=np.float32)
+
+
+def retrieval_metrics(pred: np.ndarray, true: np.ndarray, ks: typing.Sequence[int] = (1, 10, 50)) -> dict[str, float]:
+    """Mean cosine(pred_i, true_i); recall@k of finding true_i among all rows of ``true`` by cosine with pred_i."""
+    if len(pred) == 0:
+        return {"mean_cosine": float("nan"), **{f"recall@{k}": float("nan") for k in ks}}
+    p = pred / np.maximum(np.linalg.norm(pred, axis=1, keepdims=True), 1e-12)
+    t = true / np.maximum(np.linalg.norm(true, axis=1, keepdims=True), 1e-12)
+    sims = p @ t.T
+    own = np.diag(sims)
+    rank = (sims > own[:, None]).sum(1)  # 0 = first; ties count in the item's favour
+    return {"mean_cosine": float(own.mean()), **{f"recall@{k}": float((rank < k).mean()) for k in ks}}
+
+
+# --- artifacts: every language's weights + the config, one safetensors file -------------------------
+
+
+def to_artifact(models: dict[str, ContentToCollab], config: dict[str, typing.Any]) -> ModelArtifact:
+    arrays = {f"{lang}.{k}": v.detach().cpu().numpy() for lang, m in models.items() for k, v in m.state_dict().items()}
+    return ModelArtifact(arrays, config)
+
+
+def from_artifact(artifact: ModelArtifact) -> dict[str, ContentToCollab]:
+    cfg = artifact.config
+    models = {}
+    for lang, dims in cfg.get("languages", {}).items():
+        m = ContentToCollab(dims["frame_dim"], dims["audio_dim"], dims["out_dim"], cfg["hidden"], cfg["dropout"], cfg["pooling"], cfg["init_temperature"])
+        m.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in artifact.subset(lang).items()}, strict=True)
+        models[lang] = m.eval()
+    return models
