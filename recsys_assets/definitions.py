@@ -36,10 +36,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from .defs.cold_start import COLD_START_ASSETS
 from .defs.collaborative import COLLABORATIVE_ASSETS
 from .defs.content import CONTENT_ASSETS
 from .defs.data_prep import DATA_PREP_ASSETS, GROUP
-from .defs.io_manager import PolarsParquetIOManager
+from .defs.io_manager import PolarsParquetIOManager, SafetensorsIOManager
 from .defs.partitions import daily_partitions
 from .defs.resources import (
     AlsEngineResource,
@@ -91,6 +92,7 @@ def build_resources(env: typing.Mapping[str, str] = os.environ) -> dict[str, typ
     storage_url = env.get("RECSYS_STORAGE_URL", str(data_dir / "assets"))
     return {
         "io_manager": PolarsParquetIOManager(base_url=storage_url, s3=s3),
+        "model_io_manager": SafetensorsIOManager(base_url=storage_url, s3=s3),
         "snapshots": snapshots,
         "catalog": catalog,
         "als_engine": AlsEngineResource(num_threads=int(env.get("RECSYS_ALS_THREADS", "0"))),
@@ -130,7 +132,7 @@ daily_job = dg.define_asset_job(
 
 def build_definitions(env: typing.Mapping[str, str] = os.environ) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*DATA_PREP_ASSETS, *COLLABORATIVE_ASSETS, *CONTENT_ASSETS],
+        assets=[*DATA_PREP_ASSETS, *COLLABORATIVE_ASSETS, *CONTENT_ASSETS, *COLD_START_ASSETS],
         jobs=[daily_job, data_prep_job],
         schedules=[dg.build_schedule_from_partitioned_job(daily_job, hour_of_day=3)],
         resources=build_resources(env),

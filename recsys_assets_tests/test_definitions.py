@@ -5,7 +5,8 @@ from recsys_assets.defs.resources import DeltaCatalogSource, ParquetSnapshotSour
 from recsys_assets.definitions import build_definitions, build_resources, defs
 
 EXPECTED = {"als_factors", "als_user_factors", "als_evaluation", "raw_interactions", "raw_interactions_quarantine", "video_catalog", "filtered_interactions", "item_meta", "item_pairs",
-            "item_content_embeddings", "pair_blip_scores"}
+            "item_content_embeddings", "pair_blip_scores", "content_encoder", "item_collab_embeddings",
+            "content_encoder_evaluation"}
 
 
 def test_definitions_load():

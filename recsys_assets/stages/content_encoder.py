@@ -43,8 +43,8 @@ from ..artifacts import ModelArtifact
 
 @dataclasses.dataclass(frozen=True)
 class EncoderParams:
-    hidden: int = 256
-    dropout: float = 0.1
+    hidden: int = 64
+    dropout: float = 0.5
     pooling: str = "attention"
     """``attention`` or ``mean`` over frames."""
     clip_weight: float = 1.0
@@ -53,11 +53,11 @@ class EncoderParams:
     pair_margin: float = 0.0
     bucket_weights: tuple[float, ...] = ()
     init_temperature: float = 0.07
-    lr: float = 2e-3
+    lr: float = 1e-3
     weight_decay: float = 1e-4
     batch_size: int = 256
-    max_epochs: int = 80
-    patience: int = 8
+    max_epochs: int = 120
+    patience: int = 10
     val_share: float = 0.2
     split_seed: int = 0
     seed: int = 0
@@ -141,7 +141,7 @@ class Features:
 
 def features(embeddings: pl.DataFrame) -> Features:
     """Model inputs from ``item_content_embeddings`` rows (failed rows must be filtered out first)."""
-    frames = torch.from_numpy(embeddings["frame_embeddings"].to_numpy().astype(np.float32, copy=False))
+    frames = torch.from_numpy(np.array(embeddings["frame_embeddings"].to_numpy(), dtype=np.float32))
     has_audio = embeddings["audio_embedding"].is_not_null().to_numpy()
     audio_dim = embeddings.schema["audio_embedding"].size
     audio = np.zeros((embeddings.height, audio_dim), dtype=np.float32)
@@ -155,8 +155,8 @@ class TrainResult:
     model: ContentToCollab
     history: list[dict[str, float]]
     best_epoch: int
-    train_items: int
-    val_items: int
+    train_ids: np.ndarray
+    val_ids: np.ndarray
     train_pairs: int
     seconds: float
 
@@ -202,8 +202,8 @@ def train_encoder(
         )
         n_pairs = p.height
         if n_pairs:
-            pair_a = torch.from_numpy(p["a"].to_numpy())
-            pair_b = torch.from_numpy(p["b"].to_numpy())
+            pair_a = torch.from_numpy(np.array(p["a"].to_numpy()))
+            pair_b = torch.from_numpy(np.array(p["b"].to_numpy()))
             pair_pos = torch.from_numpy((p["pair_type"].cast(pl.String) == "positive").to_numpy())
             buckets = p["bucket"].fill_null(0).to_numpy().astype(np.int64)
             if params.bucket_weights:
@@ -214,12 +214,12 @@ def train_encoder(
 
     opt = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
 
-    def batch_losses(idx: torch.Tensor, train: bool) -> dict[str, torch.Tensor]:
+    def batch_losses(idx: torch.Tensor) -> dict[str, torch.Tensor]:
         f = feats.take(idx.numpy())
         pred = model(f.frames.to(device), f.audio.to(device), f.has_audio.to(device))
         tgt = y[idx].to(device)
-        out = {"clip": clip_loss(pred, tgt, model.logit_scale) if len(idx) > 1 else pred.sum() * 0, "regression": regression_loss(pred, tgt, scale)}
-        return out
+        clip = clip_loss(pred, tgt, model.logit_scale) if len(idx) > 1 else pred.sum() * 0
+        return {"clip": clip, "regression": regression_loss(pred, tgt, scale)}
 
     def total(losses: dict[str, torch.Tensor]) -> torch.Tensor:
         w = {"clip": params.clip_weight, "regression": params.regression_weight, "pair": params.pair_weight}
@@ -234,11 +234,12 @@ def train_encoder(
         perm = tr_t[torch.randperm(len(tr_t), generator=gen)]
         pair_perm = torch.randperm(n_pairs, generator=gen) if n_pairs else None
         n_batches = max(1, math.ceil(len(perm) / params.batch_size))
-        pair_bs = math.ceil(n_pairs / n_batches) if n_pairs else 0
+        # at most one item batch's worth of pairs per step: an epoch sees a fresh random subset of the pairs
+        pair_bs = min(math.ceil(n_pairs / n_batches), params.batch_size) if n_pairs else 0
         sums: dict[str, float] = {}
         for bi in range(n_batches):
             idx = perm[bi * params.batch_size : (bi + 1) * params.batch_size]
-            losses = batch_losses(idx, train=True)
+            losses = batch_losses(idx)
             if n_pairs:
                 sel = pair_perm[bi * pair_bs : (bi + 1) * pair_bs]
                 if len(sel):
@@ -262,10 +263,10 @@ def train_encoder(
                 idx = va_t[bi * params.batch_size : (bi + 1) * params.batch_size]
                 if len(idx) == 0:
                     continue
-                for k, v in batch_losses(idx, train=False).items():
+                for k, v in batch_losses(idx).items():
                     vl[k] = vl.get(k, 0.0) + float(v) / nb
             val_loss = params.clip_weight * vl.get("clip", 0.0) + params.regression_weight * vl.get("regression", 0.0)
-        row.update({f"val_{k}": v for k, v in vl.items()}, val_loss=val_loss, temperature=float(1.0 / model.logit_scale.exp()))
+        row.update({f"val_{k}": v for k, v in vl.items()}, val_loss=val_loss, temperature=float(1.0 / model.logit_scale.detach().exp()))
         history.append(row)
         if val_loss < best - 1e-6:
             best, best_epoch, stale = val_loss, epoch, 0
@@ -278,7 +279,7 @@ def train_encoder(
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval().to("cpu")
-    return TrainResult(model, history, best_epoch, len(tr), len(va), n_pairs, time.perf_counter() - t0)
+    return TrainResult(model, history, best_epoch, feats.item_ids[tr], feats.item_ids[va], n_pairs, time.perf_counter() - t0)
 
 
 @torch.no_grad()
@@ -301,6 +302,94 @@ def retrieval_metrics(pred: np.ndarray, true: np.ndarray, ks: typing.Sequence[in
     own = np.diag(sims)
     rank = (sims > own[:, None]).sum(1)  # 0 = first; ties count in the item's favour
     return {"mean_cosine": float(own.mean()), **{f"recall@{k}": float((rank < k).mean()) for k in ks}}
+
+
+@dataclasses.dataclass
+class LanguageModels:
+    models: dict[str, ContentToCollab]
+    results: dict[str, TrainResult]
+    stats: list[dict[str, typing.Any]]
+    config: dict[str, typing.Any]
+
+
+def train_all(
+    embeddings: pl.DataFrame,
+    als_factors: pl.DataFrame,
+    pairs: typing.Optional[pl.DataFrame],
+    params: EncoderParams,
+    languages: typing.Optional[typing.Sequence[str]] = None,
+    log: typing.Callable[[str], None] = lambda m: None,
+) -> LanguageModels:
+    """One encoder per ALS language, on the items with both content embeddings and an ALS vector.
+
+    ``embeddings``: item_id, status, frame_embeddings, audio_embedding (one row per item);
+    ``als_factors``: item_id, language, vector; ``pairs``: item_id_1, item_id_2, pair_type, bucket.
+    """
+    usable = embeddings.filter(pl.col("status") != "failed").select("item_id", "frame_embeddings", "audio_embedding")
+    models, results, stats, lang_cfg = {}, {}, [], {}
+    for lang in sorted(als_factors["language"].unique().to_list()):
+        if languages and lang not in languages:
+            continue
+        rows = als_factors.filter(pl.col("language") == lang).join(usable, on="item_id", how="inner").sort("item_id")
+        n_als = als_factors.filter(pl.col("language") == lang).height
+        st: dict[str, typing.Any] = {"language": lang, "als_items": n_als, "items_with_content": rows.height}
+        if rows.height < params.min_items:
+            st.update(trained=False, skipped=f"{rows.height} items with content and ALS vectors < min_items {params.min_items}")
+            stats.append(st)
+            log(f"content encoder for {lang!r} not trained: {st['skipped']}")
+            continue
+        feats = features(rows)
+        targets = rows["vector"].to_numpy().astype(np.float32)
+        is_val = is_validation(rows["item_id"], params.val_share, params.split_seed).to_numpy()
+        if is_val.all() or not is_val.any():
+            st.update(trained=False, skipped=f"the split left {int((~is_val).sum())} training / {int(is_val.sum())} validation items")
+            stats.append(st)
+            continue
+        res = train_encoder(feats, targets, is_val, pairs, params, log=log)
+        val_pred = predict(res.model, feats.take(np.flatnonzero(is_val)))
+        metrics = retrieval_metrics(val_pred, targets[is_val])
+        rng = np.random.default_rng(params.seed)
+        floor = retrieval_metrics(rng.standard_normal(val_pred.shape).astype(np.float32), targets[is_val])
+        st.update(
+            trained=True,
+            train_items=len(res.train_ids),
+            val_items=len(res.val_ids),
+            train_pairs=res.train_pairs,
+            epochs=len(res.history),
+            best_epoch=res.best_epoch,
+            best_val_loss=float(res.history[res.best_epoch]["val_loss"]),
+            seconds=res.seconds,
+            **{f"val_{k}": v for k, v in metrics.items()},
+            **{f"random_{k}": v for k, v in floor.items()},
+        )
+        stats.append(st)
+        models[lang], results[lang] = res.model, res
+        lang_cfg[lang] = {
+            "frame_dim": int(feats.frames.shape[-1]),
+            "audio_dim": int(feats.audio.shape[-1]),
+            "out_dim": int(targets.shape[-1]),
+            "n_frames": int(feats.frames.shape[1]),
+        }
+    config = {**dataclasses.asdict(params), "languages": lang_cfg}
+    return LanguageModels(models, results, stats, config)
+
+
+def validate(result: LanguageModels) -> dict[str, tuple[bool, dict]]:
+    leaks = {
+        lang: int(np.isin(r.train_ids, r.val_ids).sum()) + int((~is_validation(pl.Series(r.val_ids), result.config["val_share"], result.config["split_seed"]).to_numpy()).sum())
+        for lang, r in result.results.items()
+    }
+    finite = all(bool(torch.isfinite(p).all()) for m in result.models.values() for p in m.state_dict().values() if p.is_floating_point())
+    trained = [s for s in result.stats if s.get("trained")]
+    beats = all(s["val_recall@10"] > s["random_recall@10"] for s in trained)
+    return {
+        "item_split_never_leaks": (sum(leaks.values()) == 0, {"train_items_in_validation": leaks}),
+        "weights_finite": (finite and bool(result.models), {"languages_trained": len(result.models)}),
+        "beats_random_on_validation": (
+            beats and bool(trained),
+            {s["language"]: {"val_recall@10": s["val_recall@10"], "random_recall@10": s["random_recall@10"]} for s in trained},
+        ),
+    }
 
 
 # --- artifacts: every language's weights + the config, one safetensors file -------------------------

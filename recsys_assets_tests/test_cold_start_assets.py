@@ -1,0 +1,92 @@
+"""content_encoder / item_collab_embeddings / content_encoder_evaluation materialized for real on the tiny simulator."""
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from recsys_assets.defs.cold_start import COLD_START_ASSETS
+from recsys_assets.defs.collaborative import COLLABORATIVE_ASSETS
+from recsys_assets.defs.content import CONTENT_ASSETS
+from recsys_assets.defs.data_prep import DATA_PREP_ASSETS
+from recsys_assets.defs.io_manager import PolarsParquetIOManager, SafetensorsIOManager
+from recsys_assets.defs.resources import (
+    AlsEngineResource,
+    ContentModelsResource,
+    EmbeddingCacheResource,
+    MediaFetchResource,
+    SimulatedCatalogSource,
+    SimulatedPlatformResource,
+    SimulatedSnapshotSource,
+)
+from recsys_assets.storage import LocalStore, read_parquet
+
+DAYS = ("2026-11-01", "2026-11-02", "2026-11-03")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cold")
+    sim = SimulatedPlatformResource(profile="tiny", seed=3, root=str(root / "platform"))
+    resources = {
+        "io_manager": PolarsParquetIOManager(base_url=str(root / "assets")),
+        "model_io_manager": SafetensorsIOManager(base_url=str(root / "assets")),
+        "snapshots": SimulatedSnapshotSource(simulator=sim),
+        "catalog": SimulatedCatalogSource(simulator=sim),
+        "als_engine": AlsEngineResource(num_threads=1),
+        "media_fetch": MediaFetchResource(allowed_roots=[str(root / "platform" / "media")]),
+        "content_models": ContentModelsResource(n_frames=4, device="cpu"),
+        "embedding_cache": EmbeddingCacheResource(base_url=str(root / "assets" / "_cache")),
+    }
+    config = {"ops": {
+        "als_factors": {"config": {"min_cells_per_language": 50}},
+        "item_content_embeddings": {"config": {"decode_workers": 1}},
+        "content_encoder": {"config": {"min_items": 16, "max_epochs": 10}},
+    }}
+    instance = dg.DagsterInstance.ephemeral()
+    assets = [*DATA_PREP_ASSETS, *COLLABORATIVE_ASSETS, *CONTENT_ASSETS, *COLD_START_ASSETS]
+    results = {day: dg.materialize(assets, partition_key=day, resources=resources, instance=instance, run_config=config) for day in DAYS}
+    return root, results
+
+
+def metadata(result, asset):
+    [mat] = [e.materialization for e in result.get_asset_materialization_events() if e.materialization.asset_key.to_user_string() == asset]
+    return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+
+
+def test_every_day_materializes_with_blocking_checks_passing(run):
+    _, results = run
+    for day, res in results.items():
+        assert res.success, day
+        failed = [e.check_name for e in res.get_asset_check_evaluations() if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
+        assert failed == [], day
+
+
+def test_encoder_weights_are_safetensors_with_their_config(run):
+    root, results = run
+    path = root / "assets" / "content_encoder" / f"{DAYS[-1]}.safetensors"
+    assert path.exists() and path.read_bytes()[8:9] == b"{"  # a safetensors header, not a pickle
+    md = metadata(results[DAYS[-1]], "content_encoder")
+    assert md["config"]["languages"] and "val_share" in md["config"]
+    assert any(k.startswith("training_curve_") for k in md)
+
+
+def test_every_item_gets_a_vector_and_cold_ones_are_flagged(run):
+    root, _ = run
+    store = LocalStore(root / "assets")
+    for day in DAYS:
+        collab = read_parquet(store, f"item_collab_embeddings/{day}.parquet")
+        meta = read_parquet(store, f"item_meta/{day}.parquet")
+        assert sorted(collab["item_id"]) == sorted(meta["item_id"])
+        als = read_parquet(store, f"als_factors/{day}.parquet")
+        assert collab.filter(pl.col("source") == "als").height == collab.join(als, on="item_id", how="semi").height
+        predicted = collab.filter(pl.col("is_predicted"))
+        assert predicted.height > 0 and predicted["als_vector"].null_count() == predicted.height
+
+
+def test_evaluation_reports_ceiling_prediction_and_floor(run):
+    root, results = run
+    assert metadata(results[DAYS[0]], "content_encoder_evaluation")["skipped"]
+    table = read_parquet(LocalStore(root / "assets"), f"content_encoder_evaluation/{DAYS[-1]}.parquet")
+    assert {"true_als", "predicted", "random"} <= set(table["variant"])
+    md = metadata(results[DAYS[-1]], "content_encoder_evaluation")
+    assert 0 <= md["predicted_recall@50"] <= 1 and md["predicted_over_true_recall@50"] > 0
