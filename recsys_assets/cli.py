@@ -38,6 +38,13 @@ def _fmt(v) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
+def _ratio(md: dict, num: str, den: str) -> str | None:
+    a, b = md.get(num), md.get(den)
+    if isinstance(a, float) and isinstance(b, float) and b:
+        return f"{a:.3f}/{b:.3f}"
+    return None
+
+
 def materialize(args: argparse.Namespace) -> int:
     home = _ensure_dagster_home()
     import dagster as dg
@@ -86,6 +93,8 @@ def materialize(args: argparse.Namespace) -> int:
                 (lambda v: f"{v:.3f}" if isinstance(v, float) else None)(
                     md.get("pair_blip_scores", {}).get("paired_share_positive_more_similar")
                 ),
+                _ratio(md.get("content_encoder_evaluation", {}), "predicted_recall@50", "true_als_recall@50"),
+                _ratio(md.get("two_tower_evaluation", {}), "auc", "oracle_auc"),
                 f"{len(checks) - len(bad)}/{len(checks)}",
                 f"{time.time() - t:.1f}s",
             ]
@@ -94,12 +103,21 @@ def materialize(args: argparse.Namespace) -> int:
             print(f"{day}: failed checks: {', '.join(bad)}", file=sys.stderr)
     header = ["day", "run", "raw rows", "quarant.", "positive", "negative", "neutral", "clients dropped",
               "items", "pos pairs", "neg pairs", "ALS items", "ALS r@50", "pop r@50",
-              "videos embedded", "media failed", "pos>neg sim", "checks ok", "time"]
+              "videos embedded", "media failed", "pos>neg sim", "cold r@50 pred/ALS", "2T auc/oracle",
+              "checks ok", "time"]
     table = [header] + [[_fmt(v) for v in r] for r in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     print()
     for r in table:
         print("  ".join(v.rjust(w) for v, w in zip(r, widths)))
+    if args.job == "daily_job":
+        report = defs.resolve_job_def("report_job").execute_in_process(instance=instance, run_config=run_config, raise_on_error=False)
+        for ev in report.get_asset_materialization_events():
+            md = {k: getattr(v, "value", v) for k, v in ev.materialization.metadata.items()}
+            print("\nexperiment_report (two-tower, train 7 days -> validate the next; baselines in the CSV):\n")
+            print(md.get("results", ""))
+            print(f"\nall methods: {md.get('csv')}")
+        failed += 0 if report.success else 1
     io = defs.resources["io_manager"]
     print(f"\n{len(days)} day(s) in {time.time() - t0:.0f}s; outputs under {io.base_url}; "
           f"runs recorded in DAGSTER_HOME={home} (see them with `dagster dev -w workspace.yaml`)")

@@ -39,6 +39,7 @@ import dagster as dg
 from .defs.cold_start import COLD_START_ASSETS
 from .defs.collaborative import COLLABORATIVE_ASSETS
 from .defs.content import CONTENT_ASSETS
+from .defs.retrieval import REPORT_ASSETS, RETRIEVAL_ASSETS
 from .defs.data_prep import DATA_PREP_ASSETS, GROUP
 from .defs.io_manager import PolarsParquetIOManager, SafetensorsIOManager
 from .defs.partitions import daily_partitions
@@ -48,6 +49,9 @@ from .defs.resources import (
     DeltaCatalogSource,
     EmbeddingCacheResource,
     MediaFetchResource,
+    ReportStoreResource,
+    SimulatedTruthResource,
+    TruthResource,
     ParquetSnapshotSource,
     SimulatedCatalogSource,
     SimulatedPlatformResource,
@@ -80,6 +84,7 @@ def build_resources(env: typing.Mapping[str, str] = os.environ) -> dict[str, typ
             root=env.get("RECSYS_SIM_ROOT", str(data_dir / "platform")),
         )
         snapshots, catalog = SimulatedSnapshotSource(simulator=sim), SimulatedCatalogSource(simulator=sim)
+        truth: TruthResource = SimulatedTruthResource(simulator=sim)
         media_roots.append(str(Path(sim.root).resolve() / "media"))
     elif source == "lake":
         missing = [n for n in ("RECSYS_SNAPSHOT_URL_TEMPLATE", "RECSYS_CATALOG_URI") if not env.get(n)]
@@ -87,6 +92,7 @@ def build_resources(env: typing.Mapping[str, str] = os.environ) -> dict[str, typ
             raise ValueError(f"RECSYS_SOURCE=lake needs {', '.join(missing)}")
         snapshots = ParquetSnapshotSource(url_template=env["RECSYS_SNAPSHOT_URL_TEMPLATE"], s3=s3)
         catalog = DeltaCatalogSource(table_uri=env["RECSYS_CATALOG_URI"], s3=s3)
+        truth = TruthResource()
     else:
         raise ValueError(f"RECSYS_SOURCE must be 'simulator' or 'lake', not {source!r}")
     storage_url = env.get("RECSYS_STORAGE_URL", str(data_dir / "assets"))
@@ -110,6 +116,8 @@ def build_resources(env: typing.Mapping[str, str] = os.environ) -> dict[str, typ
             device=env.get("RECSYS_DEVICE", "auto"),
             s3=s3,
         ),
+        "truth": truth,
+        "reports": ReportStoreResource(base_url=storage_url.rstrip("/") + "/reports", s3=s3),
         "embedding_cache": EmbeddingCacheResource(base_url=storage_url.rstrip("/") + "/_cache/item_content_embeddings", s3=s3),
     }
 
@@ -124,16 +132,23 @@ data_prep_job = dg.define_asset_job(
 
 daily_job = dg.define_asset_job(
     "daily_job",
-    selection=dg.AssetSelection.all(),
+    selection=dg.AssetSelection.all() - dg.AssetSelection.assets(*REPORT_ASSETS),
     partitions_def=daily_partitions,
     description="Every daily asset for one day, in dependency order (what the daily schedule runs).",
 )
 
 
+report_job = dg.define_asset_job(
+    "report_job",
+    selection=dg.AssetSelection.assets(*REPORT_ASSETS),
+    description="The experiment table across every evaluated day (not partitioned).",
+)
+
+
 def build_definitions(env: typing.Mapping[str, str] = os.environ) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*DATA_PREP_ASSETS, *COLLABORATIVE_ASSETS, *CONTENT_ASSETS, *COLD_START_ASSETS],
-        jobs=[daily_job, data_prep_job],
+        assets=[*DATA_PREP_ASSETS, *COLLABORATIVE_ASSETS, *CONTENT_ASSETS, *COLD_START_ASSETS, *RETRIEVAL_ASSETS, *REPORT_ASSETS],
+        jobs=[daily_job, data_prep_job, report_job],
         schedules=[dg.build_schedule_from_partitioned_job(daily_job, hour_of_day=3)],
         resources=build_resources(env),
     )

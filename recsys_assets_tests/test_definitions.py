@@ -6,7 +6,8 @@ from recsys_assets.definitions import build_definitions, build_resources, defs
 
 EXPECTED = {"als_factors", "als_user_factors", "als_evaluation", "raw_interactions", "raw_interactions_quarantine", "video_catalog", "filtered_interactions", "item_meta", "item_pairs",
             "item_content_embeddings", "pair_blip_scores", "content_encoder", "item_collab_embeddings",
-            "content_encoder_evaluation"}
+            "content_encoder_evaluation", "item_pca", "two_tower_dataset", "two_tower_model", "two_tower_evaluation",
+            "experiment_report"}
 
 
 def test_definitions_load():
@@ -17,7 +18,7 @@ def test_definitions_load():
 
 def test_every_dataset_shares_one_daily_partitioning():
     graph = defs.resolve_asset_graph()
-    parts = {graph.get(k).partitions_def for k in graph.get_all_asset_keys()}
+    parts = {graph.get(k).partitions_def for k in graph.get_all_asset_keys() if k.to_user_string() != "experiment_report"}
     assert len(parts) == 1 and isinstance(next(iter(parts)), dg.DailyPartitionsDefinition)
 
 
@@ -31,7 +32,7 @@ def test_blocking_checks_guard_what_feeds_downstream():
     assert specs[("item_meta", "catalog_coverage")] is False
     assert specs[("item_content_embeddings", "media_coverage")] is True
     assert specs[("pair_blip_scores", "negatives_not_interacted")] is True
-    assert {a for a, _ in specs} >= EXPECTED - {"raw_interactions_quarantine", "als_user_factors"}
+    assert {a for a, _ in specs} >= EXPECTED - {"raw_interactions_quarantine", "als_user_factors", "item_pca", "experiment_report"}
 
 
 def test_job_and_schedule():
@@ -39,6 +40,9 @@ def test_job_and_schedule():
     daily = defs.resolve_job_def("daily_job")
     assert {k.to_user_string() for k in daily.asset_layer.executable_asset_keys} >= {"item_pairs", "als_factors", "als_evaluation"}
     assert defs.resolve_schedule_def("daily_job_schedule").cron_schedule == "0 3 * * *"
+    assert "experiment_report" not in {k.to_user_string() for k in daily.asset_layer.executable_asset_keys}
+    report = defs.resolve_job_def("report_job")
+    assert {k.to_user_string() for k in report.asset_layer.executable_asset_keys} == {"experiment_report"}
 
 
 def test_sources_are_chosen_by_env(tmp_path):

@@ -28,8 +28,8 @@ ENCODER_CHECKS = CheckSet(
     "content_encoder",
     daily_partitions,
     Check("item_split_never_leaks", "No validation item was trained on; every validation item is in the hash split."),
-    Check("weights_finite", "At least one language trained and every weight is finite."),
-    Check("beats_random_on_validation", "On held-out items, recall@10 of the own ALS vector beats random vectors.", blocking=False),
+    Check("weights_finite", "Every weight is finite."),
+    Check("beats_random_on_validation", "At least one language trained, and on held-out items recall@10 of the own ALS vector beats random vectors.", blocking=False),
 )
 COLLAB_CHECKS = CheckSet(
     "item_collab_embeddings",
@@ -116,15 +116,16 @@ def content_encoder(
     pairs = pair_blip_scores.filter(pl.col("similarity").is_not_null()).select("item_id_1", "item_id_2", "pair_type", "bucket")
     result = ce.train_all(feats, als_factors, pairs, config.params(), languages=config.languages or None, log=context.log.info)
     if not result.models:
-        raise dg.Failure(f"no language could be trained: {result.stats}")
+        # not a failure: downstream still gives every ALS item its vector; the WARN check flags it
+        context.log.warning(f"content encoder: no language could be trained: {[s.get('skipped') for s in result.stats]}")
     artifact = ce.to_artifact(result.models, result.config)
-    main = max(result.results, key=lambda lang: len(result.results[lang].train_ids))
+    main = max(result.results, key=lambda lang: len(result.results[lang].train_ids)) if result.results else None
     cols = ["language", "trained", "als_items", "items_with_content", "train_items", "val_items", "train_pairs", "epochs",
             "best_epoch", "val_mean_cosine", "val_recall@1", "val_recall@10", "val_recall@50", "random_recall@10", "seconds", "skipped"]
     meta = {
         "languages": dg.MetadataValue.md(markdown_table([{c: s.get(c) for c in cols} for s in result.stats])),
         "config": dg.MetadataValue.json(result.config),
-        f"training_curve_{main}": dg.MetadataValue.md(_curve(result.results[main].history)),
+        **({f"training_curve_{main}": dg.MetadataValue.md(_curve(result.results[main].history))} if main else {}),
         "embedding_window_days": len(embeddings),
         **{f"{s['language']}_val_mean_cosine": float(s["val_mean_cosine"]) for s in result.stats if s.get("trained")},
         **{f"{s['language']}_val_recall@10": float(s["val_recall@10"]) for s in result.stats if s.get("trained")},

@@ -82,14 +82,18 @@ class _PartitionedObjectIOManager(dg.ConfigurableIOManager):
                 )
             return self._load_one(context, asset_key, keys[0])
         allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions", False))
-        out: dict[str, pl.DataFrame] = {}
+        out: dict[str, typing.Any] = {}
+        missing = []
         for pk in keys:
             try:
                 out[pk] = self._load_one(context, asset_key, pk)
             except FileNotFoundError:
                 if not allow_missing:
                     raise
-                context.log.warning(f"{asset_key.to_user_string()} partition {pk} is missing; continuing without it")
+                missing.append(pk)
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            context.log.warning(f"{asset_key.to_user_string()}: {len(missing)} partition(s) missing ({shown}); continuing without them")
         return out
 
 

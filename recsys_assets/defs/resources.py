@@ -208,3 +208,32 @@ class EmbeddingCacheResource(dg.ConfigurableResource):
 
     def cache(self) -> typing.Optional[EmbeddingCache]:
         return EmbeddingCache(open_store(self.base_url, **self.s3.options())) if self.enabled else None
+
+
+class TruthResource(dg.ConfigurableResource):
+    """The ground truth behind the data, when there is one. On real data there is none: ``affinity_fn``
+    returns None and evaluations leave the oracle out."""
+
+    def affinity_fn(self) -> typing.Optional[typing.Callable]:
+        return None
+
+
+class SimulatedTruthResource(TruthResource):
+    """The simulator's true client-item affinities (for oracle baselines)."""
+
+    simulator: SimulatedPlatformResource
+
+    def affinity_fn(self) -> typing.Optional[typing.Callable]:
+        return self.simulator.platform().true_affinity
+
+
+class ReportStoreResource(dg.ConfigurableResource):
+    """Where human-facing reports (CSV) are written: a path or s3:// prefix; each write is atomic."""
+
+    base_url: str
+    s3: S3Config = S3Config()
+
+    def write_csv(self, name: str, df: pl.DataFrame) -> str:
+        store = open_store(self.base_url, **self.s3.options())
+        store.write_bytes(name, df.write_csv().encode())
+        return f"{store.url}/{name}"

@@ -384,7 +384,7 @@ def validate(result: LanguageModels) -> dict[str, tuple[bool, dict]]:
     beats = all(s["val_recall@10"] > s["random_recall@10"] for s in trained)
     return {
         "item_split_never_leaks": (sum(leaks.values()) == 0, {"train_items_in_validation": leaks}),
-        "weights_finite": (finite and bool(result.models), {"languages_trained": len(result.models)}),
+        "weights_finite": (finite, {"languages_trained": len(result.models)}),
         "beats_random_on_validation": (
             beats and bool(trained),
             {s["language"]: {"val_recall@10": s["val_recall@10"], "random_recall@10": s["random_recall@10"]} for s in trained},

@@ -1,4 +1,6 @@
-"""content_encoder / item_collab_embeddings / content_encoder_evaluation materialized for real on the tiny simulator."""
+"""The model assets materialized for real on the tiny simulator, day after day: the cold-start encoder
+(content_encoder, item_collab_embeddings, content_encoder_evaluation), the two-tower model (item_pca,
+two_tower_dataset, two_tower_model, two_tower_evaluation) and the experiment report."""
 
 import dagster as dg
 import polars as pl
@@ -9,15 +11,19 @@ from recsys_assets.defs.collaborative import COLLABORATIVE_ASSETS
 from recsys_assets.defs.content import CONTENT_ASSETS
 from recsys_assets.defs.data_prep import DATA_PREP_ASSETS
 from recsys_assets.defs.io_manager import PolarsParquetIOManager, SafetensorsIOManager
+from recsys_assets.defs.retrieval import REPORT_ASSETS, RETRIEVAL_ASSETS
 from recsys_assets.defs.resources import (
     AlsEngineResource,
     ContentModelsResource,
     EmbeddingCacheResource,
     MediaFetchResource,
+    ReportStoreResource,
     SimulatedCatalogSource,
     SimulatedPlatformResource,
     SimulatedSnapshotSource,
+    SimulatedTruthResource,
 )
+from recsys_assets.stages.ranking_metrics import METRICS
 from recsys_assets.storage import LocalStore, read_parquet
 
 DAYS = ("2026-11-01", "2026-11-02", "2026-11-03")
@@ -36,15 +42,19 @@ def run(tmp_path_factory):
         "media_fetch": MediaFetchResource(allowed_roots=[str(root / "platform" / "media")]),
         "content_models": ContentModelsResource(n_frames=4, device="cpu"),
         "embedding_cache": EmbeddingCacheResource(base_url=str(root / "assets" / "_cache")),
+        "truth": SimulatedTruthResource(simulator=sim),
+        "reports": ReportStoreResource(base_url=str(root / "assets" / "reports")),
     }
     config = {"ops": {
         "als_factors": {"config": {"min_cells_per_language": 50}},
         "item_content_embeddings": {"config": {"decode_workers": 1}},
         "content_encoder": {"config": {"min_items": 16, "max_epochs": 10}},
+        "two_tower_model": {"config": {"epochs": 3}},
     }}
     instance = dg.DagsterInstance.ephemeral()
-    assets = [*DATA_PREP_ASSETS, *COLLABORATIVE_ASSETS, *CONTENT_ASSETS, *COLD_START_ASSETS]
+    assets = [*DATA_PREP_ASSETS, *COLLABORATIVE_ASSETS, *CONTENT_ASSETS, *COLD_START_ASSETS, *RETRIEVAL_ASSETS]
     results = {day: dg.materialize(assets, partition_key=day, resources=resources, instance=instance, run_config=config) for day in DAYS}
+    results["report"] = dg.materialize([*assets, *REPORT_ASSETS], resources=resources, instance=instance, selection=["experiment_report"])
     return root, results
 
 
@@ -55,7 +65,9 @@ def metadata(result, asset):
 
 def test_every_day_materializes_with_blocking_checks_passing(run):
     _, results = run
-    for day, res in results.items():
+    assert results["report"].success
+    for day in DAYS:
+        res = results[day]
         assert res.success, day
         failed = [e.check_name for e in res.get_asset_check_evaluations() if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
         assert failed == [], day
@@ -90,3 +102,31 @@ def test_evaluation_reports_ceiling_prediction_and_floor(run):
     assert {"true_als", "predicted", "random"} <= set(table["variant"])
     md = metadata(results[DAYS[-1]], "content_encoder_evaluation")
     assert 0 <= md["predicted_recall@50"] <= 1 and md["predicted_over_true_recall@50"] > 0
+
+
+def test_two_tower_dataset_model_and_evaluation(run):
+    root, results = run
+    store = LocalStore(root / "assets")
+    ds = read_parquet(store, f"two_tower_dataset/{DAYS[-1]}.parquet")
+    assert abs(ds["label"].mean() - 0.5) < 0.01
+    assert "item_id" in ds.columns and ds.schema["item_features"].size == metadata(results[DAYS[-1]], "item_pca")["n_components"]
+    assert (root / "assets" / "two_tower_model" / f"{DAYS[-1]}.safetensors").exists()
+    md = metadata(results[DAYS[-1]], "two_tower_model")
+    assert "training_curve" in md and md["samples_per_s"] > 0
+    table = read_parquet(store, f"two_tower_evaluation/{DAYS[-1]}.parquet")
+    assert set(table["method"]) == {"two_tower", "random", "popularity", "oracle"}
+    assert set(METRICS) <= set(table.columns) and "catalog_recall@50" in table.columns
+    ev = metadata(results[DAYS[-1]], "two_tower_evaluation")
+    assert ev["oracle_auc"] > 0.7 and 0 < ev["auc_over_oracle"] < 1.2  # the simulator's truth is the ceiling
+
+
+def test_experiment_report_has_one_experiment_per_evaluated_day(run):
+    root, results = run
+    report = read_parquet(LocalStore(root / "assets"), "experiment_report.parquet")
+    tw = report.filter(pl.col("method") == "two_tower").sort("val_data")
+    assert tw["val_data"].to_list() == list(DAYS[1:])  # day 1 has no model of the day before
+    assert tw["train_data"].to_list()[0].startswith(DAYS[0])
+    csv = (root / "assets" / "reports" / "experiment_report.csv").read_text()
+    assert csv.splitlines()[0].startswith("experiment_no,event_type,method,auc")
+    md = metadata(results["report"], "experiment_report")
+    assert md["experiments"] == 2 and "recall@all_pos" in md["results"]

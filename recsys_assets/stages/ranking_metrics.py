@@ -1,0 +1,137 @@
+"""The metric table of seed 001 ("Two Tower with Blip Embed, User History"), defined.
+
+The seed reports auc, avg_prec@10, map, mrr, ndcg@5, ndcg@10, recall@5/10/50/100, recall@gt_5,
+recall@gt_100 and recall@all_pos without defining them; its numbers (e.g. mrr 0.21 beside ndcg@5 0.73,
+recall@gt_5 ≈ recall@all_pos) fix the choices below. Each validation client's served items of the day
+are ranked by score; *relevant* = label 1; R = the client's number of relevant items; ranks start at 1.
+Clients with R = 0 have no ranking metric (counted apart); every row counts for ``auc``.
+
+==================  ==========================================================================================
+``auc``             ROC AUC over all validation rows pooled (Mann-Whitney: P(score of a positive row >
+                    score of a negative row), ties count 1/2)
+``avg_prec@10``     AP@10 = Σ_{rank ≤ 10} precision@rank · rel(rank) / min(R, 10), averaged over clients
+``map``             AP over the whole list = Σ precision@rank · rel(rank) / R, averaged over clients
+``mrr``             mean over the client's relevant items of 1/rank, averaged over clients (not the first hit
+                    only: with many relevant items per client the seed's 0.21 beside ndcg@5 0.73 fits this)
+``ndcg@k``          Σ_{rank ≤ k} rel/log2(rank+1) / Σ_{r ≤ min(R,k)} 1/log2(r+1), binary gains
+``recall@k``        |relevant in the top k| / R
+``recall@gt_k``     |relevant in the top min(R, k)| / min(R, k) (R-precision with R capped at k)
+``recall@all_pos``  |relevant in the top R| / R (R-precision)
+==================  ==========================================================================================
+
+Ties in score are broken by ``tie_key`` ascending (the item id), so every metric but ``auc`` and
+``map`` sees one definite order. ``map`` treats ties as scikit-learn's ``average_precision_score``
+does (all items of one score enter together), and ``auc`` counts ties as half -- both equal
+scikit-learn's on any input, ties included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+METRICS = (
+    "auc", "avg_prec@10", "map", "mrr", "ndcg@5", "ndcg@10", "recall@5", "recall@10", "recall@50",
+    "recall@100", "recall@gt_5", "recall@gt_100", "recall@all_pos",
+)
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    labels = np.asarray(labels, dtype=bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(np.asarray(scores, dtype=np.float64))
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _tie_aware_ap(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Average precision with tied scores entering together (scikit-learn's definition)."""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order].astype(np.float64)
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]  # the end of each tie group
+    tp = np.cumsum(y)[last]
+    fp = (last + 1) - tp
+    precision = tp / (tp + fp)
+    recall_step = np.diff(np.r_[0.0, tp]) / max(tp[-1], 1.0)
+    return float((precision * recall_step).sum())
+
+
+def per_client(client: np.ndarray, scores: np.ndarray, labels: np.ndarray, tie_key: np.ndarray) -> dict[str, np.ndarray]:
+    """Ranking metrics per client (only clients with at least one relevant item), plus ``n_relevant``."""
+    client = np.asarray(client)
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=bool)
+    order = np.lexsort((np.asarray(tie_key), -scores, client))
+    c, s, y = client[order], scores[order], labels[order].astype(np.float64)
+    starts = np.r_[0, np.flatnonzero(np.diff(c) != 0) + 1]
+    sizes = np.diff(np.r_[starts, len(c)])
+    rank = np.arange(len(c)) - np.repeat(starts, sizes) + 1
+    R = np.add.reduceat(y, starts)
+    keep = R > 0
+    R_row = np.repeat(R, sizes)
+    hits_cum = np.cumsum(y)
+    hits_cum = hits_cum - np.repeat(np.r_[0.0, hits_cum[starts[1:] - 1]], sizes)  # within-client cumsum
+    prec = hits_cum / rank
+
+    def seg_sum(v: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(v, starts)
+
+    def hits_at(k_row: np.ndarray) -> np.ndarray:
+        return seg_sum(y * (rank <= k_row))
+
+    out: dict[str, np.ndarray] = {}
+    Rs = np.maximum(R, 1)
+    for k in (5, 10, 50, 100):
+        out[f"recall@{k}"] = hits_at(np.full(len(c), k)) / Rs
+    for k in (5, 100):
+        cap = np.minimum(R, k)
+        out[f"recall@gt_{k}"] = hits_at(np.repeat(cap, sizes)) / np.maximum(cap, 1)
+    out["recall@all_pos"] = hits_at(R_row) / Rs
+    out["avg_prec@10"] = seg_sum(prec * y * (rank <= 10)) / np.maximum(np.minimum(R, 10), 1)
+    out["mrr"] = seg_sum(y / rank) / Rs
+    disc = 1.0 / np.log2(rank + 1)
+    for k in (5, 10):
+        dcg = seg_sum(y * disc * (rank <= k))
+        ideal = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))
+        out[f"ndcg@{k}"] = dcg / ideal[np.clip(np.minimum(R, k).astype(int) - 1, 0, k - 1)]
+    # map: tie-aware per client
+    ap = np.empty(len(starts))
+    for j, (a, n) in enumerate(zip(starts, sizes)):
+        ap[j] = _tie_aware_ap(s[a : a + n], y[a : a + n].astype(bool)) if R[j] > 0 else np.nan
+    out["map"] = ap
+    out = {k: v[keep] for k, v in out.items()}
+    out["n_relevant"] = R[keep]
+    out["client"] = c[starts][keep]
+    return out
+
+
+def metric_row(client: np.ndarray, scores: np.ndarray, labels: np.ndarray, tie_key: np.ndarray) -> dict[str, float]:
+    """The seed's table row: per-client metrics averaged over clients with a relevant item; pooled auc."""
+    pc = per_client(client, scores, labels, tie_key)
+    row = {"auc": auc(scores, labels)}
+    for m in METRICS[1:]:
+        row[m] = float(np.mean(pc[m])) if len(pc[m]) else float("nan")
+    row["clients"] = int(len(pc["client"]))
+    row["clients_without_positive"] = int(len(np.unique(client)) - len(pc["client"]))
+    row["rows"] = int(len(scores))
+    return row
+
+
+def catalog_recall(scores: np.ndarray, targets: list[np.ndarray], exclude: list[np.ndarray], ks=(10, 50, 100)) -> dict[str, np.ndarray]:
+    """Recall@k over a whole catalog. ``scores``: (clients, items); ``targets``/``exclude``: per client,
+    column indices of the relevant / excluded (already seen) items. Clients with no target are skipped."""
+    scores = scores.astype(np.float64, copy=True)
+    out = {f"catalog_recall@{k}": [] for k in ks}
+    kmax = min(max(ks), scores.shape[1])
+    for i in range(scores.shape[0]):
+        t = np.setdiff1d(targets[i], exclude[i])
+        if len(t) == 0:
+            continue
+        row = scores[i]
+        row[exclude[i]] = -np.inf
+        top = np.argpartition(-row, kmax - 1)[:kmax]
+        top = top[np.argsort(-row[top], kind="stable")]
+        for k in ks:
+            out[f"catalog_recall@{k}"].append(np.isin(t, top[:k]).sum() / len(t))
+    return {k: np.asarray(v) for k, v in out.items()}

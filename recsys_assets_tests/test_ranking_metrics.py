@@ -1,0 +1,104 @@
+"""Seed 001's metrics against scikit-learn and plain-Python references, on random inputs with ties."""
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, ndcg_score, roc_auc_score
+
+from recsys_assets.stages.ranking_metrics import METRICS, auc, catalog_recall, metric_row, per_client
+
+
+def naive(scores, labels, tie_key):
+    """One client, by the definitions in ranking_metrics' docstring, with plain loops."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], tie_key[i]))
+    rel = [bool(labels[i]) for i in order]
+    R = sum(rel)
+    hits = lambda k: sum(rel[:k])  # noqa: E731
+    out = {f"recall@{k}": hits(k) / R for k in (5, 10, 50, 100)}
+    for k in (5, 100):
+        out[f"recall@gt_{k}"] = hits(min(R, k)) / min(R, k)
+    out["recall@all_pos"] = hits(R) / R
+    prec = [sum(rel[: r + 1]) / (r + 1) for r in range(len(rel))]
+    out["avg_prec@10"] = sum(prec[r] for r in range(min(10, len(rel))) if rel[r]) / min(R, 10)
+    out["mrr"] = sum(1 / (r + 1) for r in range(len(rel)) if rel[r]) / R
+    for k in (5, 10):
+        dcg = sum(1 / math.log2(r + 2) for r in range(min(k, len(rel))) if rel[r])
+        out[f"ndcg@{k}"] = dcg / sum(1 / math.log2(r + 2) for r in range(min(R, k)))
+    return out
+
+
+def random_day(seed, clients=40, ties=True):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(clients):
+        n = int(rng.integers(2, 130))
+        s = rng.integers(0, 6, n).astype(float) if ties else rng.standard_normal(n)
+        y = rng.random(n) < rng.uniform(0.05, 0.7)
+        rows += [(c, s[i], y[i], int(rng.integers(0, 10**6))) for i in range(n)]
+    client, score, label, key = (np.array(v) for v in zip(*rows))
+    return client, score, label.astype(bool), key
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_per_client_metrics_match_plain_python(seed):
+    client, score, label, key = random_day(seed)
+    pc = per_client(client, score, label, key)
+    for j, c in enumerate(pc["client"]):
+        m = client == c
+        want = naive(score[m], label[m], key[m])
+        for name, v in want.items():
+            assert abs(pc[name][j] - v) < 1e-9, (name, c)
+
+
+@pytest.mark.parametrize("ties", [True, False])
+def test_auc_and_map_equal_scikit_learn(ties):
+    client, score, label, key = random_day(3, ties=ties)
+    assert abs(auc(score, label) - roc_auc_score(label, score)) < 1e-12
+    pc = per_client(client, score, label, key)
+    for j, c in enumerate(pc["client"]):
+        m = client == c
+        assert abs(pc["map"][j] - average_precision_score(label[m], score[m])) < 1e-9
+
+
+def test_ndcg_equals_scikit_learn_without_ties():
+    client, score, label, key = random_day(4, ties=False)
+    pc = per_client(client, score, label, key)
+    for j, c in enumerate(pc["client"]):
+        m = client == c
+        if m.sum() < 2:
+            continue
+        for k in (5, 10):
+            assert abs(pc[f"ndcg@{k}"][j] - ndcg_score(label[m][None].astype(float), score[m][None], k=k)) < 1e-9
+
+
+def test_hand_made_client_with_a_tie():
+    # scores 3, 2, 2, 1 with the tie broken by item id: ranks a(3) b(2, id 5) c(2, id 9) d(1); relevant b and d
+    client = np.zeros(4, int)
+    score = np.array([3.0, 2.0, 2.0, 1.0])
+    label = np.array([False, True, False, True])
+    key = np.array([1, 5, 9, 2])
+    r = metric_row(client, score, label, key)
+    assert r["recall@5"] == 1.0 and r["recall@all_pos"] == 0.5 and r["recall@gt_5"] == 0.5
+    assert abs(r["mrr"] - (1 / 2 + 1 / 4) / 2) < 1e-12
+    assert abs(r["avg_prec@10"] - (1 / 2 + 2 / 4) / 2) < 1e-12
+    assert abs(r["ndcg@5"] - (1 / math.log2(3) + 1 / math.log2(5)) / (1 + 1 / math.log2(3))) < 1e-12
+    # map with the tie: b and c enter together at precision 1/3 (recall 1/2), then d at 2/4
+    assert abs(r["map"] - (0.5 * (1 / 3) + 0.5 * (2 / 4))) < 1e-12
+    # positives b(2), d(1) against negatives a(3), c(2): b-a 0, b-c tie 1/2, d-a 0, d-c 0
+    assert r["auc"] == 0.5 / 4
+    assert set(METRICS) <= set(r) and r["clients"] == 1
+
+
+def test_clients_without_a_positive_are_counted_not_averaged():
+    client = np.array([0, 0, 1, 1])
+    r = metric_row(client, np.array([1.0, 0.0, 1.0, 0.0]), np.array([True, False, False, False]), np.arange(4))
+    assert r["clients"] == 1 and r["clients_without_positive"] == 1 and r["recall@5"] == 1.0
+
+
+def test_catalog_recall():
+    scores = np.array([[0.9, 0.8, 0.7, 0.1], [0.1, 0.2, 0.3, 0.4]])
+    out = catalog_recall(scores, [np.array([2, 3]), np.array([0])], [np.array([0]), np.array([], int)], ks=(1, 2))
+    # client 0: item 0 excluded -> ranking 1, 2, 3: top-1 misses, top-2 has item 2; client 1: item 0 is last
+    np.testing.assert_allclose(out["catalog_recall@1"], [0.0, 0.0])
+    np.testing.assert_allclose(out["catalog_recall@2"], [0.5, 0.0])
