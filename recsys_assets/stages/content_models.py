@@ -266,10 +266,11 @@ class ContentEncoders:
         for clip in clips:
             a = torch.from_numpy(np.asarray(clip, dtype=np.float32))
             n = min(a.shape[0], N_SAMPLES)
-            # one clip at a time: log_mel_spectrogram clamps against the max of its whole input
-            mels.append(log_mel_spectrogram(pad_or_trim(a), n_mels=self.n_mels))
+            # one clip at a time (log_mel_spectrogram clamps against the max of its whole input), on the
+            # models' device: on a GPU the STFTs cost the main process no CPU
+            mels.append(log_mel_spectrogram(pad_or_trim(a).to(self.device), n_mels=self.n_mels, device=self.device))
             real_tokens.append(max(1, math.ceil(n / N_SAMPLES_PER_TOKEN)))
-        x = torch.stack(mels).to(self.device)
+        x = torch.stack(mels)
         with self._autocast():
             h = self.audio(x)
         h = h.float()

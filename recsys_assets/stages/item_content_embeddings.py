@@ -123,9 +123,12 @@ class EmbedParams:
     """Fetch/decode worker processes; 0 = one per core, 1 = in this process."""
     max_in_flight: int = 0
     """Items fetched/decoded ahead of the models; 0 = 4 batches."""
+    start_method: str = ""
+    """How worker processes start: ``forkserver`` (default where available), ``spawn`` or ``fork``."""
     model_threads: int = 0
-    """CPU threads of the models while the pool decodes; 0 = torch's default (all cores). With small
-    models, fewer threads than cores leave room for the decoders (see benchmarks/README.md). Ignored on GPU."""
+    """CPU threads of this process while the pool decodes; 0 = automatic: torch's default (all cores) on
+    CPU, 2 on a GPU (the models run there; the cores go to the decoders). With small models on CPU,
+    fewer threads leave room for the decoders (see benchmarks/README.md)."""
 
 
 @dataclasses.dataclass
@@ -146,7 +149,13 @@ def _decoded_stream(jobs: list[MediaJob], params: EmbedParams) -> typing.Iterato
             in_flight.acquire()
             yield job
 
-    with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+    method = params.start_method or ("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        # workers fork from a small server that imported only the decoding code, so they start in
+        # milliseconds and never import torch or whatever the run's main module pulls in
+        ctx.set_forkserver_preload(["recsys_assets.stages.media_decode"])
+    with ctx.Pool(min(workers, len(jobs))) as pool:
         for decoded in pool.imap(fetch_and_decode, feed(), chunksize=1):
             in_flight.release()
             yield decoded
@@ -236,13 +245,18 @@ def embed_items(
     rows: list[dict[str, typing.Any]] = []
     batch: list[DecodedMedia] = []
     threads_before = torch.get_num_threads()
-    if encoders.device.type == "cpu" and params.model_threads > 0:
+    if params.model_threads > 0:
         torch.set_num_threads(params.model_threads)
+    elif encoders.device.type == "cuda":
+        torch.set_num_threads(2)  # the GPU does the work: leave the cores to the decoders
     try:
         t_models = 0.0
         t_first = time.perf_counter()
         done = 0
+        first_result = None
         for decoded in _decoded_stream(jobs, params):
+            if first_result is None:
+                first_result = time.perf_counter() - t_first
             batch.append(decoded)
             if len(batch) == params.batch_size:
                 t = time.perf_counter()
@@ -277,6 +291,7 @@ def embed_items(
         "seconds": elapsed,
         "model_seconds": t_models,
         "videos_per_s": len(jobs) / max(time.perf_counter() - t_first, 1e-9) if jobs else 0.0,
+        "seconds_to_first_video": first_result if jobs else 0.0,
         "fresh_reasons": {f"{s}:{r}": int(n) for s, r, n in reasons.iter_rows()},
     }
     return EmbedResult(table, stats)

@@ -265,6 +265,9 @@ class Tensors:
     weight: torch.Tensor
     item_id: np.ndarray
 
+    def to(self, device: torch.device) -> "Tensors":
+        return Tensors(*(t.to(device, non_blocking=True) for t in (self.pos, self.neg, self.n_pos, self.n_neg, self.item, self.label, self.weight)), self.item_id)
+
     def take(self, idx) -> "Tensors":
         np_idx = idx if isinstance(idx, slice) else np.asarray(idx)
         return Tensors(self.pos[idx], self.neg[idx], self.n_pos[idx], self.n_neg[idx], self.item[idx], self.label[idx], self.weight[idx], self.item_id[np_idx])
@@ -300,9 +303,9 @@ def _loss(model: TwoTower, b: Tensors, params: ModelParams, log_q: typing.Option
         u = nn.functional.normalize(model.user_vec(b.pos[p], b.neg[p], b.n_pos[p], b.n_neg[p]), dim=-1)
         v = nn.functional.normalize(model.item_vec(b.item[p]), dim=-1)
         logits = u @ v.T / params.temperature
-        lq = torch.tensor([log_q.get(int(i), 0.0) for i in b.item_id[p.numpy()]], dtype=torch.float32)
+        lq = torch.tensor([log_q.get(int(i), 0.0) for i in b.item_id[p.cpu().numpy()]], dtype=torch.float32, device=logits.device)
         logits = logits - lq[None, :]  # logQ correction: popular items are over-represented as in-batch negatives
-        return nn.functional.cross_entropy(logits, torch.arange(len(u)))
+        return nn.functional.cross_entropy(logits, torch.arange(len(u), device=logits.device))
     raise ValueError(f"loss must be 'bce' or 'inbatch_softmax', not {params.loss!r}")
 
 
@@ -327,7 +330,8 @@ def train(rows: pl.DataFrame, params: ModelParams, log: typing.Callable[[str], N
     data = tensors(rows)
     tr, ho = np.flatnonzero(~held), np.flatnonzero(held)
     dim = data.item.shape[1]
-    model = TwoTower(dim, params.hidden, params.out_dim, params.dropout)
+    device = torch.device("cuda" if params.device == "auto" and torch.cuda.is_available() else ("cpu" if params.device == "auto" else params.device))
+    model = TwoTower(dim, params.hidden, params.out_dim, params.dropout).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     log_q = None
     if params.loss == "inbatch_softmax":
@@ -343,7 +347,7 @@ def train(rows: pl.DataFrame, params: ModelParams, log: typing.Callable[[str], N
         perm = torch.from_numpy(tr)[torch.randperm(len(tr), generator=gen)].numpy()
         total_loss, nb = 0.0, 0
         for s in range(0, len(perm), params.batch_size):
-            b = data.take(perm[s : s + params.batch_size])
+            b = data.take(perm[s : s + params.batch_size]).to(device)
             loss = _loss(model, b, params, log_q)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -354,9 +358,9 @@ def train(rows: pl.DataFrame, params: ModelParams, log: typing.Callable[[str], N
         seen += len(perm)
         model.eval()
         with torch.no_grad():
-            h = data.take(ho)
+            h = data.take(ho).to(device)
             ho_loss = float(_loss(model, h, params, log_q)) if len(ho) else float("nan")
-            ho_auc = auc(model(h.pos, h.neg, h.n_pos, h.n_neg, h.item).numpy(), h.label.numpy() > 0.5) if len(ho) else float("nan")
+            ho_auc = auc(model(h.pos, h.neg, h.n_pos, h.n_neg, h.item).cpu().numpy(), h.label.cpu().numpy() > 0.5) if len(ho) else float("nan")
         history.append({"epoch": epoch, "train_loss": total_loss / max(nb, 1), "holdout_loss": ho_loss, "holdout_auc": ho_auc})
         score = ho_loss if len(ho) else total_loss
         if score < best - 1e-6:
@@ -369,7 +373,7 @@ def train(rows: pl.DataFrame, params: ModelParams, log: typing.Callable[[str], N
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
-    model.eval()
+    model.eval().to("cpu")
     return TrainResult(model, history, best_epoch, len(tr), len(ho), time.perf_counter() - t0, seen / max(train_time, 1e-9))
 
 

@@ -1,0 +1,125 @@
+"""Training throughput of the two trained models on bench-sized synthetic inputs, and two-tower evaluation time.
+
+    .venv/bin/python benchmarks/bench_models.py                        # both, CPU (or CUDA when present)
+    .venv/bin/python benchmarks/bench_models.py --only encoder --items 500000
+    .venv/bin/python benchmarks/bench_models.py --only two_tower --rows 2000000 --catalog 500000
+
+* ``encoder`` -- the content -> collaborative encoder (``stages/content_encoder.py``) on ``--items`` items
+  with ``--frames`` per-frame embeddings of ``--frame-dim`` and an audio embedding, whose ALS targets are a
+  planted noisy function of the content; reports items/s per epoch and the time to convergence (early
+  stopping on the validation loss, ``--max-epochs`` at most), and the validation mean cosine reached.
+* ``two_tower`` -- the two-tower model (``stages/two_tower.py``) on ``--rows`` training rows with
+  128-d PCA features; reports training samples/s, then the evaluation time of scoring ``--clients``
+  clients against a ``--catalog``-item catalog (item tower over the catalog + dot products + top-100).
+
+Inputs are synthetic (random with planted structure): what is measured is the models' arithmetic and the
+code around it, which do not depend on where the features came from.
+"""
+
+import argparse
+import json
+import time
+
+import numpy as np
+import polars as pl
+import torch
+
+
+def bench_encoder(a) -> dict:
+    from recsys_assets.stages import content_encoder as ce
+
+    rng = np.random.default_rng(0)
+    n, k, d, da, out = a.items, a.frames, a.frame_dim, 64, 16
+    y = rng.standard_normal((n, out)).astype(np.float32)
+    W = (rng.standard_normal((out, d)) / np.sqrt(out)).astype(np.float32)
+    frames = np.empty((n, k, d), dtype=np.float32)
+    for s in range(0, n, 50_000):  # chunked so the planted map never needs n x k x d float64
+        base = y[s : s + 50_000] @ W
+        frames[s : s + 50_000] = base[:, None, :] + 0.5 * rng.standard_normal((len(base), k, d)).astype(np.float32)
+    audio = (y @ (rng.standard_normal((out, da)) / np.sqrt(out)).astype(np.float32)).astype(np.float32)
+    ids = np.arange(n, dtype=np.int64)
+    feats = ce.Features(ids, torch.from_numpy(frames), torch.from_numpy(audio), torch.ones(n, dtype=torch.bool))
+    is_val = ce.is_validation(pl.Series(ids), 0.2, 0).to_numpy()
+    params = ce.EncoderParams(max_epochs=a.max_epochs, batch_size=a.batch_size, patience=3, device=a.device)
+    t = time.perf_counter()
+    res = ce.train_encoder(feats, y, is_val, None, params)
+    seconds = time.perf_counter() - t
+    val = ce.retrieval_metrics(ce.predict(res.model, feats.take(np.flatnonzero(is_val)[:20_000])), y[np.flatnonzero(is_val)[:20_000]])
+    epochs = len(res.history)
+    return {
+        "model": "content_encoder", "items": n, "frames": k, "frame_dim": d, "device": a.device,
+        "epochs_run": epochs, "best_epoch": res.best_epoch, "seconds_to_stop": seconds,
+        "items_per_s": len(res.train_ids) * epochs / seconds, "val_mean_cosine": val["mean_cosine"],
+        "feature_gib": frames.nbytes / 2**30,
+    }
+
+
+def bench_two_tower(a) -> dict:
+    from recsys_assets.stages import two_tower as tt
+    from recsys_assets.stages.ranking_metrics import catalog_recall
+
+    rng = np.random.default_rng(0)
+    n, p = a.rows, 128
+    item = rng.standard_normal((n, p)).astype(np.float32)
+    pos = rng.standard_normal((n, p)).astype(np.float32)
+    neg = rng.standard_normal((n, p)).astype(np.float32)
+    label = (np.einsum("np,np->n", pos - neg, item) / np.sqrt(p) + 0.5 * rng.standard_normal(n)) > 0
+    A = pl.Array(pl.Float32, p)
+    rows = pl.DataFrame({
+        "client_id": rng.integers(0, n // 20, n), "item_id": rng.integers(0, a.catalog, n),
+        "pos_hist": pl.Series(pos, dtype=A), "neg_hist": pl.Series(neg, dtype=A), "item_features": pl.Series(item, dtype=A),
+        "n_pos_hist": np.full(n, 5, np.int32), "n_neg_hist": np.full(n, 5, np.int32), "label": label, "weight": np.ones(n, np.float32),
+    })
+    del item, pos, neg
+    params = tt.ModelParams(epochs=a.epochs, patience=a.epochs, device=a.device)
+    t = time.perf_counter()
+    res = tt.train(rows, params)
+    train_s = time.perf_counter() - t
+    catalog = rng.standard_normal((a.catalog, p)).astype(np.float32)
+    users = pl.DataFrame({"pos_hist": pl.Series(rng.standard_normal((a.clients, p)).astype(np.float32), dtype=A),
+                          "neg_hist": pl.Series(rng.standard_normal((a.clients, p)).astype(np.float32), dtype=A),
+                          "n_pos_hist": np.full(a.clients, 5, np.int32), "n_neg_hist": np.full(a.clients, 5, np.int32)})
+    t = time.perf_counter()
+    V = tt.item_vectors(res.model, catalog)
+    item_s = time.perf_counter() - t
+    U = tt.user_vectors(res.model, users)
+    targets = [rng.integers(0, a.catalog, 3) for _ in range(a.clients)]
+    exclude = [rng.integers(0, a.catalog, 20) for _ in range(a.clients)]
+    for s in range(0, a.clients, 256):
+        catalog_recall(U[s : s + 256] @ V.T, targets[s : s + 256], exclude[s : s + 256])
+    eval_s = time.perf_counter() - t
+    return {
+        "model": "two_tower", "rows": n, "epochs": len(res.history), "device": a.device, "train_seconds": train_s,
+        "samples_per_s": res.samples_per_s, "holdout_auc": res.history[res.best_epoch]["holdout_auc"],
+        "catalog_items": a.catalog, "clients": a.clients, "item_tower_seconds": item_s, "catalog_eval_seconds": eval_s,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", choices=["encoder", "two_tower"])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--items", type=int, default=500_000)
+    ap.add_argument("--frames", type=int, default=8)
+    ap.add_argument("--frame-dim", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=1024)
+    ap.add_argument("--max-epochs", type=int, default=30)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--catalog", type=int, default=500_000)
+    ap.add_argument("--clients", type=int, default=2_000)
+    a = ap.parse_args()
+    results = []
+    if a.only in (None, "encoder"):
+        results.append(bench_encoder(a))
+    if a.only in (None, "two_tower"):
+        results.append(bench_two_tower(a))
+    for r in results:
+        print()
+        for k, v in r.items():
+            print(f"{k:<20} {v:.3f}" if isinstance(v, float) else f"{k:<20} {v}")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
