@@ -7,7 +7,6 @@ and the experiment table. A thin shell over :mod:`recsys_assets.stages.two_tower
 import dataclasses
 import datetime as dt
 import typing
-import warnings
 
 import dagster as dg
 import numpy as np
@@ -26,9 +25,7 @@ from .resources import ReportStoreResource, TruthResource
 GROUP = "retrieval"
 MODEL_IO = "model_io_manager"
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", dg.BetaWarning)
-    EVERY_PARTITION = dg.AllPartitionMapping()
+EVERY_PARTITION = dg.AllPartitionMapping()
 
 DATASET_CHECKS = CheckSet(
     "two_tower_dataset",
@@ -216,6 +213,8 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TwoTowerConfig, t
 
 
 class EvaluationConfig(dg.Config):
+    positive_pcc_above: float = 0.9
+    """The label of a validation row, as in two_tower_dataset."""
     seed: int = 0
     max_catalog_clients: int = 20_000
 
@@ -257,7 +256,7 @@ def two_tower_evaluation(
     items = _latest(embeddings)
     features = tt.project(items, p)
     history = pl.concat([v for k, v in sorted(interactions.items()) if k != day.isoformat()])
-    rules = tt.DatasetRules(positive_pcc_above=0.9)
+    rules = tt.DatasetRules(positive_pcc_above=config.positive_pcc_above)
     table, stats = tte.evaluate(tower, interactions[day.isoformat()], history, features, items.select("item_id", "language"), rules,
                                 truth=truth.affinity_fn(), seed=config.seed, max_catalog_clients=config.max_catalog_clients)
     train_range = f"{art.config.get('train_range')} ({art.config.get('train_days')} days)"
