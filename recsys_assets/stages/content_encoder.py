@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from ..artifacts import ModelArtifact
+from .torch_device import resolve_device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,10 +162,6 @@ class TrainResult:
     seconds: float
 
 
-def _device(name: str) -> torch.device:
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
-
-
 def train_encoder(
     feats: Features,
     targets: np.ndarray,
@@ -176,7 +173,7 @@ def train_encoder(
     """Fit one language's encoder. ``targets``: the ALS vectors aligned with ``feats``; ``pairs``:
     item_id_1, item_id_2, pair_type, bucket (pairs touching a validation item are dropped here)."""
     t0 = time.perf_counter()
-    device = _device(params.device)
+    device = resolve_device(params.device)
     torch.manual_seed(params.seed)
     gen = torch.Generator().manual_seed(params.seed)
     y = torch.from_numpy(np.asarray(targets, dtype=np.float32))

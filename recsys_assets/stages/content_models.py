@@ -38,6 +38,7 @@ import torch
 
 from .media_decode import DecodeParams
 from .media_fetch import FetchPolicy, fetch
+from .torch_device import resolve_device
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
 TINY_IMAGE_MODEL = "recsys-ViT-tiny-16"
@@ -124,12 +125,6 @@ def weights_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def build_image_model(spec: ModelSpec, s3_options: typing.Mapping[str, typing.Any] = {}) -> tuple[torch.nn.Module, dict]:
     """The open_clip model's visual tower and a description (architecture, source)."""
     import open_clip
@@ -196,7 +191,7 @@ class ContentEncoders:
 
     def __init__(self, spec: ModelSpec, s3_options: typing.Mapping[str, typing.Any] = {}):
         self.spec = spec
-        self.device = _device(spec.device)
+        self.device = resolve_device(spec.device)
         self.visual, self.image_desc = build_image_model(spec, s3_options)
         self.audio, self.audio_desc = build_audio_model(spec, s3_options)
         self.visual.to(self.device)

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ..artifacts import ModelArtifact
+from .torch_device import resolve_device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,7 +331,7 @@ def train(rows: pl.DataFrame, params: ModelParams, log: typing.Callable[[str], N
     data = tensors(rows)
     tr, ho = np.flatnonzero(~held), np.flatnonzero(held)
     dim = data.item.shape[1]
-    device = torch.device("cuda" if params.device == "auto" and torch.cuda.is_available() else ("cpu" if params.device == "auto" else params.device))
+    device = resolve_device(params.device)
     model = TwoTower(dim, params.hidden, params.out_dim, params.dropout).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     log_q = None
