@@ -58,10 +58,6 @@ def output_schema(n_frames: int, image_dim: int, audio_dim: int) -> dict[str, pl
     }
 
 
-CACHED_COLUMNS = (
-    "item_id", "status", "reason", "detail", "blip_embedding", "frame_embeddings", "audio_embedding",
-    "fused_embedding", "distinct_frames", "keyframes_only", "duration_s", "audio_seconds", "source_bytes",
-)
 
 
 class EmbeddingCache:
@@ -99,7 +95,7 @@ class EmbeddingCache:
         if rows.height == 0:
             return None
         key = f"{fingerprint}/part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.parquet"
-        write_parquet(self.store, key, rows.select(CACHED_COLUMNS))
+        write_parquet(self.store, key, rows)
         return key
 
     def compact(self, fingerprint: str, max_parts: int = 32) -> int:
@@ -237,7 +233,7 @@ def embed_items(
     ids = items["item_id"].to_list()
     cached = cache.lookup(ids, encoders.fingerprint) if cache is not None else pl.DataFrame()
     if cached.height:
-        cached = cached.select(CACHED_COLUMNS).cast(schema)
+        cached = cached.select(list(schema)).cast(schema)
     hit = set(cached["item_id"].to_list()) if cached.height else set()
     todo = items.filter(~pl.col("item_id").is_in(list(hit)))
     jobs = [MediaJob(int(i), u, policy, encoders.decode_params) for i, u in todo.select("item_id", "download_url").iter_rows()]
@@ -274,7 +270,7 @@ def embed_items(
         torch.set_num_threads(threads_before)
     fresh = _to_frame(rows, schema)
     if cache is not None:
-        cache.store_rows(fresh.filter(pl.col("status") != "failed"), encoders.fingerprint)
+        cache.store_rows(fresh.filter(pl.col("status") != "failed"), encoders.fingerprint)  # the output schema's columns
     extra = [c for c in items.columns if c not in schema]
     table = (
         pl.concat([cached, fresh], how="vertical") if cached.height else fresh

@@ -91,10 +91,12 @@ def history_sums(history: pl.DataFrame, item_features: pl.DataFrame, dim: int) -
     for lab, name in ((True, "pos"), (False, "neg")):
         sub = with_f.filter(pl.col("label") == lab)
         if sub.height:
-            clients, idx = np.unique(sub["client_id"].to_numpy(), return_inverse=True)
-            sums = np.zeros((len(clients), dim), dtype=np.float64)
-            np.add.at(sums, idx, sub["features"].to_numpy())
-            counts = np.bincount(idx, minlength=len(clients))
+            sub = sub.sort("client_id")
+            cid = sub["client_id"].to_numpy()
+            starts = np.r_[0, np.flatnonzero(np.diff(cid) != 0) + 1]
+            clients = cid[starts]
+            sums = np.add.reduceat(np.asarray(sub["features"].to_numpy(), dtype=np.float64), starts, axis=0)
+            counts = np.diff(np.r_[starts, len(cid)])
         else:
             clients, sums, counts = np.zeros(0, np.int64), np.zeros((0, dim)), np.zeros(0, np.int64)
         parts.append(pl.DataFrame({"client_id": clients, f"{name}_sum": pl.Series(sums.astype(np.float32), dtype=pl.Array(pl.Float32, dim)), f"{name}_count": counts.astype(np.int64)}))

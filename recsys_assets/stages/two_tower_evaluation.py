@@ -59,12 +59,15 @@ def evaluate(
     hist = tt.labelled(history, rules)
     rng = np.random.default_rng(seed)
     client, item, label = rows["client_id"].to_numpy(), rows["item_id"].to_numpy(), rows["label"].to_numpy()
-    popularity = hist.filter(pl.col("label")).group_by("item_id").len()
-    pop_map = dict(popularity.iter_rows())
+    popularity = hist.filter(pl.col("label")).group_by("item_id").agg(pop=pl.len().cast(pl.Float64))
+
+    def pop_of(items: pl.Series) -> np.ndarray:
+        return items.to_frame("item_id").join(popularity, on="item_id", how="left", maintain_order="left")["pop"].fill_null(0.0).to_numpy()
+
     scores: dict[str, np.ndarray] = {
         "two_tower": tt.score_rows(model, rows),
         "random": rng.random(rows.height),
-        "popularity": np.array([pop_map.get(int(i), 0) for i in item], dtype=np.float64),
+        "popularity": pop_of(rows["item_id"]),
     }
     if truth is not None:
         scores["oracle"] = truth(client, item)
@@ -103,7 +106,7 @@ def evaluate(
         exclude = [idx(smap.get(c)) for c in cids]
         U = tt.user_vectors(model, u_rows)
         V = tt.item_vectors(model, np.array(cat["features"].to_numpy(), dtype=np.float32))
-        pop = np.array([pop_map.get(int(i), 0) for i in cat_ids], dtype=np.float64)
+        pop = pop_of(cat["item_id"])
         for s in range(0, len(cids), 2048):
             sl = slice(s, s + 2048)
             blocks = {
