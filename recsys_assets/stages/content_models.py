@@ -257,14 +257,16 @@ class ContentEncoders:
 
         if not clips:
             return np.zeros((0, self.audio_dim), dtype=np.float32)
-        mels, real_tokens = [], []
-        for clip in clips:
-            a = torch.from_numpy(np.asarray(clip, dtype=np.float32))
-            n = min(a.shape[0], N_SAMPLES)
-            # one clip at a time (log_mel_spectrogram clamps against the max of its whole input), on the
-            # models' device: on a GPU the STFTs cost the main process no CPU
-            mels.append(log_mel_spectrogram(pad_or_trim(a).to(self.device), n_mels=self.n_mels, device=self.device))
-            real_tokens.append(max(1, math.ceil(n / N_SAMPLES_PER_TOKEN)))
+        # the real samples of every clip (at most 30 s) go to the models' device in one copy, unpadded;
+        # padding and the STFTs happen there (on a GPU they cost this process no CPU)
+        lengths = [min(len(c), N_SAMPLES) for c in clips]
+        joined = torch.from_numpy(np.concatenate([np.asarray(c[:n], dtype=np.float32) for c, n in zip(clips, lengths)])).to(self.device)
+        mels = [
+            # one clip at a time: log_mel_spectrogram clamps against the max of its whole input
+            log_mel_spectrogram(pad_or_trim(a), n_mels=self.n_mels, device=self.device)
+            for a in torch.split(joined, lengths)
+        ]
+        real_tokens = [max(1, math.ceil(n / N_SAMPLES_PER_TOKEN)) for n in lengths]
         x = torch.stack(mels)
         with self._autocast():
             h = self.audio(x)
