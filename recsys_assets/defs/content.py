@@ -52,6 +52,10 @@ class ContentEmbeddingConfig(dg.Config):
     min_coverage: float = 0.95
     """media_coverage fails (blocking) below this share of items embedded."""
     use_cache: bool = True
+    model_threads: int = 0
+    """CPU threads of the run's process while the pool decodes; 0 = automatic (see stages/item_content_embeddings.py)."""
+    start_method: str = ""
+    """How decode workers start: forkserver (default where available), spawn or fork."""
 
 
 @dg.asset(
@@ -79,7 +83,8 @@ def item_content_embeddings(
         item_meta.select("item_id", "language", "download_url"),
         encoders,
         media_fetch.policy(),
-        ice.EmbedParams(batch_size=config.batch_size, workers=config.decode_workers),
+        ice.EmbedParams(batch_size=config.batch_size, workers=config.decode_workers, model_threads=config.model_threads,
+                        start_method=config.start_method),
         cache=embedding_cache.cache() if config.use_cache else None,
         log=context.log.info,
     )
