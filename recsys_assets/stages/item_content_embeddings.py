@@ -65,7 +65,8 @@ class EmbeddingCache:
 
     Each run appends one part with the rows it computed (unique names, so concurrent partitions never
     collide; each part is written atomically). Lookups read every part of the fingerprint and keep the
-    wanted ids; :meth:`compact` folds the parts into one when there are many.
+    wanted ids; :meth:`compact` (run after each store) folds the parts into one when there are more than
+    32. Compactions that overlap only leave duplicate rows, which lookups drop.
     """
 
     def __init__(self, store: typing.Any):
@@ -271,6 +272,7 @@ def embed_items(
     fresh = _to_frame(rows, schema)
     if cache is not None:
         cache.store_rows(fresh.filter(pl.col("status") != "failed"), encoders.fingerprint)  # the output schema's columns
+        cache.compact(encoders.fingerprint)  # keeps every later lookup to a bounded number of reads
     extra = [c for c in items.columns if c not in schema]
     table = (
         pl.concat([cached, fresh], how="vertical") if cached.height else fresh

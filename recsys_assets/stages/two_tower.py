@@ -117,7 +117,8 @@ def user_features(rows: pl.DataFrame, sums: pl.DataFrame, item_features: pl.Data
         if present.any():
             s[present] = base.filter(pl.Series(present))[f"{name}_sum"].to_numpy()
         cnt = base[f"{name}_count"].fill_null(0).to_numpy().astype(np.float64)
-        in_hist = base[f"in_{name}_hist"].fill_null(False).to_numpy()
+        # only items with features were summed, so only those are taken back out
+        in_hist = (base[f"in_{name}_hist"].fill_null(False) & base["features"].is_not_null()).to_numpy()
         s = s - f * in_hist[:, None]
         cnt = cnt - in_hist
         mean = np.where(cnt[:, None] > 0, s / np.maximum(cnt, 1)[:, None], 0.0)
