@@ -119,16 +119,34 @@ def direct(args, p) -> dict:
     with threadpool_limits(limits=1, user_api="blas"):
         for m in mats:
             model = AlternatingLeastSquares(
-                factors=params.factors, regularization=params.regularization, alpha=1.0, use_cg=True,
-                iterations=params.iterations, random_state=params.seed,
+                factors=params.factors,
+                regularization=params.regularization,
+                alpha=1.0,
+                use_cg=True,
+                iterations=params.iterations,
+                random_state=params.seed,
             )
             model.fit(m, show_progress=False)
     return {"seconds": time.perf_counter() - t, "matrices": len(mats)}
 
 
 def _child(stage: str, args) -> dict:
-    child_args = ["--child", stage, "--profile", args.profile, "--end", args.end,
-                  "--days", str(args.days), "--iterations", str(args.iterations), "--seed", str(args.seed), "--data", str(args.data)]
+    child_args = [
+        "--child",
+        stage,
+        "--profile",
+        args.profile,
+        "--end",
+        args.end,
+        "--days",
+        str(args.days),
+        "--iterations",
+        str(args.iterations),
+        "--seed",
+        str(args.seed),
+        "--data",
+        str(args.data),
+    ]
     return run_child(__file__, child_args, stage)
 
 
@@ -149,8 +167,10 @@ def main() -> None:
 
     t = time.perf_counter()
     g = _child("generate", args)
-    print(f"window: {args.days} days ending {args.end}, {g['rows']:,} phase-1 interactions "
-          f"(ready in {time.perf_counter() - t:.0f} s); {os.cpu_count()} cores")
+    print(
+        f"window: {args.days} days ending {args.end}, {g['rows']:,} phase-1 interactions "
+        f"(ready in {time.perf_counter() - t:.0f} s); {os.cpu_count()} cores"
+    )
     pipe = _child("pipeline", args)
     dire = _child("direct", args)
     it = args.iterations
@@ -160,12 +180,18 @@ def main() -> None:
     print()
     print("| run | seconds | s / iteration | peak RSS GiB |")
     print("|---|---:|---:|---:|")
-    print(f"| pipeline (train_als, after reading the window: {pipe['read_seconds']:.1f} s) | {pipe['seconds']:.1f} | "
-          f"{pipe['seconds'] / it:.2f} | {pipe['peak_rss_gib']:.2f} |")
+    print(
+        f"| pipeline (train_als, after reading the window: {pipe['read_seconds']:.1f} s) | {pipe['seconds']:.1f} | "
+        f"{pipe['seconds'] / it:.2f} | {pipe['peak_rss_gib']:.2f} |"
+    )
     print(f"| of which implicit fit | {pipe['fit_seconds_inside']:.1f} | {pipe['fit_seconds_inside'] / it:.2f} | |")
-    print(f"| implicit directly on the same CSR | {dire['seconds']:.1f} | {dire['seconds'] / it:.2f} | {dire['peak_rss_gib']:.2f} |")
+    print(
+        f"| implicit directly on the same CSR | {dire['seconds']:.1f} | {dire['seconds'] / it:.2f} | {dire['peak_rss_gib']:.2f} |"
+    )
     ratio = pipe["seconds"] / dire["seconds"]
-    print(f"\npipeline / direct = {ratio:.2f} (target <= 1.2): {'met' if ratio <= 1.2 else 'NOT met'}; factors finite: {pipe['finite']}")
+    print(
+        f"\npipeline / direct = {ratio:.2f} (target <= 1.2): {'met' if ratio <= 1.2 else 'NOT met'}; factors finite: {pipe['finite']}"
+    )
 
 
 if __name__ == "__main__":

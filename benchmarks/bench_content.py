@@ -92,11 +92,18 @@ def main() -> None:
     paths = clips(a) * a.repeat
     root = str(Path(paths[0]).parent)  # noqa
     policy = FetchPolicy(allowed_roots=(root,))
-    enc = ContentEncoders(ModelSpec(image_model=a.image_model, audio_model=a.audio_model, n_frames=a.n_frames, device=a.device))
+    enc = ContentEncoders(
+        ModelSpec(image_model=a.image_model, audio_model=a.audio_model, n_frames=a.n_frames, device=a.device)
+    )
     n = len(paths)
     res: dict[str, object] = {
-        "videos": n, "clip": f"{a.seconds:g}s {a.width}x{a.height} {a.fps}fps gop {a.gop}", "workers": a.workers,
-        "image_model": a.image_model, "audio_model": a.audio_model, "device": str(enc.device), "cores": os.cpu_count(),
+        "videos": n,
+        "clip": f"{a.seconds:g}s {a.width}x{a.height} {a.fps}fps gop {a.gop}",
+        "workers": a.workers,
+        "image_model": a.image_model,
+        "audio_model": a.audio_model,
+        "device": str(enc.device),
+        "cores": os.cpu_count(),
         "mean_clip_mb": float(np.mean([os.path.getsize(p) for p in paths]) / 2**20),
     }
 
@@ -129,7 +136,9 @@ def main() -> None:
 
     items = pl.DataFrame({"item_id": list(range(n)), "download_url": paths})
     t = time.perf_counter()
-    out = embed_items(items, enc, policy, EmbedParams(batch_size=a.batch_size, workers=a.workers, model_threads=a.torch_threads))
+    out = embed_items(
+        items, enc, policy, EmbedParams(batch_size=a.batch_size, workers=a.workers, model_threads=a.torch_threads)
+    )
     with tempfile.TemporaryDirectory() as d:
         out.table.write_parquet(f"{d}/emb.parquet")
     res["end_to_end_videos_per_s"] = n / (time.perf_counter() - t)

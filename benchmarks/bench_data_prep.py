@@ -96,8 +96,18 @@ def run_stage(stage: str, day: str, p: dict[str, Path]) -> dict:
 
 
 def _child(stage: str, args: argparse.Namespace) -> dict:
-    child_args = ["--child", stage, "--profile", args.profile, "--day", args.day,
-                  "--seed", str(args.seed), "--data", str(args.data)]
+    child_args = [
+        "--child",
+        stage,
+        "--profile",
+        args.profile,
+        "--day",
+        args.day,
+        "--seed",
+        str(args.seed),
+        "--data",
+        str(args.data),
+    ]
     return run_child(__file__, child_args, stage)
 
 
@@ -112,7 +122,11 @@ def main() -> None:
     p = _paths(args.data, args.profile, args.day)
 
     if args.child:
-        res = generate(args.profile, args.day, args.seed, p) if args.child == "generate" else run_stage(args.child, args.day, p)
+        res = (
+            generate(args.profile, args.day, args.seed, p)
+            if args.child == "generate"
+            else run_stage(args.child, args.day, p)
+        )
         print(json.dumps(res))
         return
 
@@ -121,8 +135,10 @@ def main() -> None:
         g = _child("generate", args)
         print(f"  generated in {g['seconds']:.1f} s, peak {g['peak_rss_gib']:.2f} GiB")
     size_mib = p["snapshot"].stat().st_size / 2**20
-    print(f"snapshot: {p['snapshot']} ({size_mib:.0f} MiB); {os.cpu_count()} cores; polars threads: "
-          f"{os.environ.get('POLARS_MAX_THREADS', 'default')}")
+    print(
+        f"snapshot: {p['snapshot']} ({size_mib:.0f} MiB); {os.cpu_count()} cores; polars threads: "
+        f"{os.environ.get('POLARS_MAX_THREADS', 'default')}"
+    )
     results = {s: _child(s, args) for s in STAGES}
     scan = results["scan"]["seconds"]
     print()
@@ -140,8 +156,10 @@ def main() -> None:
     ok = total < 20 and peak < 4
     ratio = results["phase1"]["seconds"] / scan
     print(f"phases 1-3: {total:.1f} s in all ({total / scan:.1f}x scan), peak {peak:.2f} GiB")
-    print(f"targets: phases 1-3 < 20 s and < 4 GiB: {'met' if ok else 'NOT met'}; "
-          f"phase 1 / scan = {ratio:.1f} (target <= 5): {'met' if ratio <= 5 else 'NOT met'}")
+    print(
+        f"targets: phases 1-3 < 20 s and < 4 GiB: {'met' if ok else 'NOT met'}; "
+        f"phase 1 / scan = {ratio:.1f} (target <= 5): {'met' if ratio <= 5 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -44,12 +44,21 @@ def bench_encoder(a) -> dict:
     t = time.perf_counter()
     res = ce.train_encoder(feats, y, is_val, None, params)
     seconds = time.perf_counter() - t
-    val = ce.retrieval_metrics(ce.predict(res.model, feats.take(np.flatnonzero(is_val)[:20_000])), y[np.flatnonzero(is_val)[:20_000]])
+    val = ce.retrieval_metrics(
+        ce.predict(res.model, feats.take(np.flatnonzero(is_val)[:20_000])), y[np.flatnonzero(is_val)[:20_000]]
+    )
     epochs = len(res.history)
     return {
-        "model": "content_encoder", "items": n, "frames": k, "frame_dim": d, "device": a.device,
-        "epochs_run": epochs, "best_epoch": res.best_epoch, "seconds_to_stop": seconds,
-        "items_per_s": len(res.train_ids) * epochs / seconds, "val_mean_cosine": val["mean_cosine"],
+        "model": "content_encoder",
+        "items": n,
+        "frames": k,
+        "frame_dim": d,
+        "device": a.device,
+        "epochs_run": epochs,
+        "best_epoch": res.best_epoch,
+        "seconds_to_stop": seconds,
+        "items_per_s": len(res.train_ids) * epochs / seconds,
+        "val_mean_cosine": val["mean_cosine"],
         "feature_gib": frames.nbytes / 2**30,
     }
 
@@ -65,20 +74,33 @@ def bench_two_tower(a) -> dict:
     neg = rng.standard_normal((n, p)).astype(np.float32)
     label = (np.einsum("np,np->n", pos - neg, item) / np.sqrt(p) + 0.5 * rng.standard_normal(n)) > 0
     A = pl.Array(pl.Float32, p)
-    rows = pl.DataFrame({
-        "client_id": rng.integers(0, n // 20, n), "item_id": rng.integers(0, a.catalog, n),
-        "pos_hist": pl.Series(pos, dtype=A), "neg_hist": pl.Series(neg, dtype=A), "item_features": pl.Series(item, dtype=A),
-        "n_pos_hist": np.full(n, 5, np.int32), "n_neg_hist": np.full(n, 5, np.int32), "label": label, "weight": np.ones(n, np.float32),
-    })
+    rows = pl.DataFrame(
+        {
+            "client_id": rng.integers(0, n // 20, n),
+            "item_id": rng.integers(0, a.catalog, n),
+            "pos_hist": pl.Series(pos, dtype=A),
+            "neg_hist": pl.Series(neg, dtype=A),
+            "item_features": pl.Series(item, dtype=A),
+            "n_pos_hist": np.full(n, 5, np.int32),
+            "n_neg_hist": np.full(n, 5, np.int32),
+            "label": label,
+            "weight": np.ones(n, np.float32),
+        }
+    )
     del item, pos, neg
     params = tt.ModelParams(epochs=a.epochs, patience=a.epochs, device=a.device)
     t = time.perf_counter()
     res = tt.train(rows, params)
     train_s = time.perf_counter() - t
     catalog = rng.standard_normal((a.catalog, p)).astype(np.float32)
-    users = pl.DataFrame({"pos_hist": pl.Series(rng.standard_normal((a.clients, p)).astype(np.float32), dtype=A),
-                          "neg_hist": pl.Series(rng.standard_normal((a.clients, p)).astype(np.float32), dtype=A),
-                          "n_pos_hist": np.full(a.clients, 5, np.int32), "n_neg_hist": np.full(a.clients, 5, np.int32)})
+    users = pl.DataFrame(
+        {
+            "pos_hist": pl.Series(rng.standard_normal((a.clients, p)).astype(np.float32), dtype=A),
+            "neg_hist": pl.Series(rng.standard_normal((a.clients, p)).astype(np.float32), dtype=A),
+            "n_pos_hist": np.full(a.clients, 5, np.int32),
+            "n_neg_hist": np.full(a.clients, 5, np.int32),
+        }
+    )
     t = time.perf_counter()
     V = tt.item_vectors(res.model, catalog)
     item_s = time.perf_counter() - t
@@ -89,9 +111,17 @@ def bench_two_tower(a) -> dict:
         catalog_recall(U[s : s + 256] @ V.T, targets[s : s + 256], exclude[s : s + 256])
     eval_s = time.perf_counter() - t
     return {
-        "model": "two_tower", "rows": n, "epochs": len(res.history), "device": a.device, "train_seconds": train_s,
-        "samples_per_s": res.samples_per_s, "holdout_auc": res.history[res.best_epoch]["holdout_auc"],
-        "catalog_items": a.catalog, "clients": a.clients, "item_tower_seconds": item_s, "catalog_eval_seconds": eval_s,
+        "model": "two_tower",
+        "rows": n,
+        "epochs": len(res.history),
+        "device": a.device,
+        "train_seconds": train_s,
+        "samples_per_s": res.samples_per_s,
+        "holdout_auc": res.history[res.best_epoch]["holdout_auc"],
+        "catalog_items": a.catalog,
+        "clients": a.clients,
+        "item_tower_seconds": item_s,
+        "catalog_eval_seconds": eval_s,
     }
 
 

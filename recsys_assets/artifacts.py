@@ -23,7 +23,7 @@ class ModelArtifact:
     def subset(self, prefix: str) -> dict[str, np.ndarray]:
         """Arrays whose name starts with ``prefix + '.'``, with the prefix removed."""
         p = prefix + "."
-        return {k[len(p):]: v for k, v in self.arrays.items() if k.startswith(p)}
+        return {k[len(p) :]: v for k, v in self.arrays.items() if k.startswith(p)}
 
 
 def to_bytes(artifact: ModelArtifact) -> bytes:

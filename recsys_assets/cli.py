@@ -101,17 +101,38 @@ def materialize(args: argparse.Namespace) -> int:
         )
         if bad:
             print(f"{day}: failed checks: {', '.join(bad)}", file=sys.stderr)
-    header = ["day", "run", "raw rows", "quarant.", "positive", "negative", "neutral", "clients dropped",
-              "items", "pos pairs", "neg pairs", "ALS items", "ALS r@50", "pop r@50",
-              "videos embedded", "media failed", "pos>neg sim", "cold r@50 pred/ALS", "2T auc/oracle",
-              "checks ok", "time"]
+    header = [
+        "day",
+        "run",
+        "raw rows",
+        "quarant.",
+        "positive",
+        "negative",
+        "neutral",
+        "clients dropped",
+        "items",
+        "pos pairs",
+        "neg pairs",
+        "ALS items",
+        "ALS r@50",
+        "pop r@50",
+        "videos embedded",
+        "media failed",
+        "pos>neg sim",
+        "cold r@50 pred/ALS",
+        "2T auc/oracle",
+        "checks ok",
+        "time",
+    ]
     table = [header] + [[_fmt(v) for v in r] for r in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     print()
     for r in table:
         print("  ".join(v.rjust(w) for v, w in zip(r, widths)))
     if args.job == "daily_job":
-        report = defs.resolve_job_def("report_job").execute_in_process(instance=instance, run_config=run_config, raise_on_error=False)
+        report = defs.resolve_job_def("report_job").execute_in_process(
+            instance=instance, run_config=run_config, raise_on_error=False
+        )
         for ev in report.get_asset_materialization_events():
             md = {k: getattr(v, "value", v) for k, v in ev.materialization.metadata.items()}
             print("\nexperiment_report (two-tower, train 7 days -> validate the next; baselines in the CSV):\n")
@@ -119,13 +140,17 @@ def materialize(args: argparse.Namespace) -> int:
             print(f"\nall methods: {md.get('csv')}")
         failed += 0 if report.success else 1
     io = defs.resources["io_manager"]
-    print(f"\n{len(days)} day(s) in {time.time() - t0:.0f}s; outputs under {io.base_url}; "
-          f"runs recorded in DAGSTER_HOME={home} (see them with `dagster dev -w workspace.yaml`)")
+    print(
+        f"\n{len(days)} day(s) in {time.time() - t0:.0f}s; outputs under {io.base_url}; "
+        f"runs recorded in DAGSTER_HOME={home} (see them with `dagster dev -w workspace.yaml`)"
+    )
     return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="recsys-assets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="recsys-assets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("materialize", help="run a job for each day of a range and print a summary")
     m.add_argument("--start", type=dt.date.fromisoformat)

@@ -29,7 +29,6 @@ graph runs on the embedded simulator, on local files, or on S3 -- no code change
 ==============================  =====================================================================
 """
 
-
 import os
 import typing
 from pathlib import Path
@@ -39,7 +38,6 @@ import dagster as dg
 from .defs.cold_start import COLD_START_ASSETS
 from .defs.collaborative import COLLABORATIVE_ASSETS
 from .defs.content import CONTENT_ASSETS
-from .defs.retrieval import REPORT_ASSETS, RETRIEVAL_ASSETS
 from .defs.data_prep import DATA_PREP_ASSETS, GROUP
 from .defs.io_manager import PolarsParquetIOManager, SafetensorsIOManager
 from .defs.partitions import daily_partitions
@@ -49,14 +47,15 @@ from .defs.resources import (
     DeltaCatalogSource,
     EmbeddingCacheResource,
     MediaFetchResource,
-    ReportStoreResource,
-    SimulatedTruthResource,
-    TruthResource,
     ParquetSnapshotSource,
+    ReportStoreResource,
     SimulatedCatalogSource,
     SimulatedPlatformResource,
     SimulatedSnapshotSource,
+    SimulatedTruthResource,
+    TruthResource,
 )
+from .defs.retrieval import REPORT_ASSETS, RETRIEVAL_ASSETS
 from .defs.s3 import S3Config
 
 
@@ -72,6 +71,7 @@ def build_resources(env: typing.Mapping[str, str] = os.environ) -> dict[str, typ
         aws_secret_access_key=_env_or_none(env, "AWS_SECRET_ACCESS_KEY"),
         region_name=_env_or_none(env, "AWS_REGION"),
     )
+
     def csv(name: str, default: str = "") -> list[str]:
         return [v.strip() for v in env.get(name, default).split(",") if v.strip()]
 
@@ -118,7 +118,9 @@ def build_resources(env: typing.Mapping[str, str] = os.environ) -> dict[str, typ
         ),
         "truth": truth,
         "reports": ReportStoreResource(base_url=storage_url.rstrip("/") + "/reports", s3=s3),
-        "embedding_cache": EmbeddingCacheResource(base_url=storage_url.rstrip("/") + "/_cache/item_content_embeddings", s3=s3),
+        "embedding_cache": EmbeddingCacheResource(
+            base_url=storage_url.rstrip("/") + "/_cache/item_content_embeddings", s3=s3
+        ),
     }
 
 
@@ -147,7 +149,14 @@ report_job = dg.define_asset_job(
 
 def build_definitions(env: typing.Mapping[str, str] = os.environ) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*DATA_PREP_ASSETS, *COLLABORATIVE_ASSETS, *CONTENT_ASSETS, *COLD_START_ASSETS, *RETRIEVAL_ASSETS, *REPORT_ASSETS],
+        assets=[
+            *DATA_PREP_ASSETS,
+            *COLLABORATIVE_ASSETS,
+            *CONTENT_ASSETS,
+            *COLD_START_ASSETS,
+            *RETRIEVAL_ASSETS,
+            *REPORT_ASSETS,
+        ],
         jobs=[daily_job, data_prep_job, report_job],
         schedules=[dg.build_schedule_from_partitioned_job(daily_job, hour_of_day=3)],
         resources=build_resources(env),

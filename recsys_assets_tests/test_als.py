@@ -19,7 +19,13 @@ def test_confidence_sums_positives_likes_loops_and_negatives_across_days():
     rows = frame(
         [
             {"client_id": 1, "item_id": 10, "is_positive": True, "pcc": 0.95},  # 2
-            {"client_id": 1, "item_id": 10, "is_positive": True, "pcc": 1.4, "liked": True},  # 2 * (1 + 1 + 0.5) = 5, another day
+            {
+                "client_id": 1,
+                "item_id": 10,
+                "is_positive": True,
+                "pcc": 1.4,
+                "liked": True,
+            },  # 2 * (1 + 1 + 0.5) = 5, another day
             {"client_id": 1, "item_id": 11, "is_positive": False},  # -3
             {"client_id": 1, "item_id": 11, "is_positive": False},  # -3 (repeat on another day)
             {"client_id": 2, "item_id": 10, "is_positive": True, "liked": True},  # 2 * 2 = 4
@@ -29,7 +35,9 @@ def test_confidence_sums_positives_likes_loops_and_negatives_across_days():
             {"client_id": 3, "item_id": 12, "is_positive": True},  # +2 -> net +1
         ]
     )
-    cells = {(c, i): v for c, i, v in A.confidence_cells(rows, rules).select("client_id", "item_id", "value").iter_rows()}
+    cells = {
+        (c, i): v for c, i, v in A.confidence_cells(rows, rules).select("client_id", "item_id", "value").iter_rows()
+    }
     assert cells == {(1, 10): 7.0, (1, 11): -6.0, (2, 10): 1.0, (3, 12): 1.0}
 
 
@@ -59,7 +67,9 @@ def planted(n_clients=400, n_items=120, d=4, per_client=12, seed=0):
         own = np.flatnonzero(ig == cg[c])
         picks = rng.choice(own, size=per_client + 4, replace=False)
         for j, i in enumerate(picks):
-            (rows_train if j < per_client else rows_test).append({"client_id": c, "item_id": int(i), "is_positive": True})
+            (rows_train if j < per_client else rows_test).append(
+                {"client_id": c, "item_id": int(i), "is_positive": True}
+            )
         for i in rng.choice(np.flatnonzero(ig != cg[c]), size=3, replace=False):
             rows_train.append({"client_id": c, "item_id": int(i), "is_positive": False})
     return frame(rows_train), frame(rows_test), cg, ig
@@ -68,7 +78,9 @@ def planted(n_clients=400, n_items=120, d=4, per_client=12, seed=0):
 def test_als_recovers_planted_groups_better_than_popularity():
     train, test, _, ig = planted()
     langs = pl.DataFrame({"item_id": np.arange(len(ig)), "language": ["hindi"] * len(ig)})
-    res = A.train_als(train, langs, A.AlsParams(factors=8, iterations=10, regularization=0.5), A.ConfidenceRules(alpha=5.0))
+    res = A.train_als(
+        train, langs, A.AlsParams(factors=8, iterations=10, regularization=0.5), A.ConfidenceRules(alpha=5.0)
+    )
     table, counts = E.evaluate(res.item_factors, res.user_factors, train, test)
     r = {row["method"]: row for row in table.iter_rows(named=True)}
     assert counts[0]["clients_evaluated"] > 300
@@ -78,13 +90,19 @@ def test_als_recovers_planted_groups_better_than_popularity():
 
 def test_training_is_deterministic_and_output_schema_is_the_contract():
     train, _, _, ig = planted(n_clients=150, n_items=80)
-    langs = pl.DataFrame({"item_id": np.arange(len(ig)), "language": ["hindi" if i % 3 else "tamil" for i in range(len(ig))]})
+    langs = pl.DataFrame(
+        {"item_id": np.arange(len(ig)), "language": ["hindi" if i % 3 else "tamil" for i in range(len(ig))]}
+    )
     params = A.AlsParams(factors=6, iterations=5, min_item_clients=1, min_client_items=1)
     a = A.train_als(train, langs, params, min_cells_per_language=10)
     b = A.train_als(train, langs, params, min_cells_per_language=10)
     assert a.item_factors.equals(b.item_factors) and a.user_factors.equals(b.user_factors)
-    assert a.item_factors.schema == pl.Schema({"item_id": pl.Int64, "language": pl.String, "vector": pl.Array(pl.Float32, 6)})
-    assert a.user_factors.schema == pl.Schema({"client_id": pl.Int64, "language": pl.String, "vector": pl.Array(pl.Float32, 6)})
+    assert a.item_factors.schema == pl.Schema(
+        {"item_id": pl.Int64, "language": pl.String, "vector": pl.Array(pl.Float32, 6)}
+    )
+    assert a.user_factors.schema == pl.Schema(
+        {"client_id": pl.Int64, "language": pl.String, "vector": pl.Array(pl.Float32, 6)}
+    )
     assert set(a.item_factors["language"]) == {"hindi", "tamil"}
     assert all(ok for ok, _ in A.validate(a.item_factors, a.stats, max_norm=100.0).values())
 
@@ -100,7 +118,11 @@ def test_languages_with_too_little_data_are_skipped_and_reported():
 
 def test_validate_flags_bad_factors():
     f = pl.DataFrame(
-        {"item_id": [1, 1, 2], "language": ["hindi", "tamil", "hindi"], "vector": [[1.0, 0.0], [1.0, 1.0], [float("nan"), 0.0]]},
+        {
+            "item_id": [1, 1, 2],
+            "language": ["hindi", "tamil", "hindi"],
+            "vector": [[1.0, 0.0], [1.0, 1.0], [float("nan"), 0.0]],
+        },
         schema={"item_id": pl.Int64, "language": pl.String, "vector": pl.Array(pl.Float32, 2)},
     )
     v = A.validate(f, [{"trained": True, "items": 2}], max_norm=10.0)
@@ -128,7 +150,10 @@ def test_ranking_metrics_match_a_plain_reference():
     scores = rng.standard_normal((n, m))
     seen = [set(rng.choice(m, 5, replace=False).tolist()) for _ in range(n)]
     targets = [set(rng.choice([i for i in range(m) if i not in s], 3, replace=False).tolist()) for s in seen]
-    to_csr = lambda sets: sp.csr_matrix(([1.0] * sum(map(len, sets)), ([r for r, s in enumerate(sets) for _ in s], [c for s in sets for c in s])), shape=(n, m))
+    to_csr = lambda sets: sp.csr_matrix(
+        ([1.0] * sum(map(len, sets)), ([r for r, s in enumerate(sets) for _ in s], [c for s in sets for c in s])),
+        shape=(n, m),
+    )
     got = E.ranking_metrics(scores, to_csr(seen), to_csr(targets), ks=(10, 20))
     rec, nd = _reference_metrics(scores, seen, targets, 10)
     np.testing.assert_allclose(got["recall@10"], rec)

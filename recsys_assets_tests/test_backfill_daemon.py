@@ -15,8 +15,16 @@ import requests
 from .conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-ASSETS = ["raw_interactions", "raw_interactions_quarantine", "video_catalog", "filtered_interactions", "item_meta", "item_pairs",
-          "als_factors", "als_user_factors"]
+ASSETS = [
+    "raw_interactions",
+    "raw_interactions_quarantine",
+    "video_catalog",
+    "filtered_interactions",
+    "item_meta",
+    "item_pairs",
+    "als_factors",
+    "als_user_factors",
+]
 START, END = "2026-11-01", "2026-11-03"
 
 LAUNCH = """
@@ -62,7 +70,11 @@ def dagster_dev(tmp_path):
     log = open(tmp_path / "dagster_dev.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -107,14 +119,18 @@ def test_backfill_of_a_date_range_through_the_daemon(dagster_dev, monkeypatch):
         if status not in ("REQUESTED", "CANCELING", "FAILING", None):
             break
         time.sleep(3)
-    assert status in ("COMPLETED", "COMPLETED_SUCCESS"), f"backfill ended {status}; log:\n" + (
-        tmp_path / "dagster_dev.log"
-    ).read_text()[-4000:]
+    assert status in ("COMPLETED", "COMPLETED_SUCCESS"), (
+        f"backfill ended {status}; log:\n" + (tmp_path / "dagster_dev.log").read_text()[-4000:]
+    )
 
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     with dg.DagsterInstance.get() as instance:
         for asset in ASSETS:
-            assert instance.get_materialized_partitions(dg.AssetKey(asset)) == {"2026-11-01", "2026-11-02", "2026-11-03"}, asset
+            assert instance.get_materialized_partitions(dg.AssetKey(asset)) == {
+                "2026-11-01",
+                "2026-11-02",
+                "2026-11-03",
+            }, asset
         for check in ("no_neutral_rows", "no_client_above_ctr"):
             key = dg.AssetCheckKey(dg.AssetKey("filtered_interactions"), check)
             history = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)

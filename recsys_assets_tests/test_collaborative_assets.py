@@ -8,7 +8,12 @@ from recsys_assets.defs.collaborative import COLLABORATIVE_ASSETS, EVAL_WINDOW, 
 from recsys_assets.defs.data_prep import DATA_PREP_ASSETS
 from recsys_assets.defs.io_manager import PolarsParquetIOManager
 from recsys_assets.defs.partitions import daily_partitions
-from recsys_assets.defs.resources import AlsEngineResource, SimulatedCatalogSource, SimulatedPlatformResource, SimulatedSnapshotSource
+from recsys_assets.defs.resources import (
+    AlsEngineResource,
+    SimulatedCatalogSource,
+    SimulatedPlatformResource,
+    SimulatedSnapshotSource,
+)
 from recsys_assets.storage import LocalStore, read_parquet
 
 DAYS = ("2026-11-01", "2026-11-02", "2026-11-03")
@@ -42,8 +47,13 @@ def run(tmp_path_factory):
     instance = dg.DagsterInstance.ephemeral()
     config = {"ops": {"als_factors": {"config": {"min_cells_per_language": 50}}}}
     results = {
-        day: dg.materialize([*DATA_PREP_ASSETS, *COLLABORATIVE_ASSETS], partition_key=day, resources=resources,
-                            instance=instance, run_config=config)
+        day: dg.materialize(
+            [*DATA_PREP_ASSETS, *COLLABORATIVE_ASSETS],
+            partition_key=day,
+            resources=resources,
+            instance=instance,
+            run_config=config,
+        )
         for day in DAYS
     }
     return root, results
@@ -53,15 +63,23 @@ def test_every_day_materializes_and_blocking_checks_pass(run):
     _, results = run
     for day, res in results.items():
         assert res.success, day
-        failed = [e.check_name for e in res.get_asset_check_evaluations() if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
+        failed = [
+            e.check_name
+            for e in res.get_asset_check_evaluations()
+            if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+        ]
         assert failed == [], day
 
 
 def test_the_first_partitions_train_on_what_exists_and_say_so(run):
     _, results = run
-    first = {k: v.value for k, v in results["2026-11-01"].asset_materializations_for_node("als_factors")[0].metadata.items()}
+    first = {
+        k: v.value for k, v in results["2026-11-01"].asset_materializations_for_node("als_factors")[0].metadata.items()
+    }
     assert first["window_days_used"] == 1 and "trained on 1 of 7 days" in first["partial_window"]
-    third = {k: v.value for k, v in results["2026-11-03"].asset_materializations_for_node("als_factors")[0].metadata.items()}
+    third = {
+        k: v.value for k, v in results["2026-11-03"].asset_materializations_for_node("als_factors")[0].metadata.items()
+    }
     assert third["window_days_used"] == 3 and third["window"] == "2026-10-28 .. 2026-11-03"
 
 

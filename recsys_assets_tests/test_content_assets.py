@@ -35,17 +35,31 @@ def run(tmp_path_factory):
     instance = dg.DagsterInstance.ephemeral()
     config = {"ops": {"item_content_embeddings": {"config": {"decode_workers": 2}}}}
     results = {
-        day: dg.materialize([*DATA_PREP_ASSETS, *CONTENT_ASSETS], partition_key=day, resources=resources,
-                            instance=instance, run_config=config)
+        day: dg.materialize(
+            [*DATA_PREP_ASSETS, *CONTENT_ASSETS],
+            partition_key=day,
+            resources=resources,
+            instance=instance,
+            run_config=config,
+        )
         for day in DAYS
     }
-    again = dg.materialize([*DATA_PREP_ASSETS, *CONTENT_ASSETS], partition_key=DAYS[0], resources=resources, instance=instance,
-                           selection=["item_content_embeddings"])
+    again = dg.materialize(
+        [*DATA_PREP_ASSETS, *CONTENT_ASSETS],
+        partition_key=DAYS[0],
+        resources=resources,
+        instance=instance,
+        selection=["item_content_embeddings"],
+    )
     return root, results, again
 
 
 def metadata(result, asset):
-    [mat] = [e.materialization for e in result.get_asset_materialization_events() if e.materialization.asset_key.to_user_string() == asset]
+    [mat] = [
+        e.materialization
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key.to_user_string() == asset
+    ]
     return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
 
 
@@ -53,7 +67,11 @@ def test_days_materialize_with_checks_passing(run):
     _, results, _ = run
     for day, res in results.items():
         assert res.success, day
-        failed = [e.check_name for e in res.get_asset_check_evaluations() if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
+        failed = [
+            e.check_name
+            for e in res.get_asset_check_evaluations()
+            if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+        ]
         assert failed == [], day
 
 

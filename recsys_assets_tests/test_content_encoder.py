@@ -52,7 +52,12 @@ def planted(n=1200, d=8, seed=0):
     has_audio = rng.random(n) > 0.1
     audio = (y @ A) * has_audio[:, None]
     ids = np.arange(n, dtype=np.int64) * 7 + 100
-    feats = ce.Features(ids, torch.from_numpy(frames.astype(np.float32)), torch.from_numpy(audio.astype(np.float32)), torch.from_numpy(has_audio))
+    feats = ce.Features(
+        ids,
+        torch.from_numpy(frames.astype(np.float32)),
+        torch.from_numpy(audio.astype(np.float32)),
+        torch.from_numpy(has_audio),
+    )
     return feats, y
 
 
@@ -74,7 +79,9 @@ def test_early_stopping_keeps_the_best_epoch():
     feats, _ = planted(n=300)
     noise = np.random.default_rng(1).standard_normal((300, 8)).astype(np.float32)  # nothing to learn
     is_val = ce.is_validation(pl.Series(feats.item_ids), 0.3, 0).to_numpy()
-    res = ce.train_encoder(feats, noise, is_val, None, ce.EncoderParams(max_epochs=200, patience=3, hidden=64, device="cpu"))
+    res = ce.train_encoder(
+        feats, noise, is_val, None, ce.EncoderParams(max_epochs=200, patience=3, hidden=64, device="cpu")
+    )
     assert len(res.history) < 200 and len(res.history) == res.best_epoch + 4
     best = min(h["val_loss"] for h in res.history)
     assert res.history[res.best_epoch]["val_loss"] == best
@@ -89,12 +96,14 @@ def test_the_item_split_never_leaks_even_through_pairs():
     feats, y = planted(n=200)
     is_val = ce.is_validation(pl.Series(feats.item_ids), 0.25, 0).to_numpy()
     val_ids, train_ids = feats.item_ids[is_val], feats.item_ids[~is_val]
-    pairs = pl.DataFrame({
-        "item_id_1": [train_ids[0], train_ids[1], val_ids[0], train_ids[2]],
-        "item_id_2": [train_ids[3], val_ids[1], train_ids[4], train_ids[5]],
-        "pair_type": ["positive", "positive", "negative", "negative"],
-        "bucket": [0, 1, 2, 3],
-    })
+    pairs = pl.DataFrame(
+        {
+            "item_id_1": [train_ids[0], train_ids[1], val_ids[0], train_ids[2]],
+            "item_id_2": [train_ids[3], val_ids[1], train_ids[4], train_ids[5]],
+            "pair_type": ["positive", "positive", "negative", "negative"],
+            "bucket": [0, 1, 2, 3],
+        }
+    )
     res = ce.train_encoder(feats, y, is_val, pairs, ce.EncoderParams(max_epochs=2, device="cpu"))
     assert res.train_pairs == 2  # the two pairs touching a validation item are dropped
     assert not set(res.train_ids) & set(res.val_ids)
@@ -102,13 +111,21 @@ def test_the_item_split_never_leaks_even_through_pairs():
 
 def frame_table(feats, y, languages):
     n, k, d = feats.frames.shape
-    emb = pl.DataFrame({
-        "item_id": feats.item_ids,
-        "status": ["ok"] * n,
-        "frame_embeddings": pl.Series(feats.frames.numpy(), dtype=pl.Array(pl.Float32, (k, d))),
-        "audio_embedding": pl.Series(feats.audio.numpy(), dtype=pl.Array(pl.Float32, feats.audio.shape[1])),
-    }).with_columns(pl.when(pl.Series(feats.has_audio.numpy())).then(pl.col("audio_embedding")).alias("audio_embedding"))
-    als = pl.DataFrame({"item_id": feats.item_ids, "language": languages, "vector": pl.Series(y, dtype=pl.Array(pl.Float32, y.shape[1]))})
+    emb = pl.DataFrame(
+        {
+            "item_id": feats.item_ids,
+            "status": ["ok"] * n,
+            "frame_embeddings": pl.Series(feats.frames.numpy(), dtype=pl.Array(pl.Float32, (k, d))),
+            "audio_embedding": pl.Series(feats.audio.numpy(), dtype=pl.Array(pl.Float32, feats.audio.shape[1])),
+        }
+    ).with_columns(pl.when(pl.Series(feats.has_audio.numpy())).then(pl.col("audio_embedding")).alias("audio_embedding"))
+    als = pl.DataFrame(
+        {
+            "item_id": feats.item_ids,
+            "language": languages,
+            "vector": pl.Series(y, dtype=pl.Array(pl.Float32, y.shape[1])),
+        }
+    )
     return emb, als
 
 
@@ -128,16 +145,26 @@ def test_train_all_per_language_artifact_round_trip_and_cold_items():
     # item_collab_embeddings: items without ALS vectors get predicted ones, flagged; failed media get none
     cold = als.filter(pl.col("item_id") % 2 == 0)
     items = als.select("item_id", "language")
-    emb_with_failure = emb.with_columns(status=pl.when(pl.col("item_id") == feats.item_ids[1]).then(pl.lit("failed")).otherwise(pl.col("status")))
+    emb_with_failure = emb.with_columns(
+        status=pl.when(pl.col("item_id") == feats.item_ids[1]).then(pl.lit("failed")).otherwise(pl.col("status"))
+    )
     table = assemble(items, emb_with_failure, cold, back, res.config["val_share"], res.config["split_seed"])
     row = {r["item_id"]: r for r in table.iter_rows(named=True)}
     hindi_odd = [i for i, lang in zip(feats.item_ids, langs) if i % 2 and lang == "hindi" and i != feats.item_ids[1]][0]
-    assert row[hindi_odd]["source"] == "predicted" and row[hindi_odd]["is_predicted"] and row[hindi_odd]["encoder_split"] == "unseen"
+    assert (
+        row[hindi_odd]["source"] == "predicted"
+        and row[hindi_odd]["is_predicted"]
+        and row[hindi_odd]["encoder_split"] == "unseen"
+    )
     assert row[feats.item_ids[0]]["source"] == "als" and not row[feats.item_ids[0]]["is_predicted"]
     assert row[feats.item_ids[1]]["source"] == "none" and row[feats.item_ids[1]]["reason"] == "no_content_embedding"
     odia_odd = [i for i, lang in zip(feats.item_ids, langs) if i % 2 and lang == "odia"][0]
     assert row[odia_odd]["reason"] == "no_encoder_for_language"
-    np.testing.assert_allclose(row[hindi_odd]["vector"], ce.predict(back["hindi"], feats.take(np.flatnonzero(feats.item_ids == hindi_odd)))[0], atol=1e-6)
+    np.testing.assert_allclose(
+        row[hindi_odd]["vector"],
+        ce.predict(back["hindi"], feats.take(np.flatnonzero(feats.item_ids == hindi_odd)))[0],
+        atol=1e-6,
+    )
     assert all(passed for passed, _ in validate(table, items).values())
 
 
@@ -145,24 +172,47 @@ def test_train_all_per_language_artifact_round_trip_and_cold_items():
 def test_weights_round_trip_through_the_io_manager(where, tmp_path, request):
     feats, y = planted(n=200)
     model = ce.ContentToCollab(24, 12, 8, hidden=16)
-    art = ce.to_artifact({"hindi": model}, {"hidden": 16, "dropout": 0.5, "pooling": "attention", "init_temperature": 0.07,
-                                            "languages": {"hindi": {"frame_dim": 24, "audio_dim": 12, "out_dim": 8}}})
+    art = ce.to_artifact(
+        {"hindi": model},
+        {
+            "hidden": 16,
+            "dropout": 0.5,
+            "pooling": "attention",
+            "init_temperature": 0.07,
+            "languages": {"hindi": {"frame_dim": 24, "audio_dim": 12, "out_dim": 8}},
+        },
+    )
     if where == "local":
         io = SafetensorsIOManager(base_url=str(tmp_path))
     else:
         endpoint, bucket, _ = request.getfixturevalue("s3_env")
         from recsys_assets.defs.s3 import S3Config
 
-        io = SafetensorsIOManager(base_url=f"s3://{bucket}/models", s3=S3Config(endpoint_url=endpoint, aws_access_key_id="testing",
-                                                                                 aws_secret_access_key="testing", region_name="us-east-1"))
+        io = SafetensorsIOManager(
+            base_url=f"s3://{bucket}/models",
+            s3=S3Config(
+                endpoint_url=endpoint,
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+                region_name="us-east-1",
+            ),
+        )
     key = dg.AssetKey("content_encoder")
     with dg.build_output_context(asset_key=key, partition_key="2026-11-02") as ctx:
         io.handle_output(ctx, art)
     assert io.store.exists("content_encoder/2026-11-02.safetensors")
-    loaded = io.load_input(dg.build_input_context(asset_key=key, partition_key="2026-11-02", dagster_type=dg.DagsterType(lambda _, v: True, "Artifact", typing_type=ModelArtifact)))
+    loaded = io.load_input(
+        dg.build_input_context(
+            asset_key=key,
+            partition_key="2026-11-02",
+            dagster_type=dg.DagsterType(lambda _, v: True, "Artifact", typing_type=ModelArtifact),
+        )
+    )
     assert isinstance(loaded, ModelArtifact) and loaded.config["languages"]["hindi"]["out_dim"] == 8
     back = ce.from_artifact(loaded)["hindi"]
-    np.testing.assert_array_equal(ce.predict(back, feats.take(np.arange(5))), ce.predict(model, feats.take(np.arange(5))))
+    np.testing.assert_array_equal(
+        ce.predict(back, feats.take(np.arange(5))), ce.predict(model, feats.take(np.arange(5)))
+    )
     with pytest.raises(TypeError, match="ModelArtifact"):
         with dg.build_output_context(asset_key=key, partition_key="2026-11-03") as ctx:
             io.handle_output(ctx, {"weights": 1})

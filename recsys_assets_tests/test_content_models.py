@@ -147,8 +147,15 @@ def test_checkpoint_from_s3(s3_env, tmp_path):
     local = tmp_path / "clip.safetensors"
     save_file(model.state_dict(), str(local))
     client.upload_file(str(local), bucket, "weights/clip.safetensors")
-    s3 = {"endpoint_url": endpoint, "aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
-    spec = ModelSpec(device="cpu", image_pretrained=f"s3://{bucket}/weights/clip.safetensors", cache_dir=str(tmp_path / "cache"))
+    s3 = {
+        "endpoint_url": endpoint,
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+        "region_name": "us-east-1",
+    }
+    spec = ModelSpec(
+        device="cpu", image_pretrained=f"s3://{bucket}/weights/clip.safetensors", cache_dir=str(tmp_path / "cache")
+    )
     enc = ContentEncoders(spec, s3)
     from_file = ContentEncoders(ModelSpec(device="cpu", image_pretrained=str(local)))
     assert enc.fingerprint == from_file.fingerprint

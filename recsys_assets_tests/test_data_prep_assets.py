@@ -45,7 +45,14 @@ def test_all_assets_materialize_and_every_check_passes(sim_run):
         assert len(evals) == 13
         assert [e.check_name for e in evals if not e.passed] == []
     store = LocalStore(root / "assets")
-    for key in ("raw_interactions", "raw_interactions_quarantine", "video_catalog", "filtered_interactions", "item_meta", "item_pairs"):
+    for key in (
+        "raw_interactions",
+        "raw_interactions_quarantine",
+        "video_catalog",
+        "filtered_interactions",
+        "item_meta",
+        "item_pairs",
+    ):
         assert store.exists(f"{key}/2026-11-02.parquet"), key
 
 
@@ -71,9 +78,13 @@ def test_rematerializing_a_day_is_idempotent(sim_run, tmp_path):
     root, results, sim = sim_run
     before = read_parquet(LocalStore(root / "assets"), "item_pairs/2026-11-01.parquet")
     again = dg.materialize(
-        DATA_PREP_ASSETS, partition_key="2026-11-01",
-        resources={"io_manager": PolarsParquetIOManager(base_url=str(tmp_path)),
-                   "snapshots": SimulatedSnapshotSource(simulator=sim), "catalog": SimulatedCatalogSource(simulator=sim)},
+        DATA_PREP_ASSETS,
+        partition_key="2026-11-01",
+        resources={
+            "io_manager": PolarsParquetIOManager(base_url=str(tmp_path)),
+            "snapshots": SimulatedSnapshotSource(simulator=sim),
+            "catalog": SimulatedCatalogSource(simulator=sim),
+        },
     )
     assert again.success
     assert read_parquet(LocalStore(tmp_path), "item_pairs/2026-11-01.parquet").equals(before)
@@ -94,7 +105,10 @@ def test_a_poisoned_snapshot_stops_at_the_blocking_check(sim_run, tmp_path):
     ids = sim.platform().item_ids[:5].tolist()
     rows = interactions([{"item_id": ids[i % 5], "client_id": None if i % 2 else 1} for i in range(40)])
     res = dg.materialize(
-        DATA_PREP_ASSETS, partition_key="2026-11-02", resources=lake_resources(tmp_path, rows, root), raise_on_error=False
+        DATA_PREP_ASSETS,
+        partition_key="2026-11-02",
+        resources=lake_resources(tmp_path, rows, root),
+        raise_on_error=False,
     )
     assert not res.success
     evals = {e.check_name: e for e in res.get_asset_check_evaluations()}
@@ -113,12 +127,21 @@ def test_a_schema_mismatch_fails_with_the_column_named(sim_run, tmp_path):
 
 def test_config_changes_the_rules(sim_run, tmp_path):
     root, _, sim = sim_run
-    resources = {"io_manager": PolarsParquetIOManager(base_url=str(tmp_path)),
-                 "snapshots": SimulatedSnapshotSource(simulator=sim), "catalog": SimulatedCatalogSource(simulator=sim)}
+    resources = {
+        "io_manager": PolarsParquetIOManager(base_url=str(tmp_path)),
+        "snapshots": SimulatedSnapshotSource(simulator=sim),
+        "catalog": SimulatedCatalogSource(simulator=sim),
+    }
     res = dg.materialize(
-        DATA_PREP_ASSETS, partition_key="2026-11-02", resources=resources,
-        run_config={"ops": {"item_pairs": {"config": {"min_num_clients": 2}},
-                            "filtered_interactions": {"config": {"max_client_positive_ctr": 0.8}}}},
+        DATA_PREP_ASSETS,
+        partition_key="2026-11-02",
+        resources=resources,
+        run_config={
+            "ops": {
+                "item_pairs": {"config": {"min_num_clients": 2}},
+                "filtered_interactions": {"config": {"max_client_positive_ctr": 0.8}},
+            }
+        },
     )
     assert res.success
     pairs = read_parquet(LocalStore(tmp_path), "item_pairs/2026-11-02.parquet")

@@ -41,7 +41,9 @@ def client_rows(client: int, pos: int, neg: int, neutral: int = 0) -> list[dict]
 
 
 def test_client_at_exactly_90_percent_ctr_is_kept_and_above_is_dropped():
-    df = interactions(client_rows(1, pos=9, neg=1, neutral=5) + client_rows(2, pos=10, neg=1) + client_rows(3, pos=5, neg=0))
+    df = interactions(
+        client_rows(1, pos=9, neg=1, neutral=5) + client_rows(2, pos=10, neg=1) + client_rows(3, pos=5, neg=0)
+    )
     res = filter_interactions(df)
     kept = set(res.interactions["client_id"].unique().to_list())
     assert kept == {1, 2} - {2} | {1}  # client 2 has 10/11 = 0.909 > 0.9; client 3 has 1.0

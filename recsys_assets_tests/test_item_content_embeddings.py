@@ -6,7 +6,7 @@ import pytest
 
 from recsys_assets.simulator.media import render_item_video
 from recsys_assets.stages.content_models import ContentEncoders, ModelSpec
-from recsys_assets.stages.item_content_embeddings import EmbedParams, EmbeddingCache, embed_items, validate
+from recsys_assets.stages.item_content_embeddings import EmbeddingCache, EmbedParams, embed_items, validate
 from recsys_assets.stages.media_fetch import FetchPolicy
 from recsys_assets.storage import LocalStore, open_store
 
@@ -28,8 +28,14 @@ def library(tmp_path_factory):
     data = (root / "0.mp4").read_bytes()
     (root / "broken.mp4").write_bytes(data[: len(data) // 2])
     (root / "empty.mp4").write_bytes(b"")
-    rows += [(20, str(root / "broken.mp4")), (21, str(root / "empty.mp4")), (22, str(root / "gone.mp4")),
-             (23, "file:///etc/hostname"), (24, "https://evil.example/x.mp4"), (25, None)]
+    rows += [
+        (20, str(root / "broken.mp4")),
+        (21, str(root / "empty.mp4")),
+        (22, str(root / "gone.mp4")),
+        (23, "file:///etc/hostname"),
+        (24, "https://evil.example/x.mp4"),
+        (25, None),
+    ]
     items = pl.DataFrame(rows, schema={"item_id": pl.Int64, "download_url": pl.String}, orient="row")
     return root, items, FetchPolicy(allowed_roots=(str(root),))
 
@@ -43,7 +49,12 @@ def test_every_item_listed_failures_with_reasons(library, encoders):
     reason = dict(zip(t["item_id"].to_list(), t["reason"].to_list()))
     assert status[3] == "no_audio" and reason[3] == "no_audio_stream"
     assert {i: reason[i] for i in range(20, 26)} == {
-        20: "corrupt", 21: "empty", 22: "not_found", 23: "disallowed_host", 24: "disallowed_host", 25: "bad_url"
+        20: "corrupt",
+        21: "empty",
+        22: "not_found",
+        23: "disallowed_host",
+        24: "disallowed_host",
+        25: "bad_url",
     }
     ok = t.filter(pl.col("status") == "ok")
     assert ok.height == 9
@@ -65,7 +76,9 @@ def test_worker_pool_gives_the_same_embeddings(library, encoders):
     two = embed_items(items, encoders, policy, EmbedParams(workers=2, batch_size=3, max_in_flight=2)).table
     assert one.select("item_id", "status", "reason").equals(two.select("item_id", "status", "reason"))
     ok = pl.col("status") != "failed"
-    np.testing.assert_allclose(one.filter(ok)["blip_embedding"].to_numpy(), two.filter(ok)["blip_embedding"].to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        one.filter(ok)["blip_embedding"].to_numpy(), two.filter(ok)["blip_embedding"].to_numpy(), atol=1e-5
+    )
 
 
 def test_cache_embeds_each_video_once(library, encoders, tmp_path):
@@ -83,14 +96,21 @@ def test_cache_embeds_each_video_once(library, encoders, tmp_path):
     other_model = ContentEncoders(ModelSpec(device="cpu", n_frames=4, seed=1))
     assert embed_items(day1, other_model, policy, EmbedParams(workers=1), cache=cache).stats["cache_hits"] == 0
     assert cache.compact(encoders.fingerprint, max_parts=1) == 2
-    assert embed_items(items, encoders, policy, EmbedParams(workers=1), cache=cache).stats["cache_hits"] == 10  # no_audio is cached too
+    assert (
+        embed_items(items, encoders, policy, EmbedParams(workers=1), cache=cache).stats["cache_hits"] == 10
+    )  # no_audio is cached too
 
 
 def test_cache_on_s3(library, encoders, s3_env):
     endpoint, bucket, _ = s3_env
     _, items, policy = library
-    store = open_store(f"s3://{bucket}/cache", endpoint_url=endpoint, aws_access_key_id="testing",
-                       aws_secret_access_key="testing", region_name="us-east-1")
+    store = open_store(
+        f"s3://{bucket}/cache",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
     cache = EmbeddingCache(store)
     assert embed_items(items, encoders, policy, EmbedParams(workers=1), cache=cache).stats["decoded"] == items.height
     assert embed_items(items, encoders, policy, EmbedParams(workers=1), cache=cache).stats["cache_hits"] == 10

@@ -164,9 +164,15 @@ def test_pairs_match_a_plain_python_reference_on_random_days():
     for c, _, items in neg.iter_rows():
         for a, b in itertools.combinations(sorted(items), 2):
             want.setdefault((a, b, "negative"), set()).add(c)
-    got_map = {(a, b, t): n for a, b, t, n in got.pairs.select("item_id_1", "item_id_2", "pair_type", "num_clients").iter_rows()}
+    got_map = {
+        (a, b, t): n
+        for a, b, t, n in got.pairs.select("item_id_1", "item_id_2", "pair_type", "num_clients").iter_rows()
+    }
     assert got_map == {k: len(v) for k, v in want.items()}
     assert validate(got.pairs, 1)["pairs_unique"][0]
-    assert got.pairs.select("pair_type", "item_id_1", "item_id_2").to_dicts() == got.pairs.sort(
-        "pair_type", "item_id_1", "item_id_2"
-    ).select("pair_type", "item_id_1", "item_id_2").to_dicts()
+    assert (
+        got.pairs.select("pair_type", "item_id_1", "item_id_2").to_dicts()
+        == got.pairs.sort("pair_type", "item_id_1", "item_id_2")
+        .select("pair_type", "item_id_1", "item_id_2")
+        .to_dicts()
+    )

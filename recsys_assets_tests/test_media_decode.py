@@ -21,7 +21,9 @@ def media(tmp_path_factory):
     root = tmp_path_factory.mktemp("media")
     files = {}
     files["av"] = root / "av.mp4"
-    write_mp4(files["av"], indexed_frames(16), render_audio(np.ones(16), seconds=2.0), fps=8)  # 2 s, GOP 8 -> 2 keyframes
+    write_mp4(
+        files["av"], indexed_frames(16), render_audio(np.ones(16), seconds=2.0), fps=8
+    )  # 2 s, GOP 8 -> 2 keyframes
     files["silent"] = root / "silent.mp4"
     write_mp4(files["silent"], indexed_frames(16), None, fps=8)
     files["wide"] = root / "wide.mp4"
@@ -36,7 +38,9 @@ def media(tmp_path_factory):
         s.layout = "mono"
         audio = render_audio(np.zeros(16), seconds=1.0)
         for start in range(0, len(audio), 1024):
-            f = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[start:start + 1024][None, :]), format="flt", layout="mono")
+            f = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(audio[start : start + 1024][None, :]), format="flt", layout="mono"
+            )
             f.sample_rate, f.pts, f.time_base = 16000, start, Fraction(1, 16000)
             for p in s.encode(f):
                 c.mux(p)

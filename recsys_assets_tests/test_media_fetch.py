@@ -88,8 +88,14 @@ def http_base():
 
 
 def policy(**kw):
-    base = dict(allowed_schemes=("http", "https", "file", "s3"), allowed_hosts=("127.0.0.1",), retries=1, backoff_s=0.01,
-                connect_timeout_s=1.0, read_timeout_s=0.5)
+    base = dict(
+        allowed_schemes=("http", "https", "file", "s3"),
+        allowed_hosts=("127.0.0.1",),
+        retries=1,
+        backoff_s=0.01,
+        connect_timeout_s=1.0,
+        read_timeout_s=0.5,
+    )
     base.update(kw)
     return FetchPolicy(**base)
 
@@ -178,10 +184,21 @@ def test_local_files(tmp_path):
 def test_s3_through_moto(s3_env):
     endpoint, bucket, client = s3_env
     client.put_object(Bucket=bucket, Key="media/1.mp4", Body=BODY)
-    opts = (("aws_access_key_id", "testing"), ("aws_secret_access_key", "testing"), ("endpoint_url", endpoint), ("region_name", "us-east-1"))
+    opts = (
+        ("aws_access_key_id", "testing"),
+        ("aws_secret_access_key", "testing"),
+        ("endpoint_url", endpoint),
+        ("region_name", "us-east-1"),
+    )
     pol = FetchPolicy(allowed_schemes=("s3",), allowed_hosts=(bucket,), s3_options=opts, retries=0)
     assert fetch(f"s3://{bucket}/media/1.mp4", pol) == BODY
     assert reason(f"s3://{bucket}/media/2.mp4", pol) == "not_found"
     assert reason("s3://other-bucket/media/1.mp4", pol) == "disallowed_host"
     assert reason(f"s3://{bucket}/", pol) == "bad_url"
-    assert reason(f"s3://{bucket}/media/1.mp4", FetchPolicy(allowed_schemes=("s3",), allowed_hosts=(bucket,), s3_options=opts, max_bytes=100)) == "too_large"
+    assert (
+        reason(
+            f"s3://{bucket}/media/1.mp4",
+            FetchPolicy(allowed_schemes=("s3",), allowed_hosts=(bucket,), s3_options=opts, max_bytes=100),
+        )
+        == "too_large"
+    )

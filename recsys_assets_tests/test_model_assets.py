@@ -11,7 +11,6 @@ from recsys_assets.defs.collaborative import COLLABORATIVE_ASSETS
 from recsys_assets.defs.content import CONTENT_ASSETS
 from recsys_assets.defs.data_prep import DATA_PREP_ASSETS
 from recsys_assets.defs.io_manager import PolarsParquetIOManager, SafetensorsIOManager
-from recsys_assets.defs.retrieval import REPORT_ASSETS, RETRIEVAL_ASSETS
 from recsys_assets.defs.resources import (
     AlsEngineResource,
     ContentModelsResource,
@@ -23,6 +22,7 @@ from recsys_assets.defs.resources import (
     SimulatedSnapshotSource,
     SimulatedTruthResource,
 )
+from recsys_assets.defs.retrieval import REPORT_ASSETS, RETRIEVAL_ASSETS
 from recsys_assets.stages.ranking_metrics import METRICS
 from recsys_assets.storage import LocalStore, read_parquet
 
@@ -45,21 +45,32 @@ def run(tmp_path_factory):
         "truth": SimulatedTruthResource(simulator=sim),
         "reports": ReportStoreResource(base_url=str(root / "assets" / "reports")),
     }
-    config = {"ops": {
-        "als_factors": {"config": {"min_cells_per_language": 50}},
-        "item_content_embeddings": {"config": {"decode_workers": 1}},
-        "content_encoder": {"config": {"min_items": 16, "max_epochs": 10}},
-        "two_tower_model": {"config": {"epochs": 3}},
-    }}
+    config = {
+        "ops": {
+            "als_factors": {"config": {"min_cells_per_language": 50}},
+            "item_content_embeddings": {"config": {"decode_workers": 1}},
+            "content_encoder": {"config": {"min_items": 16, "max_epochs": 10}},
+            "two_tower_model": {"config": {"epochs": 3}},
+        }
+    }
     instance = dg.DagsterInstance.ephemeral()
     assets = [*DATA_PREP_ASSETS, *COLLABORATIVE_ASSETS, *CONTENT_ASSETS, *COLD_START_ASSETS, *RETRIEVAL_ASSETS]
-    results = {day: dg.materialize(assets, partition_key=day, resources=resources, instance=instance, run_config=config) for day in DAYS}
-    results["report"] = dg.materialize([*assets, *REPORT_ASSETS], resources=resources, instance=instance, selection=["experiment_report"])
+    results = {
+        day: dg.materialize(assets, partition_key=day, resources=resources, instance=instance, run_config=config)
+        for day in DAYS
+    }
+    results["report"] = dg.materialize(
+        [*assets, *REPORT_ASSETS], resources=resources, instance=instance, selection=["experiment_report"]
+    )
     return root, results
 
 
 def metadata(result, asset):
-    [mat] = [e.materialization for e in result.get_asset_materialization_events() if e.materialization.asset_key.to_user_string() == asset]
+    [mat] = [
+        e.materialization
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key.to_user_string() == asset
+    ]
     return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
 
 
@@ -69,7 +80,11 @@ def test_every_day_materializes_with_blocking_checks_passing(run):
     for day in DAYS:
         res = results[day]
         assert res.success, day
-        failed = [e.check_name for e in res.get_asset_check_evaluations() if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
+        failed = [
+            e.check_name
+            for e in res.get_asset_check_evaluations()
+            if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+        ]
         assert failed == [], day
 
 
@@ -109,7 +124,10 @@ def test_two_tower_dataset_model_and_evaluation(run):
     store = LocalStore(root / "assets")
     ds = read_parquet(store, f"two_tower_dataset/{DAYS[-1]}.parquet")
     assert abs(ds["label"].mean() - 0.5) < 0.01
-    assert "item_id" in ds.columns and ds.schema["item_features"].size == metadata(results[DAYS[-1]], "item_pca")["n_components"]
+    assert (
+        "item_id" in ds.columns
+        and ds.schema["item_features"].size == metadata(results[DAYS[-1]], "item_pca")["n_components"]
+    )
     assert (root / "assets" / "two_tower_model" / f"{DAYS[-1]}.safetensors").exists()
     md = metadata(results[DAYS[-1]], "two_tower_model")
     assert "training_curve" in md and md["samples_per_s"] > 0

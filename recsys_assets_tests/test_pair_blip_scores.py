@@ -13,23 +13,30 @@ def embeddings(vectors=VEC, failed=(7,)):
     rows += [(i, "failed", None) for i in failed]
     dim = len(next(iter(vectors.values())))
     return pl.DataFrame(
-        {"item_id": [r[0] for r in rows], "status": [r[1] for r in rows],
-         "blip_embedding": pl.Series([None if r[2] is None else r[2].tolist() for r in rows], dtype=pl.Array(pl.Float32, dim))}
+        {
+            "item_id": [r[0] for r in rows],
+            "status": [r[1] for r in rows],
+            "blip_embedding": pl.Series(
+                [None if r[2] is None else r[2].tolist() for r in rows], dtype=pl.Array(pl.Float32, dim)
+            ),
+        }
     )
 
 
 def frames():
     pairs = pl.DataFrame(
-        {"item_id_1": [1, 1, 2, 1, 4], "item_id_2": [2, 3, 3, 7, 5],
-         "pair_type": ["positive", "positive", "positive", "positive", "negative"], "num_clients": [1, 1, 2, 1, 3]}
+        {
+            "item_id_1": [1, 1, 2, 1, 4],
+            "item_id_2": [2, 3, 3, 7, 5],
+            "pair_type": ["positive", "positive", "positive", "positive", "negative"],
+            "num_clients": [1, 1, 2, 1, 3],
+        }
     )
-    served = pl.DataFrame(
-        {"client_id": [10, 10, 10, 10, 11, 11, 11, 12, 12], "item_id": [1, 2, 3, 5, 2, 3, 4, 1, 7]}
-    )
+    served = pl.DataFrame({"client_id": [10, 10, 10, 10, 11, 11, 11, 12, 12], "item_id": [1, 2, 3, 5, 2, 3, 4, 1, 7]})
     positive = {(10, 1), (10, 2), (10, 3), (11, 2), (11, 3), (12, 1), (12, 7)}
-    filtered = served.with_columns(
-        is_positive=pl.Series([(c, i) in positive for c, i in served.iter_rows()])
-    ).filter(pl.col("is_positive") | (pl.col("item_id") == 4))
+    filtered = served.with_columns(is_positive=pl.Series([(c, i) in positive for c, i in served.iter_rows()])).filter(
+        pl.col("is_positive") | (pl.col("item_id") == 4)
+    )
     return pairs, filtered, served
 
 
@@ -38,7 +45,12 @@ def test_hand_made_day():
     res = score_pairs(pairs, embeddings(), filtered, served, ScoreRules(bucket_edges=(0.0, 0.5), negative_attempts=64))
     out = res.pairs
     pos = out.filter(pl.col("pair_type") == "positive").sort("item_id_1", "item_id_2")
-    assert pos.select("item_id_1", "item_id_2").rows() == [(1, 2), (1, 3), (1, 7), (2, 3)]  # the co-skip pair is not used
+    assert pos.select("item_id_1", "item_id_2").rows() == [
+        (1, 2),
+        (1, 3),
+        (1, 7),
+        (2, 3),
+    ]  # the co-skip pair is not used
     sims = dict(zip(zip(pos["item_id_1"], pos["item_id_2"]), pos["similarity"].to_list()))
     assert abs(sims[(1, 2)] - 0.6) < 1e-6 and abs(sims[(1, 3)]) < 1e-6 and abs(sims[(2, 3)] - 0.8) < 1e-6
     assert sims[(1, 7)] is None
@@ -53,8 +65,12 @@ def test_hand_made_day():
         assert row["witness_client_id"] == anchor["witness_client_id"] and row["item_id_1"] == anchor["item_id_1"]
         assert row["item_id_2"] not in seen[row["witness_client_id"]] | {anchor["item_id_2"]}
         assert row["item_id_2"] != 7  # only embedded items are drawn
-        want = float(np.dot(np.asarray(VEC[row["item_id_1"]]) / np.linalg.norm(VEC[row["item_id_1"]]),
-                            np.asarray(VEC[row["item_id_2"]]) / np.linalg.norm(VEC[row["item_id_2"]])))
+        want = float(
+            np.dot(
+                np.asarray(VEC[row["item_id_1"]]) / np.linalg.norm(VEC[row["item_id_1"]]),
+                np.asarray(VEC[row["item_id_2"]]) / np.linalg.norm(VEC[row["item_id_2"]]),
+            )
+        )
         assert abs(row["similarity"] - want) < 1e-6
     # fixed edges (0, 0.5): bucket 0 below 0, 1 in [0, 0.5), 2 from 0.5
     scored = out.filter(pl.col("similarity").is_not_null())
@@ -86,7 +102,9 @@ def test_random_day_against_plain_python():
     rng = np.random.default_rng(4)
     n_items, n_clients = 60, 40
     vectors = {i: rng.standard_normal(8).tolist() for i in range(1, n_items + 1)}
-    served_rows = [(c, int(i)) for c in range(n_clients) for i in rng.choice(np.arange(1, n_items + 1), 12, replace=False)]
+    served_rows = [
+        (c, int(i)) for c in range(n_clients) for i in rng.choice(np.arange(1, n_items + 1), 12, replace=False)
+    ]
     served = pl.DataFrame(served_rows, schema={"client_id": pl.Int64, "item_id": pl.Int64}, orient="row")
     filtered = served.with_columns(is_positive=pl.Series(rng.random(served.height) < 0.5))
     pos_by_client = {}
@@ -94,8 +112,14 @@ def test_random_day_against_plain_python():
         if p:
             pos_by_client.setdefault(c, set()).add(i)
     pairs = sorted({(a, b) for items in pos_by_client.values() for a in items for b in items if a < b})
-    item_pairs = pl.DataFrame({"item_id_1": [a for a, _ in pairs], "item_id_2": [b for _, b in pairs],
-                               "pair_type": ["positive"] * len(pairs), "num_clients": [1] * len(pairs)})
+    item_pairs = pl.DataFrame(
+        {
+            "item_id_1": [a for a, _ in pairs],
+            "item_id_2": [b for _, b in pairs],
+            "pair_type": ["positive"] * len(pairs),
+            "num_clients": [1] * len(pairs),
+        }
+    )
     res = score_pairs(item_pairs, embeddings(vectors, failed=()), filtered, served, ScoreRules(num_buckets=4))
     out = res.pairs
     unit = {i: np.asarray(v) / np.linalg.norm(v) for i, v in vectors.items()}
@@ -113,4 +137,6 @@ def test_random_day_against_plain_python():
     # quantile buckets: four nearly equal groups
     counts = out["bucket"].value_counts()["count"].to_numpy()
     assert len(counts) == 4 and counts.min() >= 0.2 * out.height
-    assert all(v[0] for k, v in validate(res, item_pairs, served).items() if k != "positives_more_similar_than_negatives")
+    assert all(
+        v[0] for k, v in validate(res, item_pairs, served).items() if k != "positives_more_similar_than_negatives"
+    )

@@ -92,6 +92,10 @@ def test_incompatible_type_fails_naming_the_column():
 
 
 def test_extra_columns_are_dropped_and_order_normalised():
-    df = interactions([{}]).with_columns(extra=pl.lit("x")).select(["extra", "pcc", "liked", "client_id", "session_id", "item_id", "event_ts", "timespent_s"])
+    df = (
+        interactions([{}])
+        .with_columns(extra=pl.lit("x"))
+        .select(["extra", "pcc", "liked", "client_id", "session_id", "item_id", "event_ts", "timespent_s"])
+    )
     out = enforce_schema(df)
     assert out.clean.columns == ["client_id", "session_id", "item_id", "event_ts", "timespent_s", "pcc", "liked"]

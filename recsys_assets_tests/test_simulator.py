@@ -73,7 +73,7 @@ def test_publish_writes_real_media_and_a_delta_catalog(tmp_path, tiny_platform):
     assert cat.height == tiny_platform.profile.n_items
     url = cat["download_url"][0]
     assert url.startswith("file://")
-    with av.open(url[len("file://"):]) as c:
+    with av.open(url[len("file://") :]) as c:
         kinds = {s.type for s in c.streams}
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert kinds == {"video", "audio"}

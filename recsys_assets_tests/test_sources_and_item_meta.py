@@ -33,13 +33,23 @@ def test_snapshot_and_delta_catalog_on_s3(s3_env):
     got = read_snapshot(f"s3://{bucket}/daily/{{yyyymmdd}}/", DAY, endpoint_url=endpoint)
     assert got["item_id"].to_list() == [7]
 
-    cat = pl.DataFrame({"item_id": [7, 8], "language": ["hindi", "tamil"], "download_url": ["s3://m/7.mp4", "s3://m/8.mp4"]})
-    opts = {**delta_storage_options(endpoint_url=endpoint, aws_access_key_id="testing",
-                                    aws_secret_access_key="testing", region_name="us-east-1"),
-            "AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
+    cat = pl.DataFrame(
+        {"item_id": [7, 8], "language": ["hindi", "tamil"], "download_url": ["s3://m/7.mp4", "s3://m/8.mp4"]}
+    )
+    opts = {
+        **delta_storage_options(
+            endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+        ),
+        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+    }
     cat.write_delta(f"s3://{bucket}/josh-meta/video", storage_options=opts)
-    back = read_catalog(f"s3://{bucket}/josh-meta/video", endpoint_url=endpoint, aws_access_key_id="testing",
-                        aws_secret_access_key="testing", region_name="us-east-1")
+    back = read_catalog(
+        f"s3://{bucket}/josh-meta/video",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
     assert back.sort("item_id").equals(cat)
 
 
@@ -61,10 +71,12 @@ def test_prepare_catalog_types_and_as_of():
 
 
 def test_item_meta_counts_items_missing_from_catalog():
-    inter = interactions([{"item_id": 1, "is_positive": True}, {"item_id": 2}, {"item_id": 2, "client_id": 9}, {"item_id": 404}]).with_columns(
-        is_positive=pl.Series([True, False, True, False])
+    inter = interactions(
+        [{"item_id": 1, "is_positive": True}, {"item_id": 2}, {"item_id": 2, "client_id": 9}, {"item_id": 404}]
+    ).with_columns(is_positive=pl.Series([True, False, True, False]))
+    cat = prepare_catalog(
+        pl.DataFrame({"item_id": [1, 2, 3], "language": ["hindi", "tamil", "hindi"], "download_url": ["a", "b", "c"]})
     )
-    cat = prepare_catalog(pl.DataFrame({"item_id": [1, 2, 3], "language": ["hindi", "tamil", "hindi"], "download_url": ["a", "b", "c"]}))
     res = build_item_meta(inter, cat)
     assert res.items["item_id"].to_list() == [1, 2]
     assert res.items.filter(pl.col("item_id") == 2).row(0, named=True)["num_clients"] == 2

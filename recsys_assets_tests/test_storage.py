@@ -117,10 +117,16 @@ def same_day(numbers: pl.DataFrame) -> pl.DataFrame:
 def run_io_roundtrip(io_manager: PolarsParquetIOManager):
     instance = dg.DagsterInstance.ephemeral()
     for day in ("2026-11-01", "2026-11-03"):
-        r = dg.materialize([numbers, same_day], partition_key=day, resources={"io_manager": io_manager}, instance=instance)
+        r = dg.materialize(
+            [numbers, same_day], partition_key=day, resources={"io_manager": io_manager}, instance=instance
+        )
         assert r.success
     r = dg.materialize(
-        [numbers, window], selection=[window], partition_key="2026-11-03", resources={"io_manager": io_manager}, instance=instance
+        [numbers, window],
+        selection=[window],
+        partition_key="2026-11-03",
+        resources={"io_manager": io_manager},
+        instance=instance,
     )
     assert r.success
     assert r.output_for_node("window")["partition"].to_list() == ["2026-11-01", "2026-11-03"]  # 11-02 missing, allowed
@@ -135,7 +141,9 @@ def test_io_manager_local_partitions_and_windows(tmp_path):
 def test_io_manager_missing_partition_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="numbers partition 2026-11-05 has not been materialized"):
         dg.materialize(
-            [numbers, same_day], selection=[same_day], partition_key="2026-11-05",
+            [numbers, same_day],
+            selection=[same_day],
+            partition_key="2026-11-05",
             resources={"io_manager": PolarsParquetIOManager(base_url=str(tmp_path))},
         )
 

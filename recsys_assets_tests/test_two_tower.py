@@ -18,9 +18,25 @@ def window(spec: dict[int, list[tuple[int, float]]]) -> pl.DataFrame:
     rows = []
     for c, items in spec.items():
         for k, (i, pcc) in enumerate(items):
-            rows.append({"client_id": c, "session_id": c * 10, "item_id": i, "event_ts": T0 + dt.timedelta(seconds=k), "pcc": pcc})
-    return pl.DataFrame(rows, schema={"client_id": pl.Int64, "session_id": pl.Int64, "item_id": pl.Int64,
-                                      "event_ts": pl.Datetime("us", "UTC"), "pcc": pl.Float64})
+            rows.append(
+                {
+                    "client_id": c,
+                    "session_id": c * 10,
+                    "item_id": i,
+                    "event_ts": T0 + dt.timedelta(seconds=k),
+                    "pcc": pcc,
+                }
+            )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "client_id": pl.Int64,
+            "session_id": pl.Int64,
+            "item_id": pl.Int64,
+            "event_ts": pl.Datetime("us", "UTC"),
+            "pcc": pl.Float64,
+        },
+    )
 
 
 def popular_items(n=6):
@@ -58,7 +74,9 @@ def test_item_filter_needs_three_interactions():
 def features_for(items, dim=3, seed=0):
     rng = np.random.default_rng(seed)
     f = rng.standard_normal((len(items), dim)).astype(np.float32)
-    return pl.DataFrame({"item_id": list(items), "features": pl.Series(f, dtype=pl.Array(pl.Float32, dim))}), dict(zip(items, f))
+    return pl.DataFrame({"item_id": list(items), "features": pl.Series(f, dtype=pl.Array(pl.Float32, dim))}), dict(
+        zip(items, f)
+    )
 
 
 def test_user_history_leaves_the_rows_own_item_out():
@@ -127,8 +145,12 @@ def test_model_trains_and_round_trips(loss):
     for c, items in spec.items():
         spec[c] = [(i, 0.95 if (i % 2) == (c % 2) else 0.1) for i, _ in items]
     feats, _ = features_for(range(1, 60), dim=4)
-    feats = feats.with_columns(features=pl.Series(np.array([[i % 2, 1 - i % 2, 0.0, 0.0] for i in range(1, 60)], dtype=np.float32),
-                                                  dtype=pl.Array(pl.Float32, 4)))
+    feats = feats.with_columns(
+        features=pl.Series(
+            np.array([[i % 2, 1 - i % 2, 0.0, 0.0] for i in range(1, 60)], dtype=np.float32),
+            dtype=pl.Array(pl.Float32, 4),
+        )
+    )
     ds, _ = tt.build_dataset(window(spec), feats, tt.DatasetRules(), 4)
     params = tt.ModelParams(epochs=6, batch_size=256, loss=loss, device="cpu")
     res = tt.train(ds, params)

@@ -9,7 +9,6 @@ its partition (without it Dagster 1.13 records partition ``None`` and the UI can
 status per day). Dagster marks check partitions as a preview feature; that warning is silenced here.
 """
 
-
 import dataclasses
 import typing
 import warnings
@@ -48,7 +47,9 @@ class CheckSet:
 
     def results(self, verdicts: dict[str, tuple[bool, dict]]) -> list[dg.AssetCheckResult]:
         if set(verdicts) != set(self.checks):
-            raise ValueError(f"checks of {self.asset.to_user_string()}: got {sorted(verdicts)}, declared {sorted(self.checks)}")
+            raise ValueError(
+                f"checks of {self.asset.to_user_string()}: got {sorted(verdicts)}, declared {sorted(self.checks)}"
+            )
         return [
             dg.AssetCheckResult(
                 asset_key=self.asset,

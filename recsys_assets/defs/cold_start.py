@@ -4,7 +4,6 @@ A thin shell over :mod:`recsys_assets.stages.content_encoder`, :mod:`~recsys_ass
 and :mod:`~recsys_assets.stages.content_encoder_evaluation`.
 """
 
-
 import dataclasses
 import datetime as dt
 import typing
@@ -29,7 +28,11 @@ ENCODER_CHECKS = CheckSet(
     daily_partitions,
     Check("item_split_never_leaks", "No validation item was trained on; every validation item is in the hash split."),
     Check("weights_finite", "Every weight is finite."),
-    Check("beats_random_on_validation", "At least one language trained, and on held-out items recall@10 of the own ALS vector beats random vectors.", blocking=False),
+    Check(
+        "beats_random_on_validation",
+        "At least one language trained, and on held-out items recall@10 of the own ALS vector beats random vectors.",
+        blocking=False,
+    ),
 )
 COLLAB_CHECKS = CheckSet(
     "item_collab_embeddings",
@@ -41,7 +44,11 @@ COLLAB_CHECKS = CheckSet(
 EVAL_CHECKS = CheckSet(
     "content_encoder_evaluation",
     daily_partitions,
-    Check("predicted_beats_random_recall_at_50", "Predicted vectors recommend held-out items better than random vectors.", blocking=False),
+    Check(
+        "predicted_beats_random_recall_at_50",
+        "Predicted vectors recommend held-out items better than random vectors.",
+        blocking=False,
+    ),
 )
 
 
@@ -87,7 +94,16 @@ def _latest_per_item(window: dict[str, pl.DataFrame]) -> pl.DataFrame:
 def _curve(history: list[dict], max_rows: int = 12) -> str:
     step = max(1, len(history) // max_rows)
     rows = [h for i, h in enumerate(history) if i % step == 0 or i == len(history) - 1]
-    cols = ["epoch", "train_clip", "train_pair", "train_regression", "val_clip", "val_regression", "val_loss", "temperature"]
+    cols = [
+        "epoch",
+        "train_clip",
+        "train_pair",
+        "train_regression",
+        "val_clip",
+        "val_regression",
+        "val_loss",
+        "temperature",
+    ]
     return markdown_table([{c: h.get(c) for c in cols} for h in rows], max_rows=max_rows + 2)
 
 
@@ -113,15 +129,37 @@ def content_encoder(
     """Partition D: per language, frames + audio -> ALS item vector of als_factors D (CLIP-style InfoNCE,
     BLIP-bucketed pair loss, scale regression); weights + config as one safetensors object."""
     feats = _latest_per_item(embeddings)
-    pairs = pair_blip_scores.filter(pl.col("similarity").is_not_null()).select("item_id_1", "item_id_2", "pair_type", "bucket")
-    result = ce.train_all(feats, als_factors, pairs, config.params(), languages=config.languages or None, log=context.log.info)
+    pairs = pair_blip_scores.filter(pl.col("similarity").is_not_null()).select(
+        "item_id_1", "item_id_2", "pair_type", "bucket"
+    )
+    result = ce.train_all(
+        feats, als_factors, pairs, config.params(), languages=config.languages or None, log=context.log.info
+    )
     if not result.models:
         # not a failure: downstream still gives every ALS item its vector; the WARN check flags it
-        context.log.warning(f"content encoder: no language could be trained: {[s.get('skipped') for s in result.stats]}")
+        context.log.warning(
+            f"content encoder: no language could be trained: {[s.get('skipped') for s in result.stats]}"
+        )
     artifact = ce.to_artifact(result.models, result.config)
     main = max(result.results, key=lambda lang: len(result.results[lang].train_ids)) if result.results else None
-    cols = ["language", "trained", "als_items", "items_with_content", "train_items", "val_items", "train_pairs", "epochs",
-            "best_epoch", "val_mean_cosine", "val_recall@1", "val_recall@10", "val_recall@50", "random_recall@10", "seconds", "skipped"]
+    cols = [
+        "language",
+        "trained",
+        "als_items",
+        "items_with_content",
+        "train_items",
+        "val_items",
+        "train_pairs",
+        "epochs",
+        "best_epoch",
+        "val_mean_cosine",
+        "val_recall@1",
+        "val_recall@10",
+        "val_recall@50",
+        "random_recall@10",
+        "seconds",
+        "skipped",
+    ]
     meta = {
         "languages": dg.MetadataValue.md(markdown_table([{c: s.get(c) for c in cols} for s in result.stats])),
         "config": dg.MetadataValue.json(result.config),
@@ -155,16 +193,25 @@ def item_collab_embeddings(
     """Every item of the day in ALS space: its ALS vector, or (cold items) the content encoder's prediction."""
     models = ce.from_artifact(content_encoder)
     items = item_content_embeddings.select("item_id", "language")
-    table = ice.assemble(items, item_content_embeddings, als_factors, models, content_encoder.config["val_share"], content_encoder.config["split_seed"])
+    table = ice.assemble(
+        items,
+        item_content_embeddings,
+        als_factors,
+        models,
+        content_encoder.config["val_share"],
+        content_encoder.config["split_seed"],
+    )
     counts = dict(table.group_by("source").len().select(pl.col("source").cast(pl.String), "len").iter_rows())
     by_lang = table.group_by("language", "source").len().sort("language", "source")
     yield dg.Output(
         table,
-        metadata=to_metadata({
-            **frame_metadata(table.select("item_id", "language", "source", "encoder_split", "reason")),
-            **{f"items_{k}": int(v) for k, v in counts.items()},
-            "by_language": dg.MetadataValue.md(markdown_table(by_lang, max_rows=50)),
-        }),
+        metadata=to_metadata(
+            {
+                **frame_metadata(table.select("item_id", "language", "source", "encoder_split", "reason")),
+                **{f"items_{k}": int(v) for k, v in counts.items()},
+                "by_language": dg.MetadataValue.md(markdown_table(by_lang, max_rows=50)),
+            }
+        ),
     )
     yield from COLLAB_CHECKS.results(ice.validate(table, items))
 
@@ -203,20 +250,28 @@ def content_encoder_evaluation(
     ratio = r50.get("predicted", float("nan")) / r50["true_als"] if r50.get("true_als") else float("nan")
     yield dg.Output(
         table,
-        metadata=to_metadata({
-            **frame_metadata(table, preview_rows=0),
-            "overall": dg.MetadataValue.md(markdown_table(overall)),
-            "per_language": dg.MetadataValue.md(markdown_table(table, max_rows=50)),
-            **{f"{k}_recall@50": float(v) for k, v in r50.items()},
-            "predicted_over_true_recall@50": float(ratio),
-        }),
+        metadata=to_metadata(
+            {
+                **frame_metadata(table, preview_rows=0),
+                "overall": dg.MetadataValue.md(markdown_table(overall)),
+                "per_language": dg.MetadataValue.md(markdown_table(table, max_rows=50)),
+                **{f"{k}_recall@50": float(v) for k, v in r50.items()},
+                "predicted_over_true_recall@50": float(ratio),
+            }
+        ),
     )
-    yield from EVAL_CHECKS.results({
-        "predicted_beats_random_recall_at_50": (
-            r50.get("predicted", 0.0) > r50.get("random", 0.0),
-            {"predicted_recall@50": r50.get("predicted"), "random_recall@50": r50.get("random"), "true_als_recall@50": r50.get("true_als")},
-        )
-    })
+    yield from EVAL_CHECKS.results(
+        {
+            "predicted_beats_random_recall_at_50": (
+                r50.get("predicted", 0.0) > r50.get("random", 0.0),
+                {
+                    "predicted_recall@50": r50.get("predicted"),
+                    "random_recall@50": r50.get("random"),
+                    "true_als_recall@50": r50.get("true_als"),
+                },
+            )
+        }
+    )
 
 
 COLD_START_ASSETS = [content_encoder, item_collab_embeddings, content_encoder_evaluation]

@@ -3,7 +3,6 @@ next-day evaluation beside a popularity baseline. A thin shell over :mod:`recsys
 and :mod:`recsys_assets.stages.als_evaluation`.
 """
 
-
 import datetime as dt
 import typing
 import warnings
@@ -30,16 +29,23 @@ with warnings.catch_warnings():
         start_offset=-(WINDOW_DAYS - 1), end_offset=0, allow_nonexistent_upstream_partitions=True
     )
     # als_evaluation D reads the model of D-1 ...
-    PREVIOUS_DAY = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)
+    PREVIOUS_DAY = dg.TimeWindowPartitionMapping(
+        start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
+    )
     # ... and D-7 .. D of filtered_interactions: the model's training window (seen items, popularity) and D itself
-    EVAL_WINDOW = dg.TimeWindowPartitionMapping(start_offset=-WINDOW_DAYS, end_offset=0, allow_nonexistent_upstream_partitions=True)
+    EVAL_WINDOW = dg.TimeWindowPartitionMapping(
+        start_offset=-WINDOW_DAYS, end_offset=0, allow_nonexistent_upstream_partitions=True
+    )
 
 ALS_CHECKS = CheckSet(
     "als_factors",
     daily_partitions,
     Check("factors_finite", "Every item vector is finite."),
     Check("norms_within_bounds", "Every item vector's norm is in (0, max_norm]."),
-    Check("every_eligible_item_has_vector", "Each item that passed the minimum counts of a trained language has one vector."),
+    Check(
+        "every_eligible_item_has_vector",
+        "Each item that passed the minimum counts of a trained language has one vector.",
+    ),
     Check("one_language_per_item", "No item has vectors in two languages."),
 )
 EVAL_CHECKS = CheckSet(
@@ -138,7 +144,20 @@ def als_factors(
         if not st["trained"]:
             context.log.warning(f"ALS for {st['language']!r} not trained: {st.get('skipped')}")
     per_language = [
-        {k: st.get(k) for k in ("language", "trained", "clients", "items", "nnz", "negative_cells", "items_below_min_clients", "clients_below_min_items", "seconds")}
+        {
+            k: st.get(k)
+            for k in (
+                "language",
+                "trained",
+                "clients",
+                "items",
+                "nnz",
+                "negative_cells",
+                "items_below_min_clients",
+                "clients_below_min_items",
+                "seconds",
+            )
+        }
         for st in result.stats
     ]
     common = {
@@ -149,7 +168,11 @@ def als_factors(
         "training_seconds": float(sum(st["seconds"] for st in result.stats)),
         "cells_without_language": int(result.stats[0].get("cells_without_language", 0)) if result.stats else 0,
     }
-    yield dg.Output(result.item_factors, output_name="als_factors", metadata={**frame_metadata(result.item_factors), **to_metadata(common)})
+    yield dg.Output(
+        result.item_factors,
+        output_name="als_factors",
+        metadata={**frame_metadata(result.item_factors), **to_metadata(common)},
+    )
     yield dg.Output(result.user_factors, output_name="als_user_factors", metadata=frame_metadata(result.user_factors))
     yield from ALS_CHECKS.results(als.validate(result.item_factors, result.stats, config.max_norm))
 
@@ -186,7 +209,10 @@ def als_evaluation(
         context.log.warning(f"als_evaluation {day}: skipped, {reason}")
         yield dg.Output(pl.DataFrame(schema=als_eval.table_schema()), metadata={"skipped": reason})
         yield from EVAL_CHECKS.results(
-            {"metrics_in_unit_interval": (True, {"skipped": reason}), "als_beats_popularity_recall_at_50": (True, {"skipped": reason})}
+            {
+                "metrics_in_unit_interval": (True, {"skipped": reason}),
+                "als_beats_popularity_recall_at_50": (True, {"skipped": reason}),
+            }
         )
         return
     item_factors, user_factors = next(iter(model.values())), next(iter(users.values()))

@@ -3,7 +3,6 @@ pairs of seed 000 "after inputs". A thin shell over :mod:`recsys_assets.stages.i
 and :mod:`recsys_assets.stages.pair_blip_scores`.
 """
 
-
 import typing
 
 import dagster as dg
@@ -29,7 +28,10 @@ PAIR_CHECKS = CheckSet(
     "pair_blip_scores",
     daily_partitions,
     Check("scores_finite_in_unit_interval", "Every similarity is finite and in [-1, 1]."),
-    Check("every_pair_scored_or_reported", "Each positive pair of item_pairs appears once, scored or with an unscored_reason."),
+    Check(
+        "every_pair_scored_or_reported",
+        "Each positive pair of item_pairs appears once, scored or with an unscored_reason.",
+    ),
     Check("negatives_not_interacted", "No negative item was served to (interacted with by) its client that day."),
     Check(
         "positives_more_similar_than_negatives",
@@ -83,19 +85,29 @@ def item_content_embeddings(
         item_meta.select("item_id", "language", "download_url"),
         encoders,
         media_fetch.policy(),
-        ice.EmbedParams(batch_size=config.batch_size, workers=config.decode_workers, model_threads=config.model_threads,
-                        start_method=config.start_method),
+        ice.EmbedParams(
+            batch_size=config.batch_size,
+            workers=config.decode_workers,
+            model_threads=config.model_threads,
+            start_method=config.start_method,
+        ),
         cache=embedding_cache.cache() if config.use_cache else None,
         log=context.log.info,
     )
     table = result.table
     failures = table.filter(pl.col("status") != "ok").select("item_id", "status", "reason", "detail")
     meta = {
-        **frame_metadata(table.select("item_id", "language", "status", "reason", "distinct_frames", "duration_s"), preview_rows=5),
+        **frame_metadata(
+            table.select("item_id", "language", "status", "reason", "distinct_frames", "duration_s"), preview_rows=5
+        ),
         "model_fingerprint": encoders.fingerprint,
         "models": dg.MetadataValue.json(encoders.describe()),
         "random_weights": bool(random_parts),
-        **({"random_weights_notice": RANDOM_WEIGHTS_NOTICE.format(which=" and ".join(random_parts))} if random_parts else {}),
+        **(
+            {"random_weights_notice": RANDOM_WEIGHTS_NOTICE.format(which=" and ".join(random_parts))}
+            if random_parts
+            else {}
+        ),
         **{k: v for k, v in result.stats.items() if k != "fresh_reasons"},
         "coverage": float((table["status"] != "failed").mean()) if table.height else 1.0,
         "not_ok_items": dg.MetadataValue.md(markdown_table(failures, max_rows=30)),

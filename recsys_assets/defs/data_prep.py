@@ -4,7 +4,6 @@ A thin shell: each asset reads its config and resources, calls the pure stage in
 :mod:`recsys_assets.stages`, and reports metadata and check results.
 """
 
-
 import typing
 
 import dagster as dg
@@ -47,7 +46,9 @@ PHASE2_CHECKS = CheckSet(
     "item_meta",
     daily_partitions,
     Check("item_id_unique", "One row per item."),
-    Check("catalog_coverage", "Share of the day's items found in the catalog is at least min_coverage.", blocking=False),
+    Check(
+        "catalog_coverage", "Share of the day's items found in the catalog is at least min_coverage.", blocking=False
+    ),
     Check("download_url_present", "Every item found in the catalog has a download_url.", blocking=False),
 )
 PHASE3_CHECKS = CheckSet(
@@ -242,8 +243,10 @@ def item_pairs(
 ) -> typing.Iterator:
     """Phase 3: positive pairs (same client) and negative pairs (same client and session), by distinct clients."""
     result = phase3.build_pairs(filtered_interactions, item_meta, config.rules())
-    top = result.pairs.sort("num_clients", descending=True).head(10).select(
-        "item_id_1", "item_id_2", pl.col("pair_type").cast(pl.String), "num_clients"
+    top = (
+        result.pairs.sort("num_clients", descending=True)
+        .head(10)
+        .select("item_id_1", "item_id_2", pl.col("pair_type").cast(pl.String), "num_clients")
     )
     yield dg.Output(
         result.pairs,

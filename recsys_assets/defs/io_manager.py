@@ -11,7 +11,6 @@
 Why not dagster-polars: its parquet reader cannot read on polars 2.x (see shared notes).
 """
 
-
 import typing
 
 import dagster as dg
@@ -93,7 +92,9 @@ class _PartitionedObjectIOManager(dg.ConfigurableIOManager):
                 missing.append(pk)
         if missing:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            context.log.warning(f"{asset_key.to_user_string()}: {len(missing)} partition(s) missing ({shown}); continuing without them")
+            context.log.warning(
+                f"{asset_key.to_user_string()}: {len(missing)} partition(s) missing ({shown}); continuing without them"
+            )
         return out
 
 

@@ -1,6 +1,5 @@
 """Metadata that makes a materialization readable in the UI: row counts, schema, a preview, tables."""
 
-
 import math
 import typing
 

@@ -1,6 +1,5 @@
 """The one daily partitioning every dataset and model shares."""
 
-
 import datetime as dt
 import os
 

@@ -13,7 +13,6 @@ Each role is one resource key with interchangeable implementations chosen in ``d
 * ``embedding_cache``: :class:`EmbeddingCacheResource` (finished embeddings by item and model).
 """
 
-
 import datetime as dt
 import typing
 

@@ -3,7 +3,6 @@ and the experiment table. A thin shell over :mod:`recsys_assets.stages.two_tower
 :mod:`~recsys_assets.stages.two_tower_evaluation` and :mod:`~recsys_assets.stages.ranking_metrics`.
 """
 
-
 import dataclasses
 import datetime as dt
 import typing
@@ -70,7 +69,11 @@ class DatasetConfig(dg.Config):
 
 def _latest(window: dict[str, pl.DataFrame]) -> pl.DataFrame:
     frames = [df.select("item_id", "language", "status", "blip_embedding") for _, df in sorted(window.items())]
-    return pl.concat(frames, how="vertical_relaxed").filter(pl.col("status") != "failed").unique("item_id", keep="last", maintain_order=True)
+    return (
+        pl.concat(frames, how="vertical_relaxed")
+        .filter(pl.col("status") != "failed")
+        .unique("item_id", keep="last", maintain_order=True)
+    )
 
 
 def _concat(window: dict[str, pl.DataFrame]) -> pl.DataFrame:
@@ -87,7 +90,12 @@ def _concat(window: dict[str, pl.DataFrame]) -> pl.DataFrame:
     compute_kind="scikit-learn",
     io_manager_key=MODEL_IO,
 )
-def item_pca(context: dg.AssetExecutionContext, config: DatasetConfig, window: dict[str, pl.DataFrame], embeddings: dict[str, pl.DataFrame]) -> dg.Output:
+def item_pca(
+    context: dg.AssetExecutionContext,
+    config: DatasetConfig,
+    window: dict[str, pl.DataFrame],
+    embeddings: dict[str, pl.DataFrame],
+) -> dg.Output:
     """Partition D: PCA(128) of the BLIP embeddings of D's training items (those passing the dataset's
     filters in D-6 .. D), stored as its arrays (components, mean, variances) -- no pickle."""
     kept, _ = tt.eligible(_concat(window), config.rules())
@@ -97,9 +105,19 @@ def item_pca(context: dg.AssetExecutionContext, config: DatasetConfig, window: d
     art = tt.fit_pca(items["blip_embedding"].to_numpy(), config.pca_components, config.seed)
     ratio = art.arrays["explained_variance_ratio"]
     if art.config["n_components"] < config.pca_components:
-        context.log.warning(f"PCA has {art.config['n_components']} components, fewer than {config.pca_components}: {art.config}")
-    return dg.Output(art, metadata=to_metadata({**art.config, "explained_variance": float(ratio.sum()),
-                                                "explained_variance_first_10": [float(x) for x in ratio[:10]]}))
+        context.log.warning(
+            f"PCA has {art.config['n_components']} components, fewer than {config.pca_components}: {art.config}"
+        )
+    return dg.Output(
+        art,
+        metadata=to_metadata(
+            {
+                **art.config,
+                "explained_variance": float(ratio.sum()),
+                "explained_variance_first_10": [float(x) for x in ratio[:10]],
+            }
+        ),
+    )
 
 
 @dg.asset(
@@ -127,8 +145,16 @@ def two_tower_dataset(
     interactions = _concat(window)
     rules = config.rules()
     ds, stats = tt.build_dataset(interactions, features, rules, pca.n_components_)
-    yield dg.Output(ds, metadata=to_metadata({**frame_metadata(ds.select("client_id", "item_id", "label", "n_pos_hist", "n_neg_hist")),
-                                              **stats, "window_days": len(window)}))
+    yield dg.Output(
+        ds,
+        metadata=to_metadata(
+            {
+                **frame_metadata(ds.select("client_id", "item_id", "label", "n_pos_hist", "n_neg_hist")),
+                **stats,
+                "window_days": len(window),
+            }
+        ),
+    )
     yield from DATASET_CHECKS.results(_validate_dataset(ds, interactions, rules))
 
 
@@ -137,14 +163,20 @@ def _validate_dataset(ds: pl.DataFrame, window: pl.DataFrame, rules: tt.DatasetR
     c = lab.group_by("client_id").agg(n=pl.len(), pos=pl.col("label").sum(), neg=(~pl.col("label")).sum())
     c = c.join(ds.select("client_id").unique(), on="client_id", how="semi")
     bad_clients = c.filter(
-        (pl.col("n") < rules.min_client_interactions) | (pl.col("n") > rules.max_client_interactions)
-        | (pl.col("pos") < rules.min_client_positives) | (pl.col("neg") < rules.min_client_negatives)
+        (pl.col("n") < rules.min_client_interactions)
+        | (pl.col("n") > rules.max_client_interactions)
+        | (pl.col("pos") < rules.min_client_positives)
+        | (pl.col("neg") < rules.min_client_negatives)
     ).height
     i = lab.group_by("item_id").len().join(ds.select("item_id").unique(), on="item_id", how="semi")
     bad_items = i.filter(pl.col("len") < rules.min_item_interactions).height
     pos = int(ds["label"].sum())
     share = pos / ds.height if ds.height else 0.5
-    finite = all(bool(np.isfinite(ds[col].to_numpy()).all()) for col in ("pos_hist", "neg_hist", "item_features")) if ds.height else True
+    finite = (
+        all(bool(np.isfinite(ds[col].to_numpy()).all()) for col in ("pos_hist", "neg_hist", "item_features"))
+        if ds.height
+        else True
+    )
     return {
         "clients_within_bounds": (bad_clients == 0, {"clients_out_of_bounds": bad_clients}),
         "items_with_min_interactions": (bad_items == 0, {"items_below_min": bad_items}),
@@ -177,39 +209,60 @@ class TwoTowerConfig(dg.Config):
 
 
 @dg.asset(
-    ins={"two_tower_dataset": dg.AssetIn("two_tower_dataset"), "item_pca": dg.AssetIn("item_pca", input_manager_key=MODEL_IO)},
+    ins={
+        "two_tower_dataset": dg.AssetIn("two_tower_dataset"),
+        "item_pca": dg.AssetIn("item_pca", input_manager_key=MODEL_IO),
+    },
     partitions_def=daily_partitions,
     check_specs=MODEL_CHECKS.specs(),
     group_name=GROUP,
     compute_kind="torch",
     io_manager_key=MODEL_IO,
 )
-def two_tower_model(context: dg.AssetExecutionContext, config: TwoTowerConfig, two_tower_dataset: pl.DataFrame, item_pca: ModelArtifact) -> typing.Iterator:
+def two_tower_model(
+    context: dg.AssetExecutionContext, config: TwoTowerConfig, two_tower_dataset: pl.DataFrame, item_pca: ModelArtifact
+) -> typing.Iterator:
     """Partition D: user and item towers trained on two_tower_dataset D; weights + config as safetensors."""
     params = config.params()
     res = tt.train(two_tower_dataset, params, log=context.log.info)
     dim = two_tower_dataset.schema["item_features"].size
     days = two_tower_dataset["event_ts"].dt.date()
     train_range = f"{days.min()} .. {days.max()}" if two_tower_dataset.height else "empty"
-    art = tt.to_artifact(res.model, params, dim, {"pca_partition": context.partition_key, "pca_components": item_pca.config["n_components"],
-                                                  "train_range": train_range, "train_days": int(days.n_unique())})
+    art = tt.to_artifact(
+        res.model,
+        params,
+        dim,
+        {
+            "pca_partition": context.partition_key,
+            "pca_components": item_pca.config["n_components"],
+            "train_range": train_range,
+            "train_days": int(days.n_unique()),
+        },
+    )
     best = res.history[res.best_epoch]
-    yield dg.Output(art, metadata=to_metadata({
-        "training_curve": dg.MetadataValue.md(markdown_table(res.history, max_rows=50)),
-        "best_epoch": res.best_epoch,
-        "holdout_auc": float(best["holdout_auc"]),
-        "train_rows": res.train_rows,
-        "holdout_rows": res.holdout_rows,
-        "training_seconds": res.seconds,
-        "samples_per_s": res.samples_per_s,
-        "parameters": sum(p.numel() for p in res.model.parameters()),
-        "config": dg.MetadataValue.json(art.config),
-    }))
+    yield dg.Output(
+        art,
+        metadata=to_metadata(
+            {
+                "training_curve": dg.MetadataValue.md(markdown_table(res.history, max_rows=50)),
+                "best_epoch": res.best_epoch,
+                "holdout_auc": float(best["holdout_auc"]),
+                "train_rows": res.train_rows,
+                "holdout_rows": res.holdout_rows,
+                "training_seconds": res.seconds,
+                "samples_per_s": res.samples_per_s,
+                "parameters": sum(p.numel() for p in res.model.parameters()),
+                "config": dg.MetadataValue.json(art.config),
+            }
+        ),
+    )
     finite = all(bool(np.isfinite(v).all()) for v in art.arrays.values())
-    yield from MODEL_CHECKS.results({
-        "weights_finite": (finite, {}),
-        "holdout_auc_above_chance": (best["holdout_auc"] > 0.5, {"holdout_auc": float(best["holdout_auc"])}),
-    })
+    yield from MODEL_CHECKS.results(
+        {
+            "weights_finite": (finite, {}),
+            "holdout_auc_above_chance": (best["holdout_auc"] > 0.5, {"holdout_auc": float(best["holdout_auc"])}),
+        }
+    )
 
 
 class EvaluationConfig(dg.Config):
@@ -257,8 +310,17 @@ def two_tower_evaluation(
     features = tt.project(items, p)
     history = pl.concat([v for k, v in sorted(interactions.items()) if k != day.isoformat()])
     rules = tt.DatasetRules(positive_pcc_above=config.positive_pcc_above)
-    table, stats = tte.evaluate(tower, interactions[day.isoformat()], history, features, items.select("item_id", "language"), rules,
-                                truth=truth.affinity_fn(), seed=config.seed, max_catalog_clients=config.max_catalog_clients)
+    table, stats = tte.evaluate(
+        tower,
+        interactions[day.isoformat()],
+        history,
+        features,
+        items.select("item_id", "language"),
+        rules,
+        truth=truth.affinity_fn(),
+        seed=config.seed,
+        max_catalog_clients=config.max_catalog_clients,
+    )
     train_range = f"{art.config.get('train_range')} ({art.config.get('train_days')} days)"
     table = table.with_columns(pl.lit(train_range).alias("train_data"), pl.lit(day.isoformat()).alias("val_data"))
     by = {r["method"]: r for r in table.iter_rows(named=True)}
@@ -280,21 +342,29 @@ def two_tower_evaluation(
     yield dg.Output(table, metadata=to_metadata(meta))
     vals = table.select(*METRICS, pl.col("^catalog_recall.*$")).to_numpy()
     vals = vals[np.isfinite(vals)]
-    yield from EVAL_CHECKS.results({
-        "metrics_in_unit_interval": (bool(((vals >= 0) & (vals <= 1)).all()), {"metrics": int(vals.size)}),
-        "beats_popularity_and_random_auc": (
-            tw["auc"] > by["popularity"]["auc"] and tw["auc"] > by["random"]["auc"],
-            {m: float(by[m]["auc"]) for m in by},
-        ),
-    })
+    yield from EVAL_CHECKS.results(
+        {
+            "metrics_in_unit_interval": (bool(((vals >= 0) & (vals <= 1)).all()), {"metrics": int(vals.size)}),
+            "beats_popularity_and_random_auc": (
+                tw["auc"] > by["popularity"]["auc"] and tw["auc"] > by["random"]["auc"],
+                {m: float(by[m]["auc"]) for m in by},
+            ),
+        }
+    )
 
 
 @dg.asset(
-    ins={"evaluations": dg.AssetIn("two_tower_evaluation", partition_mapping=EVERY_PARTITION, metadata={"allow_missing_partitions": True})},
+    ins={
+        "evaluations": dg.AssetIn(
+            "two_tower_evaluation", partition_mapping=EVERY_PARTITION, metadata={"allow_missing_partitions": True}
+        )
+    },
     group_name=GROUP,
     compute_kind="polars",
 )
-def experiment_report(context: dg.AssetExecutionContext, reports: ReportStoreResource, evaluations: dict[str, pl.DataFrame]) -> dg.Output:
+def experiment_report(
+    context: dg.AssetExecutionContext, reports: ReportStoreResource, evaluations: dict[str, pl.DataFrame]
+) -> dg.Output:
     """One row per evaluated partition, laid out like seed 001's "Results": experiment no, train range,
     validation day, then the metrics (two_tower; the baselines follow as their own rows)."""
     rows = []
@@ -310,13 +380,39 @@ def experiment_report(context: dg.AssetExecutionContext, reports: ReportStoreRes
     url = reports.write_csv("experiment_report.csv", report)
     main = report.filter(pl.col("method") == "two_tower") if rows else report
     seed_cols = ["experiment_no", "event_type", "train_data", "val_data", *METRICS]
-    return dg.Output(report, metadata=to_metadata({
-        **frame_metadata(report, preview_rows=0),
-        "results": dg.MetadataValue.md(markdown_table(main.select([c for c in seed_cols if c in main.columns]), max_rows=200)),
-        "all_methods": dg.MetadataValue.md(markdown_table(report.select([c for c in ["experiment_no", "val_data", "method", "auc", "ndcg@10", "recall@50", "catalog_recall@50"] if c in report.columns]), max_rows=400)),
-        "experiments": n,
-        "csv": dg.MetadataValue.path(url),
-    }))
+    return dg.Output(
+        report,
+        metadata=to_metadata(
+            {
+                **frame_metadata(report, preview_rows=0),
+                "results": dg.MetadataValue.md(
+                    markdown_table(main.select([c for c in seed_cols if c in main.columns]), max_rows=200)
+                ),
+                "all_methods": dg.MetadataValue.md(
+                    markdown_table(
+                        report.select(
+                            [
+                                c
+                                for c in [
+                                    "experiment_no",
+                                    "val_data",
+                                    "method",
+                                    "auc",
+                                    "ndcg@10",
+                                    "recall@50",
+                                    "catalog_recall@50",
+                                ]
+                                if c in report.columns
+                            ]
+                        ),
+                        max_rows=400,
+                    )
+                ),
+                "experiments": n,
+                "csv": dg.MetadataValue.path(url),
+            }
+        ),
+    )
 
 
 RETRIEVAL_ASSETS = [item_pca, two_tower_dataset, two_tower_model, two_tower_evaluation]

@@ -3,7 +3,6 @@
 Give secrets as ``dg.EnvVar`` so they never land in run config: see ``definitions.py``.
 """
 
-
 import typing
 
 import dagster as dg

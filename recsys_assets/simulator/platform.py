@@ -303,7 +303,10 @@ def _make_dirty(df: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
         pl.when(idx.is_in(null_client)).then(None).otherwise(pl.col("client_id")).alias("client_id"),
         pl.when(idx.is_in(null_item)).then(None).otherwise(pl.col("item_id")).alias("item_id"),
         pl.when(idx.is_in(nan_pcc)).then(float("nan")).otherwise(pl.col("pcc")).alias("pcc"),
-        pl.when(idx.is_in(neg_time)).then(-pl.col("timespent_s") - 1).otherwise(pl.col("timespent_s")).alias("timespent_s"),
+        pl.when(idx.is_in(neg_time))
+        .then(-pl.col("timespent_s") - 1)
+        .otherwise(pl.col("timespent_s"))
+        .alias("timespent_s"),
     )
     dup = df[np.sort(rng.choice(n, size=k, replace=False))]
     return pl.concat([df, dup])

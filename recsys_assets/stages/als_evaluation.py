@@ -87,7 +87,9 @@ def evaluate(
         ti = _index(item_ids, pos["item_id"].to_numpy())
         targets = _incidence(_index(client_ids, pos["client_id"].to_numpy()), ti, shape)
         seen_df = train.filter(pl.col("client_id").is_in(client_ids)).select("client_id", "item_id").unique()
-        seen = _incidence(_index(client_ids, seen_df["client_id"].to_numpy()), _index(item_ids, seen_df["item_id"].to_numpy()), shape)
+        seen = _incidence(
+            _index(client_ids, seen_df["client_id"].to_numpy()), _index(item_ids, seen_df["item_id"].to_numpy()), shape
+        )
         if not exclude_seen:
             seen = sp.csr_matrix(shape, dtype=np.float32)
         all_targets = targets.nnz
@@ -129,6 +131,9 @@ def overall(table: pl.DataFrame) -> pl.DataFrame:
     return (
         table.filter(pl.col("clients") > 0)
         .group_by("method")
-        .agg(pl.col("clients").sum(), *[((pl.col(m) * pl.col("clients")).sum() / pl.col("clients").sum()).alias(m) for m in metrics])
+        .agg(
+            pl.col("clients").sum(),
+            *[((pl.col(m) * pl.col("clients")).sum() / pl.col("clients").sum()).alias(m) for m in metrics],
+        )
         .sort("method")
     )

@@ -88,7 +88,11 @@ def confidence_cells(
         pl.when(pl.col("is_positive"))
         .then(
             rules.alpha
-            * (1.0 + rules.like_bonus * pl.col("liked").cast(pl.Float32) + rules.loop_bonus * (pl.col("pcc") > 1.0).cast(pl.Float32))
+            * (
+                1.0
+                + rules.like_bonus * pl.col("liked").cast(pl.Float32)
+                + rules.loop_bonus * (pl.col("pcc") > 1.0).cast(pl.Float32)
+            )
         )
         .otherwise(-rules.negative_weight)
         .cast(pl.Float32)
@@ -192,7 +196,12 @@ def train_als(
     # cells on the two integer keys first; an item's language is then joined once per cell
     cells = confidence_cells(lf, rules).join(item_language.select("item_id", "language"), on="item_id", how="left")
     no_language = int(cells["language"].null_count())
-    by_language = {k[0]: v for k, v in cells.filter(pl.col("language").is_not_null()).partition_by("language", as_dict=True, include_key=False).items()}
+    by_language = {
+        k[0]: v
+        for k, v in cells.filter(pl.col("language").is_not_null())
+        .partition_by("language", as_dict=True, include_key=False)
+        .items()
+    }
     del cells
     wanted = languages if languages is not None else sorted(by_language)
     items, users, stats = [], [], []

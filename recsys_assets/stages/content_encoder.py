@@ -73,7 +73,16 @@ def is_validation(item_ids: pl.Series | pl.Expr, share: float, seed: int) -> pl.
 
 
 class ContentToCollab(nn.Module):
-    def __init__(self, frame_dim: int, audio_dim: int, out_dim: int, hidden: int = 256, dropout: float = 0.1, pooling: str = "attention", init_temperature: float = 0.07):
+    def __init__(
+        self,
+        frame_dim: int,
+        audio_dim: int,
+        out_dim: int,
+        hidden: int = 256,
+        dropout: float = 0.1,
+        pooling: str = "attention",
+        init_temperature: float = 0.07,
+    ):
         super().__init__()
         if pooling not in ("attention", "mean"):
             raise ValueError(f"pooling must be 'attention' or 'mean', not {pooling!r}")
@@ -86,7 +95,11 @@ class ContentToCollab(nn.Module):
         self.frame_score = nn.Linear(hidden, 1)
         self.audio_proj = nn.Sequential(nn.Linear(audio_dim, hidden), nn.GELU())
         self.head = nn.Sequential(
-            nn.LayerNorm(2 * hidden), nn.Dropout(dropout), nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Linear(hidden, out_dim)
+            nn.LayerNorm(2 * hidden),
+            nn.Dropout(dropout),
+            nn.Linear(2 * hidden, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, out_dim),
         )
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
 
@@ -118,7 +131,9 @@ def clip_loss(pred: torch.Tensor, target: torch.Tensor, logit_scale: torch.Tenso
     return 0.5 * (nn.functional.cross_entropy(logits, labels) + nn.functional.cross_entropy(logits.T, labels))
 
 
-def pair_loss(a: torch.Tensor, b: torch.Tensor, positive: torch.Tensor, weight: torch.Tensor, margin: float) -> torch.Tensor:
+def pair_loss(
+    a: torch.Tensor, b: torch.Tensor, positive: torch.Tensor, weight: torch.Tensor, margin: float
+) -> torch.Tensor:
     """Weighted mean over pairs of ``1 - cos`` (positives) and ``relu(cos - margin)`` (negatives)."""
     cos = nn.functional.cosine_similarity(a, b, dim=-1)
     per_pair = torch.where(positive, 1.0 - cos, torch.relu(cos - margin))
@@ -179,7 +194,13 @@ def train_encoder(
     y = torch.from_numpy(np.asarray(targets, dtype=np.float32))
     tr, va = np.flatnonzero(~is_val), np.flatnonzero(is_val)
     model = ContentToCollab(
-        feats.frames.shape[-1], feats.audio.shape[-1], y.shape[-1], params.hidden, params.dropout, params.pooling, params.init_temperature
+        feats.frames.shape[-1],
+        feats.audio.shape[-1],
+        y.shape[-1],
+        params.hidden,
+        params.dropout,
+        params.pooling,
+        params.init_temperature,
     )
     model.set_standardisation(feats.frames[tr], feats.audio[tr], feats.has_audio[tr])
     model.to(device)
@@ -244,7 +265,9 @@ def train_encoder(
                     fa, fb = feats.take(a), feats.take(b)
                     pa = model(fa.frames.to(device), fa.audio.to(device), fa.has_audio.to(device))
                     pb = model(fb.frames.to(device), fb.audio.to(device), fb.has_audio.to(device))
-                    losses["pair"] = pair_loss(pa, pb, pair_pos[sel].to(device), pair_w[sel].to(device), params.pair_margin)
+                    losses["pair"] = pair_loss(
+                        pa, pb, pair_pos[sel].to(device), pair_w[sel].to(device), params.pair_margin
+                    )
             loss = total(losses)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -263,7 +286,11 @@ def train_encoder(
                 for k, v in batch_losses(idx).items():
                     vl[k] = vl.get(k, 0.0) + float(v) / nb
             val_loss = params.clip_weight * vl.get("clip", 0.0) + params.regression_weight * vl.get("regression", 0.0)
-        row.update({f"val_{k}": v for k, v in vl.items()}, val_loss=val_loss, temperature=float(1.0 / model.logit_scale.detach().exp()))
+        row.update(
+            {f"val_{k}": v for k, v in vl.items()},
+            val_loss=val_loss,
+            temperature=float(1.0 / model.logit_scale.detach().exp()),
+        )
         history.append(row)
         if val_loss < best - 1e-6:
             best, best_epoch, stale = val_loss, epoch, 0
@@ -276,7 +303,9 @@ def train_encoder(
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval().to("cpu")
-    return TrainResult(model, history, best_epoch, feats.item_ids[tr], feats.item_ids[va], n_pairs, time.perf_counter() - t0)
+    return TrainResult(
+        model, history, best_epoch, feats.item_ids[tr], feats.item_ids[va], n_pairs, time.perf_counter() - t0
+    )
 
 
 @torch.no_grad()
@@ -331,7 +360,10 @@ def train_all(
         n_als = als_factors.filter(pl.col("language") == lang).height
         st: dict[str, typing.Any] = {"language": lang, "als_items": n_als, "items_with_content": rows.height}
         if rows.height < params.min_items:
-            st.update(trained=False, skipped=f"{rows.height} items with content and ALS vectors < min_items {params.min_items}")
+            st.update(
+                trained=False,
+                skipped=f"{rows.height} items with content and ALS vectors < min_items {params.min_items}",
+            )
             stats.append(st)
             log(f"content encoder for {lang!r} not trained: {st['skipped']}")
             continue
@@ -339,7 +371,10 @@ def train_all(
         targets = rows["vector"].to_numpy().astype(np.float32)
         is_val = is_validation(rows["item_id"], params.val_share, params.split_seed).to_numpy()
         if is_val.all() or not is_val.any():
-            st.update(trained=False, skipped=f"the split left {int((~is_val).sum())} training / {int(is_val.sum())} validation items")
+            st.update(
+                trained=False,
+                skipped=f"the split left {int((~is_val).sum())} training / {int(is_val.sum())} validation items",
+            )
             stats.append(st)
             continue
         res = train_encoder(feats, targets, is_val, pairs, params, log=log)
@@ -373,10 +408,20 @@ def train_all(
 
 def validate(result: LanguageModels) -> dict[str, tuple[bool, dict]]:
     leaks = {
-        lang: int(np.isin(r.train_ids, r.val_ids).sum()) + int((~is_validation(pl.Series(r.val_ids), result.config["val_share"], result.config["split_seed"]).to_numpy()).sum())
+        lang: int(np.isin(r.train_ids, r.val_ids).sum())
+        + int(
+            (
+                ~is_validation(pl.Series(r.val_ids), result.config["val_share"], result.config["split_seed"]).to_numpy()
+            ).sum()
+        )
         for lang, r in result.results.items()
     }
-    finite = all(bool(torch.isfinite(p).all()) for m in result.models.values() for p in m.state_dict().values() if p.is_floating_point())
+    finite = all(
+        bool(torch.isfinite(p).all())
+        for m in result.models.values()
+        for p in m.state_dict().values()
+        if p.is_floating_point()
+    )
     trained = [s for s in result.stats if s.get("trained")]
     beats = all(s["val_recall@10"] > s["random_recall@10"] for s in trained)
     return {
@@ -384,7 +429,10 @@ def validate(result: LanguageModels) -> dict[str, tuple[bool, dict]]:
         "weights_finite": (finite, {"languages_trained": len(result.models)}),
         "beats_random_on_validation": (
             beats and bool(trained),
-            {s["language"]: {"val_recall@10": s["val_recall@10"], "random_recall@10": s["random_recall@10"]} for s in trained},
+            {
+                s["language"]: {"val_recall@10": s["val_recall@10"], "random_recall@10": s["random_recall@10"]}
+                for s in trained
+            },
         ),
     }
 
@@ -401,7 +449,15 @@ def from_artifact(artifact: ModelArtifact) -> dict[str, ContentToCollab]:
     cfg = artifact.config
     models = {}
     for lang, dims in cfg.get("languages", {}).items():
-        m = ContentToCollab(dims["frame_dim"], dims["audio_dim"], dims["out_dim"], cfg["hidden"], cfg["dropout"], cfg["pooling"], cfg["init_temperature"])
+        m = ContentToCollab(
+            dims["frame_dim"],
+            dims["audio_dim"],
+            dims["out_dim"],
+            cfg["hidden"],
+            cfg["dropout"],
+            cfg["pooling"],
+            cfg["init_temperature"],
+        )
         m.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in artifact.subset(lang).items()}, strict=True)
         models[lang] = m.eval()
     return models

@@ -33,7 +33,11 @@ def _random_like(table: pl.DataFrame, reference: pl.DataFrame, seed: int) -> pl.
         if not len(ref) or not t.height:
             continue
         v = rng.standard_normal((t.height, ref.shape[1])) * ref.std(0) + ref.mean(0)
-        parts.append(t.select("item_id", "language").with_columns(vector=pl.Series(v.astype(np.float32), dtype=reference.schema["vector"])))
+        parts.append(
+            t.select("item_id", "language").with_columns(
+                vector=pl.Series(v.astype(np.float32), dtype=reference.schema["vector"])
+            )
+        )
     return pl.concat(parts) if parts else reference.clear()
 
 
@@ -46,7 +50,11 @@ def evaluate(
     exclude_seen: bool = True,
 ) -> pl.DataFrame:
     # the same candidates for the three validation variants: items with both vectors
-    val = collab.filter((pl.col("encoder_split") == "validation") & pl.col("als_vector").is_not_null() & pl.col("predicted_vector").is_not_null())
+    val = collab.filter(
+        (pl.col("encoder_split") == "validation")
+        & pl.col("als_vector").is_not_null()
+        & pl.col("predicted_vector").is_not_null()
+    )
     cold = collab.filter(pl.col("encoder_split") == "unseen")
     true_val = _variant(val, "als_vector")
     variants = {
@@ -64,7 +72,14 @@ def evaluate(
         per_lang = {c["language"]: c for c in counts}
         for r in table.filter(pl.col("method") == "als").iter_rows(named=True):
             c = per_lang[r["language"]]
-            rows.append({"variant": name, "candidates": c["items_in_model"], "targets": c["targets"], **{k: v for k, v in r.items() if k != "method"}})
+            rows.append(
+                {
+                    "variant": name,
+                    "candidates": c["items_in_model"],
+                    "targets": c["targets"],
+                    **{k: v for k, v in r.items() if k != "method"},
+                }
+            )
     return pl.DataFrame(rows, schema=table_schema())
 
 
@@ -79,7 +94,11 @@ def overall(table: pl.DataFrame) -> pl.DataFrame:
     return (
         table.filter(pl.col("clients") > 0)
         .group_by("variant")
-        .agg(pl.col("clients").sum(), pl.col("candidates").sum(), pl.col("targets").sum(),
-             *[((pl.col(m) * pl.col("clients")).sum() / pl.col("clients").sum()).alias(m) for m in metrics])
+        .agg(
+            pl.col("clients").sum(),
+            pl.col("candidates").sum(),
+            pl.col("targets").sum(),
+            *[((pl.col(m) * pl.col("clients")).sum() / pl.col("clients").sum()).alias(m) for m in metrics],
+        )
         .sort("variant")
     )

@@ -46,11 +46,48 @@ RANDOM_AUDIO_MODEL = "random-small"
 
 # openai-whisper's published model dimensions (encoder part + decoder, as in the checkpoints' "dims").
 WHISPER_DIMS: dict[str, dict[str, int]] = {
-    name: dict(n_mels=80, n_audio_ctx=1500, n_audio_state=w, n_audio_head=h, n_audio_layer=l, n_vocab=51865, n_text_ctx=448, n_text_state=w, n_text_head=h, n_text_layer=l)
-    for name, (w, h, l) in {"tiny": (384, 6, 4), "base": (512, 8, 6), "small": (768, 12, 12), "medium": (1024, 16, 24)}.items()
+    name: dict(
+        n_mels=80,
+        n_audio_ctx=1500,
+        n_audio_state=w,
+        n_audio_head=h,
+        n_audio_layer=l,
+        n_vocab=51865,
+        n_text_ctx=448,
+        n_text_state=w,
+        n_text_head=h,
+        n_text_layer=l,
+    )
+    for name, (w, h, l) in {
+        "tiny": (384, 6, 4),
+        "base": (512, 8, 6),
+        "small": (768, 12, 12),
+        "medium": (1024, 16, 24),
+    }.items()
 }
-WHISPER_DIMS["large-v3"] = dict(WHISPER_DIMS["medium"], n_mels=128, n_audio_state=1280, n_audio_head=20, n_audio_layer=32, n_vocab=51866, n_text_state=1280, n_text_head=20, n_text_layer=32)
-WHISPER_DIMS[RANDOM_AUDIO_MODEL] = dict(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=2, n_vocab=51865, n_text_ctx=448, n_text_state=64, n_text_head=2, n_text_layer=1)
+WHISPER_DIMS["large-v3"] = dict(
+    WHISPER_DIMS["medium"],
+    n_mels=128,
+    n_audio_state=1280,
+    n_audio_head=20,
+    n_audio_layer=32,
+    n_vocab=51866,
+    n_text_state=1280,
+    n_text_head=20,
+    n_text_layer=32,
+)
+WHISPER_DIMS[RANDOM_AUDIO_MODEL] = dict(
+    n_mels=80,
+    n_audio_ctx=1500,
+    n_audio_state=64,
+    n_audio_head=2,
+    n_audio_layer=2,
+    n_vocab=51865,
+    n_text_ctx=448,
+    n_text_state=64,
+    n_text_head=2,
+    n_text_layer=1,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +162,9 @@ def weights_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def build_image_model(spec: ModelSpec, s3_options: typing.Mapping[str, typing.Any] = {}) -> tuple[torch.nn.Module, dict]:
+def build_image_model(
+    spec: ModelSpec, s3_options: typing.Mapping[str, typing.Any] = {}
+) -> tuple[torch.nn.Module, dict]:
     """The open_clip model's visual tower and a description (architecture, source)."""
     import open_clip
 
@@ -153,7 +192,9 @@ def build_image_model(spec: ModelSpec, s3_options: typing.Mapping[str, typing.An
     return visual, desc
 
 
-def build_audio_model(spec: ModelSpec, s3_options: typing.Mapping[str, typing.Any] = {}) -> tuple[torch.nn.Module, dict]:
+def build_audio_model(
+    spec: ModelSpec, s3_options: typing.Mapping[str, typing.Any] = {}
+) -> tuple[torch.nn.Module, dict]:
     """openai-whisper's AudioEncoder with the checkpoint's encoder weights, and a description."""
     from whisper.model import AudioEncoder
 
@@ -176,13 +217,20 @@ def build_audio_model(spec: ModelSpec, s3_options: typing.Mapping[str, typing.An
             raise ValueError(f"unknown Whisper size {spec.audio_model!r}; known: {sorted(WHISPER_DIMS)}")
         dims, state = WHISPER_DIMS[spec.audio_model], None
     torch.manual_seed(spec.seed + 1)  # random weights depend on the seed only
-    encoder = AudioEncoder(dims["n_mels"], dims["n_audio_ctx"], dims["n_audio_state"], dims["n_audio_head"], dims["n_audio_layer"])
+    encoder = AudioEncoder(
+        dims["n_mels"], dims["n_audio_ctx"], dims["n_audio_state"], dims["n_audio_head"], dims["n_audio_layer"]
+    )
     if state is not None:
-        enc_state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+        enc_state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
         if not enc_state:
             raise ValueError(f"{spec.audio_checkpoint}: no encoder.* weights in the checkpoint")
         encoder.load_state_dict(enc_state, strict=True)
-    desc = {"family": "openai-whisper", "name": spec.audio_model, "checkpoint": spec.audio_checkpoint, "dims": {k: int(v) for k, v in dims.items()}}
+    desc = {
+        "family": "openai-whisper",
+        "name": spec.audio_model,
+        "checkpoint": spec.audio_checkpoint,
+        "dims": {k: int(v) for k, v in dims.items()},
+    }
     return encoder.eval(), desc
 
 
@@ -242,7 +290,9 @@ class ContentEncoders:
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
         x = x.reshape(b * n, *frames.shape[2:]).permute(0, 3, 1, 2).float().div_(255.0)
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = torch.nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+            x = torch.nn.functional.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+            )
         x = (x - self._mean) / self._std
         with self._autocast():
             feats = self.visual(x)
@@ -260,7 +310,9 @@ class ContentEncoders:
         # the real samples of every clip (at most 30 s) go to the models' device in one copy, unpadded;
         # padding and the STFTs happen there (on a GPU they cost this process no CPU)
         lengths = [min(len(c), N_SAMPLES) for c in clips]
-        joined = torch.from_numpy(np.concatenate([np.asarray(c[:n], dtype=np.float32) for c, n in zip(clips, lengths)])).to(self.device)
+        joined = torch.from_numpy(
+            np.concatenate([np.asarray(c[:n], dtype=np.float32) for c, n in zip(clips, lengths)])
+        ).to(self.device)
         mels = [
             # one clip at a time: log_mel_spectrogram clamps against the max of its whole input
             log_mel_spectrogram(pad_or_trim(a), n_mels=self.n_mels, device=self.device)

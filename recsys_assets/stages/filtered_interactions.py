@@ -102,9 +102,14 @@ def validate(df: pl.DataFrame, rules: Phase1Rules = Phase1Rules()) -> dict[str, 
     mislabelled = df.filter((interaction_class(rules) == 1) != pl.col(LABEL)).height
     ctr = df.group_by("client_id").agg(pl.col(LABEL).mean().alias("ctr"))
     over = ctr.filter(pl.col("ctr") > rules.max_client_positive_ctr).height
-    null_keys = df.select(pl.any_horizontal(pl.col(c).is_null() for c in ("client_id", "session_id", "item_id")).sum()).item()
+    null_keys = df.select(
+        pl.any_horizontal(pl.col(c).is_null() for c in ("client_id", "session_id", "item_id")).sum()
+    ).item()
     return {
-        "no_neutral_rows": (neutral == 0 and mislabelled == 0, {"neutral_rows": neutral, "mislabelled_rows": mislabelled}),
+        "no_neutral_rows": (
+            neutral == 0 and mislabelled == 0,
+            {"neutral_rows": neutral, "mislabelled_rows": mislabelled},
+        ),
         "no_client_above_ctr": (over == 0, {"clients_above": over, "max_ctr": float(ctr["ctr"].max() or 0.0)}),
         "keys_not_null": (null_keys == 0, {"rows_with_null_key": int(null_keys)}),
     }

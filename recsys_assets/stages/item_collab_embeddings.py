@@ -28,7 +28,11 @@ def assemble(
     split_seed: int,
 ) -> pl.DataFrame:
     """``items``: item_id, language (the day's item_meta); ``embeddings``: item_content_embeddings of the day."""
-    dims = {als_factors.schema["vector"].size} if als_factors.height else {m.head[-1].out_features for m in models.values()}
+    dims = (
+        {als_factors.schema["vector"].size}
+        if als_factors.height
+        else {m.head[-1].out_features for m in models.values()}
+    )
     dim = next(iter(dims)) if dims else 0
     vec_type = pl.Array(pl.Float32, dim)
     base = (
@@ -39,7 +43,9 @@ def assemble(
     )
     preds = []
     for lang, model in models.items():
-        rows = base.filter((pl.col("language") == lang) & pl.col("status").is_not_null() & (pl.col("status") != "failed"))
+        rows = base.filter(
+            (pl.col("language") == lang) & pl.col("status").is_not_null() & (pl.col("status") != "failed")
+        )
         if rows.height == 0:
             continue
         p = predict(model, features(rows))
@@ -51,15 +57,31 @@ def assemble(
         "item_id",
         "language",
         pl.coalesce("als_vector", "predicted_vector").alias("vector"),
-        pl.when(pl.col("als_vector").is_not_null()).then(pl.lit("als")).when(pl.col("predicted_vector").is_not_null()).then(pl.lit("predicted")).otherwise(pl.lit("none")).cast(SOURCE).alias("source"),
+        pl.when(pl.col("als_vector").is_not_null())
+        .then(pl.lit("als"))
+        .when(pl.col("predicted_vector").is_not_null())
+        .then(pl.lit("predicted"))
+        .otherwise(pl.lit("none"))
+        .cast(SOURCE)
+        .alias("source"),
         (pl.col("als_vector").is_null() & pl.col("predicted_vector").is_not_null()).alias("is_predicted"),
         "als_vector",
         "predicted_vector",
-        pl.when(pl.col("als_vector").is_null()).then(pl.lit("unseen")).when(is_validation(pl.col("item_id"), val_share, split_seed)).then(pl.lit("validation")).otherwise(pl.lit("train")).cast(SPLIT).alias("encoder_split"),
-        pl.when(pl.col("als_vector").is_not_null() | pl.col("predicted_vector").is_not_null()).then(pl.lit(None, pl.String))
-        .when(pl.col("status").is_null() | (pl.col("status") == "failed")).then(pl.lit("no_content_embedding"))
-        .when(~has_model).then(pl.lit("no_encoder_for_language"))
-        .otherwise(pl.lit("not_predicted")).alias("reason"),
+        pl.when(pl.col("als_vector").is_null())
+        .then(pl.lit("unseen"))
+        .when(is_validation(pl.col("item_id"), val_share, split_seed))
+        .then(pl.lit("validation"))
+        .otherwise(pl.lit("train"))
+        .cast(SPLIT)
+        .alias("encoder_split"),
+        pl.when(pl.col("als_vector").is_not_null() | pl.col("predicted_vector").is_not_null())
+        .then(pl.lit(None, pl.String))
+        .when(pl.col("status").is_null() | (pl.col("status") == "failed"))
+        .then(pl.lit("no_content_embedding"))
+        .when(~has_model)
+        .then(pl.lit("no_encoder_for_language"))
+        .otherwise(pl.lit("not_predicted"))
+        .alias("reason"),
     )
 
 
@@ -68,11 +90,15 @@ def validate(table: pl.DataFrame, items: pl.DataFrame) -> dict[str, tuple[bool, 
     vec = table.filter(pl.col("vector").is_not_null())["vector"]
     finite = bool(np.isfinite(vec.to_numpy()).all()) if vec.len() else True
     flag_ok = table.filter(
-        (pl.col("is_predicted") != (pl.col("source") == "predicted")) | ((pl.col("source") == "none") != pl.col("vector").is_null())
+        (pl.col("is_predicted") != (pl.col("source") == "predicted"))
+        | ((pl.col("source") == "none") != pl.col("vector").is_null())
     ).height
     counts = dict(table.group_by("source").len().select(pl.col("source").cast(pl.String), "len").iter_rows())
     return {
         "every_item_listed": (missing == 0 and table.height == table["item_id"].n_unique(), {"items_missing": missing}),
         "vectors_finite": (finite, {"vectors": vec.len()}),
-        "source_flag_consistent": (flag_ok == 0, {"inconsistent_rows": flag_ok, **{f"source_{k}": v for k, v in counts.items()}}),
+        "source_flag_consistent": (
+            flag_ok == 0,
+            {"inconsistent_rows": flag_ok, **{f"source_{k}": v for k, v in counts.items()}},
+        ),
     }

@@ -58,8 +58,6 @@ def output_schema(n_frames: int, image_dim: int, audio_dim: int) -> dict[str, pl
     }
 
 
-
-
 class EmbeddingCache:
     """Finished embedding rows in an object store: ``{fingerprint}/part-{uuid}.parquet``.
 
@@ -185,7 +183,9 @@ def _rows_for_batch(batch: list[DecodedMedia], encoders: ContentEncoders) -> lis
         blip = frames.mean(0)
         blip = blip / max(float(np.linalg.norm(blip)), 1e-12)
         audio = audio_of.get(id(d))
-        fused = np.concatenate([blip, zero_audio if audio is None else audio]) / np.sqrt(2.0 if audio is not None else 1.0)
+        fused = np.concatenate([blip, zero_audio if audio is None else audio]) / np.sqrt(
+            2.0 if audio is not None else 1.0
+        )
         rows.append(
             {
                 **base,
@@ -237,7 +237,10 @@ def embed_items(
         cached = cached.select(list(schema)).cast(schema)
     hit = set(cached["item_id"].to_list()) if cached.height else set()
     todo = items.filter(~pl.col("item_id").is_in(list(hit)))
-    jobs = [MediaJob(int(i), u, policy, encoders.decode_params) for i, u in todo.select("item_id", "download_url").iter_rows()]
+    jobs = [
+        MediaJob(int(i), u, policy, encoders.decode_params)
+        for i, u in todo.select("item_id", "download_url").iter_rows()
+    ]
     log(f"{len(ids)} items: {len(hit)} from the cache ({encoders.fingerprint}), {len(jobs)} to fetch, decode and embed")
     rows: list[dict[str, typing.Any]] = []
     batch: list[DecodedMedia] = []
@@ -271,12 +274,12 @@ def embed_items(
         torch.set_num_threads(threads_before)
     fresh = _to_frame(rows, schema)
     if cache is not None:
-        cache.store_rows(fresh.filter(pl.col("status") != "failed"), encoders.fingerprint)  # the output schema's columns
+        cache.store_rows(
+            fresh.filter(pl.col("status") != "failed"), encoders.fingerprint
+        )  # the output schema's columns
         cache.compact(encoders.fingerprint)  # keeps every later lookup to a bounded number of reads
     extra = [c for c in items.columns if c not in schema]
-    table = (
-        pl.concat([cached, fresh], how="vertical") if cached.height else fresh
-    )
+    table = pl.concat([cached, fresh], how="vertical") if cached.height else fresh
     table = items.select(["item_id", *extra]).join(table, on="item_id", how="left").sort("item_id")
     elapsed = time.perf_counter() - t0
     reasons = fresh.filter(pl.col("status") != "ok").group_by("status", "reason").len().sort("len", descending=True)
@@ -311,11 +314,13 @@ def validate(table: pl.DataFrame, min_coverage: float) -> dict[str, tuple[bool, 
             finite_ok = finite_ok and bool(np.isfinite(audio.to_numpy()).all())
     unexplained = table.filter((pl.col("status") != "ok") & pl.col("reason").is_null()).height
     return {
-        "media_coverage": (coverage >= min_coverage, {"coverage": coverage, "min_coverage": min_coverage, "failed_by_reason": failed_reasons}),
+        "media_coverage": (
+            coverage >= min_coverage,
+            {"coverage": coverage, "min_coverage": min_coverage, "failed_by_reason": failed_reasons},
+        ),
         "embeddings_finite_unit_norm": (finite_ok and norms_ok, {"finite": finite_ok, "unit_norm": norms_ok}),
         "every_item_listed_with_reason": (
             unexplained == 0 and table["status"].null_count() == 0,
             {"rows_without_status": table["status"].null_count(), "non_ok_rows_without_reason": unexplained},
         ),
     }
-

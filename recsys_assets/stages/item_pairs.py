@@ -90,7 +90,10 @@ def build_pairs(
     index = pl.DataFrame({"item_id": items, "idx": pl.int_range(items.len(), dtype=pl.UInt32, eager=True)}).lazy()
 
     pos_sizes, neg_sizes = pl.collect_all(
-        [pos.lazy().group_by("client_id").agg(n=pl.len()), neg.lazy().group_by("client_id", "session_id").agg(n=pl.len())]
+        [
+            pos.lazy().group_by("client_id").agg(n=pl.len()),
+            neg.lazy().group_by("client_id", "session_id").agg(n=pl.len()),
+        ]
     )
     pos_c = _cap(pos, pos_sizes, ["client_id"], rules.max_positive_items_per_client, rules.sample_seed)
     neg_c = _cap(neg, neg_sizes, ["client_id", "session_id"], rules.max_negative_items_per_session, rules.sample_seed)
@@ -151,13 +154,17 @@ def build_pairs(
     if item_meta is not None:
         # the URLs aligned with the dense index, then gathered: no join over the (large) pair table
         urls = (
-            index.join(item_meta.lazy().select("item_id", "download_url"), on="item_id", how="left", maintain_order="left")
+            index.join(
+                item_meta.lazy().select("item_id", "download_url"), on="item_id", how="left", maintain_order="left"
+            )
             .collect()["download_url"]
             .cast(pl.Categorical)
         )
     else:
         urls = pl.Series([None] * items.len(), dtype=pl.Categorical)
-    pairs = pairs.with_columns(download_url_1=urls.gather(idx_1), download_url_2=urls.gather(idx_2)).select(PAIR_COLUMNS)
+    pairs = pairs.with_columns(download_url_1=urls.gather(idx_1), download_url_2=urls.gather(idx_2)).select(
+        PAIR_COLUMNS
+    )
     out["positive_pairs"] = int((pairs["pair_type"] == "positive").sum())
     out["negative_pairs"] = pairs.height - out["positive_pairs"]
     return PairsResult(pairs, out)
@@ -179,10 +186,15 @@ def validate(pairs: pl.DataFrame, min_num_clients: int) -> dict[str, tuple[bool,
     self_pairs = pairs.filter(pl.col("item_id_1") == pl.col("item_id_2")).height
     non_canonical = pairs.filter(pl.col("item_id_1") > pl.col("item_id_2")).height
     dups = _duplicate_keys(pairs)
-    null_keys = pairs.select(pl.any_horizontal(pl.col(c).is_null() for c in ("item_id_1", "item_id_2", "pair_type")).sum()).item()
+    null_keys = pairs.select(
+        pl.any_horizontal(pl.col(c).is_null() for c in ("item_id_1", "item_id_2", "pair_type")).sum()
+    ).item()
     below = pairs.filter(pl.col("num_clients") < min_num_clients).height
     return {
-        "pairs_canonical": (non_canonical == 0 and self_pairs == 0, {"non_canonical": non_canonical, "self_pairs": self_pairs}),
+        "pairs_canonical": (
+            non_canonical == 0 and self_pairs == 0,
+            {"non_canonical": non_canonical, "self_pairs": self_pairs},
+        ),
         "pairs_unique": (dups == 0 and null_keys == 0, {"duplicate_pairs": dups, "null_keys": int(null_keys)}),
         "num_clients_at_least_min": (below == 0, {"below_min": below, "min_num_clients": min_num_clients}),
     }

@@ -94,7 +94,11 @@ def score_pairs(
         .then(pl.lit("no_embedding_item_2"))
     )
     scorable = pos.filter(pl.col("unscored_reason").is_null())
-    sims = _cosine(E, scorable["idx_1"].to_numpy(), scorable["idx_2"].to_numpy()) if scorable.height else np.zeros(0, np.float32)
+    sims = (
+        _cosine(E, scorable["idx_1"].to_numpy(), scorable["idx_2"].to_numpy())
+        if scorable.height
+        else np.zeros(0, np.float32)
+    )
     scorable = scorable.with_columns(similarity=pl.Series(sims, dtype=pl.Float32))
 
     # anchors and their witnesses
@@ -109,7 +113,16 @@ def score_pairs(
     rng = np.random.default_rng(rules.seed)
     k = rules.negative_attempts
     n_items = emb.height
-    negatives = pl.DataFrame(schema={"anchor": pl.UInt32, "client_id": pl.Int64, "item_id_1": pl.Int64, "idx_1": pl.Int64, "item_id_2": pl.Int64, "idx_neg": pl.Int64})
+    negatives = pl.DataFrame(
+        schema={
+            "anchor": pl.UInt32,
+            "client_id": pl.Int64,
+            "item_id_1": pl.Int64,
+            "idx_1": pl.Int64,
+            "item_id_2": pl.Int64,
+            "idx_neg": pl.Int64,
+        }
+    )
     if anchors.height and n_items:
         cand = rng.integers(0, n_items, size=(anchors.height, k))
         item_ids = emb["item_id"].to_numpy()
@@ -120,7 +133,11 @@ def score_pairs(
                 "idx_neg": cand.reshape(-1).astype(np.int64),
             }
         ).with_columns(item_id=pl.Series(item_ids[cand.reshape(-1)]))
-        a = anchors.select("anchor", "client_id", "item_id_1", "item_id_2", "idx_1").with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
+        a = (
+            anchors.select("anchor", "client_id", "item_id_1", "item_id_2", "idx_1")
+            .with_row_index("row")
+            .with_columns(pl.col("row").cast(pl.Int64))
+        )
         long = long.join(a, on="row")
         seen = served.select("client_id", "item_id").unique()
         long = (
@@ -129,8 +146,14 @@ def score_pairs(
             .sort("row", "attempt")
             .unique("row", keep="first", maintain_order=True)
         )
-        negatives = long.select("anchor", "client_id", "item_id_1", "idx_1", pl.col("item_id").alias("item_id_2"), "idx_neg")
-    neg_sims = _cosine(E, negatives["idx_1"].to_numpy(), negatives["idx_neg"].to_numpy()) if negatives.height else np.zeros(0, np.float32)
+        negatives = long.select(
+            "anchor", "client_id", "item_id_1", "idx_1", pl.col("item_id").alias("item_id_2"), "idx_neg"
+        )
+    neg_sims = (
+        _cosine(E, negatives["idx_1"].to_numpy(), negatives["idx_neg"].to_numpy())
+        if negatives.height
+        else np.zeros(0, np.float32)
+    )
 
     all_sims = np.concatenate([sims, neg_sims])
     if rules.bucket_edges:
@@ -178,13 +201,17 @@ def score_pairs(
         "positive_pairs": pos.height,
         "positive_pairs_scored": scorable.height,
         "positive_pairs_unscored": pos.height - scorable.height,
-        "unscored_by_reason": dict(pos.filter(pl.col("unscored_reason").is_not_null()).group_by("unscored_reason").len().iter_rows()),
+        "unscored_by_reason": dict(
+            pos.filter(pl.col("unscored_reason").is_not_null()).group_by("unscored_reason").len().iter_rows()
+        ),
         "anchors": anchors.height,
         "anchors_sampled_out": scorable.height - min(scorable.height, rules.max_anchors),
         "anchors_without_witness": min(scorable.height, rules.max_anchors) - anchors.height,
         "negatives": negatives.height,
         "anchors_without_negative": anchors.height - negatives.height,
-        "paired_share_positive_more_similar": float((paired["pos"] > paired["neg"]).mean()) if paired.height else float("nan"),
+        "paired_share_positive_more_similar": float((paired["pos"] > paired["neg"]).mean())
+        if paired.height
+        else float("nan"),
         "auc_positive_vs_negative": _auc(sims, neg_sims),
     }
     return ScoreResult(out, [float(e) for e in edges], stats)
@@ -238,7 +265,10 @@ def histogram(pairs: pl.DataFrame, bins: int = 20, width: int = 30) -> str:
         counts[t] = c / max(c.sum(), 1)
     top = max(max(c.max() for c in counts.values()), 1e-9)
     for b in range(bins):
-        bars = ["`" + "█" * int(round(width * counts[t][b] / top)) + f"` {100 * counts[t][b]:.1f}%" for t in ("positive", "negative")]
+        bars = [
+            "`" + "█" * int(round(width * counts[t][b] / top)) + f"` {100 * counts[t][b]:.1f}%"
+            for t in ("positive", "negative")
+        ]
         lines.append(f"| {edges[b]:.3f} .. {edges[b + 1]:.3f} | {bars[0]} | {bars[1]} |")
     return "\n".join(lines)
 
@@ -252,15 +282,27 @@ def validate(result: ScoreResult, item_pairs: pl.DataFrame, served: pl.DataFrame
     missing = want.join(got, on=["item_id_1", "item_id_2"], how="anti").height
     duplicated = got.height - got.unique().height
     unexplained = out.filter(pl.col("similarity").is_null() & pl.col("unscored_reason").is_null()).height
-    negs = out.filter(pl.col("pair_type") == "negative").select(pl.col("witness_client_id").alias("client_id"), pl.col("item_id_2").alias("item_id"))
-    interacted = negs.join(served.select("client_id", "item_id").unique(), on=["client_id", "item_id"], how="semi").height
+    negs = out.filter(pl.col("pair_type") == "negative").select(
+        pl.col("witness_client_id").alias("client_id"), pl.col("item_id_2").alias("item_id")
+    )
+    interacted = negs.join(
+        served.select("client_id", "item_id").unique(), on=["client_id", "item_id"], how="semi"
+    ).height
     return {
         "scores_finite_in_unit_interval": (in_range, {"scored_pairs": int(scored.size)}),
         "every_pair_scored_or_reported": (
             missing == 0 and duplicated == 0 and unexplained == 0,
-            {"positive_pairs_missing": missing, "duplicated": duplicated, "null_score_without_reason": unexplained, **{f"unscored_{k}": v for k, v in result.stats["unscored_by_reason"].items()}},
+            {
+                "positive_pairs_missing": missing,
+                "duplicated": duplicated,
+                "null_score_without_reason": unexplained,
+                **{f"unscored_{k}": v for k, v in result.stats["unscored_by_reason"].items()},
+            },
         ),
-        "negatives_not_interacted": (interacted == 0, {"negatives": negs.height, "negatives_the_client_interacted_with": interacted}),
+        "negatives_not_interacted": (
+            interacted == 0,
+            {"negatives": negs.height, "negatives_the_client_interacted_with": interacted},
+        ),
         "positives_more_similar_than_negatives": (
             result.stats["paired_share_positive_more_similar"] > 0.5,
             {k: result.stats[k] for k in ("paired_share_positive_more_similar", "auc_positive_vs_negative")},

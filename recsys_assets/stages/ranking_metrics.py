@@ -31,8 +31,19 @@ import numpy as np
 from scipy.stats import rankdata
 
 METRICS = (
-    "auc", "avg_prec@10", "map", "mrr", "ndcg@5", "ndcg@10", "recall@5", "recall@10", "recall@50",
-    "recall@100", "recall@gt_5", "recall@gt_100", "recall@all_pos",
+    "auc",
+    "avg_prec@10",
+    "map",
+    "mrr",
+    "ndcg@5",
+    "ndcg@10",
+    "recall@5",
+    "recall@10",
+    "recall@50",
+    "recall@100",
+    "recall@gt_5",
+    "recall@gt_100",
+    "recall@all_pos",
 )
 
 
@@ -57,7 +68,9 @@ def _tie_aware_ap(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((precision * recall_step).sum())
 
 
-def per_client(client: np.ndarray, scores: np.ndarray, labels: np.ndarray, tie_key: np.ndarray) -> dict[str, np.ndarray]:
+def per_client(
+    client: np.ndarray, scores: np.ndarray, labels: np.ndarray, tie_key: np.ndarray
+) -> dict[str, np.ndarray]:
     """Ranking metrics per client (only clients with at least one relevant item), plus ``n_relevant``."""
     client = np.asarray(client)
     scores = np.asarray(scores, dtype=np.float64)
@@ -118,7 +131,9 @@ def metric_row(client: np.ndarray, scores: np.ndarray, labels: np.ndarray, tie_k
     return row
 
 
-def catalog_recall(scores: np.ndarray, targets: list[np.ndarray], exclude: list[np.ndarray], ks=(10, 50, 100)) -> dict[str, np.ndarray]:
+def catalog_recall(
+    scores: np.ndarray, targets: list[np.ndarray], exclude: list[np.ndarray], ks=(10, 50, 100)
+) -> dict[str, np.ndarray]:
     """Recall@k over a whole catalog. ``scores``: (clients, items); ``targets``/``exclude``: per client,
     column indices of the relevant / excluded (already seen) items. Clients with no target are skipped."""
     scores = scores.astype(np.float64, copy=True)

@@ -121,7 +121,9 @@ def enforce_schema(raw: pl.DataFrame | pl.LazyFrame) -> EnforcedSnapshot:
         ("unparseable_event_ts", pl.col("__had_event_ts") & pl.col("event_ts").is_null()),
     ]
     for n in ("timespent_s", "pcc"):
-        checks.append((f"bad_{n}", pl.col(n).is_null() | pl.col(n).is_nan() | pl.col(n).is_infinite() | (pl.col(n) < 0)))
+        checks.append(
+            (f"bad_{n}", pl.col(n).is_null() | pl.col(n).is_nan() | pl.col(n).is_infinite() | (pl.col(n) < 0))
+        )
     checks += [
         ("unparseable_liked", pl.col("__had_liked") & pl.col("liked").is_null()),
         ("null_liked", pl.col("__had_liked").not_()),

@@ -52,7 +52,9 @@ class DatasetRules:
 
 
 def labelled(window: pl.DataFrame, rules: DatasetRules) -> pl.DataFrame:
-    return window.select("client_id", "item_id", "session_id", "event_ts", (pl.col("pcc") > rules.positive_pcc_above).alias("label"))
+    return window.select(
+        "client_id", "item_id", "session_id", "event_ts", (pl.col("pcc") > rules.positive_pcc_above).alias("label")
+    )
 
 
 def eligible(window: pl.DataFrame, rules: DatasetRules) -> tuple[pl.DataFrame, dict[str, int]]:
@@ -67,7 +69,9 @@ def eligible(window: pl.DataFrame, rules: DatasetRules) -> tuple[pl.DataFrame, d
     )
     items = rows.group_by("item_id").agg(n=pl.len())
     ok_items = items.filter(pl.col("n") >= rules.min_item_interactions)
-    kept = rows.join(ok_clients.select("client_id"), on="client_id", how="semi").join(ok_items.select("item_id"), on="item_id", how="semi")
+    kept = rows.join(ok_clients.select("client_id"), on="client_id", how="semi").join(
+        ok_items.select("item_id"), on="item_id", how="semi"
+    )
     stats = {
         "window_rows": rows.height,
         "clients": clients.height,
@@ -99,7 +103,15 @@ def history_sums(history: pl.DataFrame, item_features: pl.DataFrame, dim: int) -
             counts = np.diff(np.r_[starts, len(cid)])
         else:
             clients, sums, counts = np.zeros(0, np.int64), np.zeros((0, dim)), np.zeros(0, np.int64)
-        parts.append(pl.DataFrame({"client_id": clients, f"{name}_sum": pl.Series(sums.astype(np.float32), dtype=pl.Array(pl.Float32, dim)), f"{name}_count": counts.astype(np.int64)}))
+        parts.append(
+            pl.DataFrame(
+                {
+                    "client_id": clients,
+                    f"{name}_sum": pl.Series(sums.astype(np.float32), dtype=pl.Array(pl.Float32, dim)),
+                    f"{name}_count": counts.astype(np.int64),
+                }
+            )
+        )
     return parts[0].join(parts[1], on="client_id", how="full", coalesce=True)
 
 
@@ -136,7 +148,9 @@ def _mark_history(rows: pl.DataFrame, history: pl.DataFrame) -> pl.DataFrame:
     return rows.join(pos, on=["client_id", "item_id"], how="left").join(neg, on=["client_id", "item_id"], how="left")
 
 
-def with_user_features(rows: pl.DataFrame, history: pl.DataFrame, item_features: pl.DataFrame, dim: int) -> pl.DataFrame:
+def with_user_features(
+    rows: pl.DataFrame, history: pl.DataFrame, item_features: pl.DataFrame, dim: int
+) -> pl.DataFrame:
     """Rows (client_id, item_id, ...) + pos_hist, neg_hist (leave-own-item-out means over ``history``)."""
     sums = history_sums(history, item_features, dim)
     return user_features(_mark_history(rows, history), sums, item_features, dim)
@@ -151,7 +165,9 @@ def balance(rows: pl.DataFrame, seed: int) -> pl.DataFrame:
     return keyed.filter(rank <= k).drop("row_key").sort("client_id", "item_id", "event_ts")
 
 
-def build_dataset(window: pl.DataFrame, item_features: pl.DataFrame, rules: DatasetRules, dim: int) -> tuple[pl.DataFrame, dict[str, typing.Any]]:
+def build_dataset(
+    window: pl.DataFrame, item_features: pl.DataFrame, rules: DatasetRules, dim: int
+) -> tuple[pl.DataFrame, dict[str, typing.Any]]:
     """The training rows of a 7-day window: filters, features (own item left out), balance."""
     kept, stats = eligible(window, rules)
     kept = kept.join(item_features.select("item_id"), on="item_id", how="inner")  # items with a BLIP embedding
@@ -160,7 +176,9 @@ def build_dataset(window: pl.DataFrame, item_features: pl.DataFrame, rules: Data
     if rules.balance:
         rows = balance(rows, rules.seed)
     full = with_user_features(rows, kept, item_features, dim).rename({"features": "item_features"})
-    full = full.with_columns(weight=pl.when(pl.col("label")).then(rules.positive_weight).otherwise(rules.negative_weight).cast(pl.Float32))
+    full = full.with_columns(
+        weight=pl.when(pl.col("label")).then(rules.positive_weight).otherwise(rules.negative_weight).cast(pl.Float32)
+    )
     stats.update(rows=full.height, positives=int(full["label"].sum()), negatives=int((~full["label"]).sum()))
     return full.sort("client_id", "event_ts", "item_id"), stats
 
@@ -180,7 +198,13 @@ def fit_pca(embeddings: np.ndarray, n_components: int, seed: int = 0) -> ModelAr
         "explained_variance_ratio": pca.explained_variance_ratio_.astype(np.float32),
         "singular_values": pca.singular_values_.astype(np.float32),
     }
-    config = {"n_components": k, "requested_components": n_components, "n_samples": int(embeddings.shape[0]), "n_features": int(embeddings.shape[1]), "whiten": False}
+    config = {
+        "n_components": k,
+        "requested_components": n_components,
+        "n_samples": int(embeddings.shape[0]),
+        "n_features": int(embeddings.shape[1]),
+        "whiten": False,
+    }
     return ModelArtifact(arrays, config)
 
 
@@ -205,7 +229,9 @@ def project(embeddings: pl.DataFrame, pca: typing.Any) -> pl.DataFrame:
     """item_id, blip_embedding -> item_id, features (the PCA projection, float32)."""
     x = embeddings["blip_embedding"].to_numpy().astype(np.float64)
     z = pca.transform(x).astype(np.float32) if len(x) else np.zeros((0, pca.n_components_), np.float32)
-    return pl.DataFrame({"item_id": embeddings["item_id"], "features": pl.Series(z, dtype=pl.Array(pl.Float32, z.shape[1]))})
+    return pl.DataFrame(
+        {"item_id": embeddings["item_id"], "features": pl.Series(z, dtype=pl.Array(pl.Float32, z.shape[1]))}
+    )
 
 
 # --- the model -------------------------------------------------------------------------------------
@@ -241,7 +267,9 @@ def _mlp(sizes: typing.Sequence[int], dropout: float) -> nn.Sequential:
 
 
 class TwoTower(nn.Module):
-    def __init__(self, feature_dim: int, hidden: typing.Sequence[int] = (128, 64), out_dim: int = 32, dropout: float = 0.1):
+    def __init__(
+        self, feature_dim: int, hidden: typing.Sequence[int] = (128, 64), out_dim: int = 32, dropout: float = 0.1
+    ):
         super().__init__()
         self.user = _mlp([2 * feature_dim + 2, *hidden, out_dim], dropout)
         self.item = _mlp([feature_dim, *hidden, out_dim], dropout)
@@ -270,11 +298,26 @@ class Tensors:
     item_id: np.ndarray
 
     def to(self, device: torch.device) -> "Tensors":
-        return Tensors(*(t.to(device, non_blocking=True) for t in (self.pos, self.neg, self.n_pos, self.n_neg, self.item, self.label, self.weight)), self.item_id)
+        return Tensors(
+            *(
+                t.to(device, non_blocking=True)
+                for t in (self.pos, self.neg, self.n_pos, self.n_neg, self.item, self.label, self.weight)
+            ),
+            self.item_id,
+        )
 
     def take(self, idx) -> "Tensors":
         np_idx = idx if isinstance(idx, slice) else np.asarray(idx)
-        return Tensors(self.pos[idx], self.neg[idx], self.n_pos[idx], self.n_neg[idx], self.item[idx], self.label[idx], self.weight[idx], self.item_id[np_idx])
+        return Tensors(
+            self.pos[idx],
+            self.neg[idx],
+            self.n_pos[idx],
+            self.n_neg[idx],
+            self.item[idx],
+            self.label[idx],
+            self.weight[idx],
+            self.item_id[np_idx],
+        )
 
     def __len__(self) -> int:
         return len(self.label)
@@ -286,7 +329,8 @@ def tensors(rows: pl.DataFrame) -> Tensors:
 
     weight = rows["weight"] if "weight" in rows.columns else pl.Series(np.ones(rows.height, np.float32))
     return Tensors(
-        arr("pos_hist"), arr("neg_hist"),
+        arr("pos_hist"),
+        arr("neg_hist"),
         torch.from_numpy(np.array(rows["n_pos_hist"].to_numpy(), dtype=np.float32)),
         torch.from_numpy(np.array(rows["n_neg_hist"].to_numpy(), dtype=np.float32)),
         arr("item_features"),
@@ -299,7 +343,9 @@ def tensors(rows: pl.DataFrame) -> Tensors:
 def _loss(model: TwoTower, b: Tensors, params: ModelParams, log_q: typing.Optional[dict]) -> torch.Tensor:
     if params.loss == "bce":
         logits = model(b.pos, b.neg, b.n_pos, b.n_neg, b.item)
-        return (nn.functional.binary_cross_entropy_with_logits(logits, b.label, reduction="none") * b.weight).sum() / b.weight.sum()
+        return (
+            nn.functional.binary_cross_entropy_with_logits(logits, b.label, reduction="none") * b.weight
+        ).sum() / b.weight.sum()
     if params.loss == "inbatch_softmax":
         p = b.label > 0.5
         if int(p.sum()) < 2:
@@ -307,7 +353,9 @@ def _loss(model: TwoTower, b: Tensors, params: ModelParams, log_q: typing.Option
         u = nn.functional.normalize(model.user_vec(b.pos[p], b.neg[p], b.n_pos[p], b.n_neg[p]), dim=-1)
         v = nn.functional.normalize(model.item_vec(b.item[p]), dim=-1)
         logits = u @ v.T / params.temperature
-        lq = torch.tensor([log_q.get(int(i), 0.0) for i in b.item_id[p.cpu().numpy()]], dtype=torch.float32, device=logits.device)
+        lq = torch.tensor(
+            [log_q.get(int(i), 0.0) for i in b.item_id[p.cpu().numpy()]], dtype=torch.float32, device=logits.device
+        )
         logits = logits - lq[None, :]  # logQ correction: popular items are over-represented as in-batch negatives
         return nn.functional.cross_entropy(logits, torch.arange(len(u), device=logits.device))
     raise ValueError(f"loss must be 'bce' or 'inbatch_softmax', not {params.loss!r}")
@@ -364,8 +412,14 @@ def train(rows: pl.DataFrame, params: ModelParams, log: typing.Callable[[str], N
         with torch.no_grad():
             h = data.take(ho).to(device)
             ho_loss = float(_loss(model, h, params, log_q)) if len(ho) else float("nan")
-            ho_auc = auc(model(h.pos, h.neg, h.n_pos, h.n_neg, h.item).cpu().numpy(), h.label.cpu().numpy() > 0.5) if len(ho) else float("nan")
-        history.append({"epoch": epoch, "train_loss": total_loss / max(nb, 1), "holdout_loss": ho_loss, "holdout_auc": ho_auc})
+            ho_auc = (
+                auc(model(h.pos, h.neg, h.n_pos, h.n_neg, h.item).cpu().numpy(), h.label.cpu().numpy() > 0.5)
+                if len(ho)
+                else float("nan")
+            )
+        history.append(
+            {"epoch": epoch, "train_loss": total_loss / max(nb, 1), "holdout_loss": ho_loss, "holdout_auc": ho_auc}
+        )
         score = ho_loss if len(ho) else total_loss
         if score < best - 1e-6:
             best, best_epoch, stale = score, epoch, 0
@@ -378,21 +432,28 @@ def train(rows: pl.DataFrame, params: ModelParams, log: typing.Callable[[str], N
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval().to("cpu")
-    return TrainResult(model, history, best_epoch, len(tr), len(ho), time.perf_counter() - t0, seen / max(train_time, 1e-9))
+    return TrainResult(
+        model, history, best_epoch, len(tr), len(ho), time.perf_counter() - t0, seen / max(train_time, 1e-9)
+    )
 
 
 @torch.no_grad()
 def score_rows(model: TwoTower, rows: pl.DataFrame, batch: int = 65536) -> np.ndarray:
     data = tensors(rows)
-    out = [model(*(getattr(data.take(slice(s, s + batch)), k) for k in ("pos", "neg", "n_pos", "n_neg", "item"))).numpy() for s in range(0, len(data), batch)]
+    out = [
+        model(*(getattr(data.take(slice(s, s + batch)), k) for k in ("pos", "neg", "n_pos", "n_neg", "item"))).numpy()
+        for s in range(0, len(data), batch)
+    ]
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
 @torch.no_grad()
 def user_vectors(model: TwoTower, users: pl.DataFrame) -> np.ndarray:
     """users: pos_hist, neg_hist, n_pos_hist, n_neg_hist -> (n, out_dim)."""
+
     def arr(c):
         return torch.from_numpy(np.array(users[c].to_numpy(), dtype=np.float32))
+
     return model.user_vec(arr("pos_hist"), arr("neg_hist"), arr("n_pos_hist"), arr("n_neg_hist")).numpy()
 
 

@@ -26,16 +26,23 @@ from .ranking_metrics import METRICS, catalog_recall, metric_row
 TruthFn = typing.Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def validation_rows(day: pl.DataFrame, history: pl.DataFrame, item_features: pl.DataFrame, rules: tt.DatasetRules, dim: int) -> pl.DataFrame:
+def validation_rows(
+    day: pl.DataFrame, history: pl.DataFrame, item_features: pl.DataFrame, rules: tt.DatasetRules, dim: int
+) -> pl.DataFrame:
     rows = tt.labelled(day, rules).join(item_features.select("item_id"), on="item_id", how="semi")
     hist = tt.labelled(history, rules)
-    return tt.with_user_features(rows, hist, item_features, dim).rename({"features": "item_features"}).sort("client_id", "item_id", "event_ts")
+    return (
+        tt.with_user_features(rows, hist, item_features, dim)
+        .rename({"features": "item_features"})
+        .sort("client_id", "item_id", "event_ts")
+    )
 
 
 def client_languages(history: pl.DataFrame, item_language: pl.DataFrame) -> pl.DataFrame:
     return (
         history.join(item_language, on="item_id", how="inner")
-        .group_by("client_id", "language").len()
+        .group_by("client_id", "language")
+        .len()
         .sort("client_id", "len", "language", descending=[False, True, False])
         .unique("client_id", keep="first", maintain_order=True)
         .select("client_id", "language")
@@ -62,7 +69,12 @@ def evaluate(
     popularity = hist.filter(pl.col("label")).group_by("item_id").agg(pop=pl.len().cast(pl.Float64))
 
     def pop_of(items: pl.Series) -> np.ndarray:
-        return items.to_frame("item_id").join(popularity, on="item_id", how="left", maintain_order="left")["pop"].fill_null(0.0).to_numpy()
+        return (
+            items.to_frame("item_id")
+            .join(popularity, on="item_id", how="left", maintain_order="left")["pop"]
+            .fill_null(0.0)
+            .to_numpy()
+        )
 
     scores: dict[str, np.ndarray] = {
         "two_tower": tt.score_rows(model, rows),
@@ -79,7 +91,9 @@ def evaluate(
     eval_clients = positives.select("client_id").unique().join(langs, on="client_id").sort("client_id")
     if eval_clients.height > max_catalog_clients:
         eval_clients = eval_clients.filter(pl.col("client_id").hash(seed).rank("ordinal") <= max_catalog_clients)
-    users = tt.with_user_features(eval_clients.select("client_id", pl.lit(-1, pl.Int64).alias("item_id")), hist, item_features, dim)
+    users = tt.with_user_features(
+        eval_clients.select("client_id", pl.lit(-1, pl.Int64).alias("item_id")), hist, item_features, dim
+    )
     users = users.with_columns(pl.col("features").fill_null(np.zeros(dim, dtype=np.float32).tolist()))
     catalog = item_features.join(item_language, on="item_id").sort("item_id")
     seen = hist.select("client_id", "item_id").unique()
@@ -89,7 +103,9 @@ def evaluate(
         if cat.height == 0:
             continue
         cat_ids = cat["item_id"].to_numpy()
-        u_rows = users.join(eval_clients.filter(pl.col("language") == lang).select("client_id"), on="client_id", how="semi").sort("client_id")
+        u_rows = users.join(
+            eval_clients.filter(pl.col("language") == lang).select("client_id"), on="client_id", how="semi"
+        ).sort("client_id")
         cids = u_rows["client_id"].to_numpy()
         pos_by = positives.filter(pl.col("client_id").is_in(cids)).group_by("client_id").agg("item_id")
         seen_by = seen.filter(pl.col("client_id").is_in(cids)).group_by("client_id").agg("item_id")
@@ -115,7 +131,9 @@ def evaluate(
                 "popularity": np.tile(pop - np.arange(len(cat_ids)) * 1e-9, (len(cids[sl]), 1)),
             }
             if truth is not None:
-                blocks["oracle"] = truth(np.repeat(cids[sl], len(cat_ids)), np.tile(cat_ids, len(cids[sl]))).reshape(len(cids[sl]), len(cat_ids))
+                blocks["oracle"] = truth(np.repeat(cids[sl], len(cat_ids)), np.tile(cat_ids, len(cids[sl]))).reshape(
+                    len(cids[sl]), len(cat_ids)
+                )
             for m, sc in blocks.items():
                 for name, vals in catalog_recall(sc, targets[sl], exclude[sl], ks).items():
                     cat_acc[m][name].append(vals)
@@ -127,7 +145,18 @@ def evaluate(
             r[name] = float(vals.mean()) if len(vals) else float("nan")
         r["catalog_clients"] = int(sum(len(p) for p in cat_acc[m][f"catalog_recall@{ks[0]}"]))
         out_rows.append(r)
-    schema = {"method": pl.String, **{m: pl.Float64 for m in METRICS}, "clients": pl.Int64, "clients_without_positive": pl.Int64,
-              "rows": pl.Int64, **{f"catalog_recall@{k}": pl.Float64 for k in ks}, "catalog_clients": pl.Int64}
-    stats = {"validation_rows": rows.height, "validation_clients": int(rows["client_id"].n_unique()), "catalog_items": catalog.height}
+    schema = {
+        "method": pl.String,
+        **{m: pl.Float64 for m in METRICS},
+        "clients": pl.Int64,
+        "clients_without_positive": pl.Int64,
+        "rows": pl.Int64,
+        **{f"catalog_recall@{k}": pl.Float64 for k in ks},
+        "catalog_clients": pl.Int64,
+    }
+    stats = {
+        "validation_rows": rows.height,
+        "validation_clients": int(rows["client_id"].n_unique()),
+        "catalog_items": catalog.height,
+    }
     return pl.DataFrame(out_rows, schema=schema), stats
