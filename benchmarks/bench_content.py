@@ -137,7 +137,10 @@ def main() -> None:
     items = pl.DataFrame({"item_id": list(range(n)), "download_url": paths})
     t = time.perf_counter()
     out = embed_items(
-        items, enc, policy, EmbedParams(batch_size=a.batch_size, workers=a.workers, model_threads=a.torch_threads)
+        items,
+        enc,
+        policy,
+        EmbedParams(batch_size=a.batch_size, decode_workers=a.workers, model_threads=a.torch_threads),
     )
     with tempfile.TemporaryDirectory() as d:
         out.table.write_parquet(f"{d}/emb.parquet")

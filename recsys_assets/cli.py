@@ -10,26 +10,19 @@ import datetime as dt
 import os
 import sys
 import time
-from pathlib import Path
+import typing
+
+from .settings import Settings
 
 
-def _ensure_dagster_home() -> str:
-    home = os.environ.get("DAGSTER_HOME") or str(Path(".dagster_home").resolve())
-    Path(home).mkdir(parents=True, exist_ok=True)
-    cfg = Path(home) / "dagster.yaml"
+def _ensure_dagster_home(settings: Settings) -> str:
+    home = settings.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = home / "dagster.yaml"
     if not cfg.exists():
         cfg.write_text("telemetry:\n  enabled: false\n")
-    os.environ["DAGSTER_HOME"] = home
-    return home
-
-
-def _default_range() -> tuple[dt.date, dt.date]:
-    from .simulator.profiles import get_profile
-
-    if os.environ.get("RECSYS_SOURCE", "simulator") != "simulator":
-        raise SystemExit("--start and --end are required when RECSYS_SOURCE is not the simulator")
-    p = get_profile(os.environ.get("RECSYS_SIM_PROFILE", "demo"))
-    return p.start_date, p.end_date
+    os.environ["DAGSTER_HOME"] = str(home)
+    return str(home)
 
 
 def _fmt(v) -> str:
@@ -45,13 +38,20 @@ def _ratio(md: dict, num: str, den: str) -> str | None:
     return None
 
 
-def materialize(args: argparse.Namespace) -> int:
-    home = _ensure_dagster_home()
+def materialize(args: argparse.Namespace, settings: Settings) -> int:
+    home = _ensure_dagster_home(settings)
     import dagster as dg
 
-    from .definitions import defs
+    from .definitions import build_definitions
 
-    start, end = _default_range() if not (args.start and args.end) else (args.start, args.end)
+    defs = build_definitions(settings)
+    if args.start and args.end:
+        start, end = args.start, args.end
+    else:
+        try:
+            start, end = settings.default_range()
+        except ValueError as e:
+            raise SystemExit(f"--start and --end are required: {e}") from None
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
     job = defs.resolve_job_def(args.job)
     instance = dg.DagsterInstance.get()
@@ -71,7 +71,10 @@ def materialize(args: argparse.Namespace) -> int:
         bad = [f"{c.asset_key.to_user_string()}:{c.check_name}" for c in checks if not c.passed]
         failed += 0 if res.success else 1
         fi, pairs, ev = md.get("filtered_interactions", {}), md.get("item_pairs", {}), md.get("als_evaluation", {})
-        r50 = lambda k: f"{ev[k]:.3f}" if isinstance(ev.get(k), float) else None  # noqa: E731
+
+        def r50(k: str, ev: dict = ev) -> str | None:
+            return f"{ev[k]:.3f}" if isinstance(ev.get(k), float) else None
+
         rows.append(
             [
                 day.isoformat(),
@@ -147,7 +150,7 @@ def materialize(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, env: typing.Mapping[str, str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="recsys-assets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -158,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--job", default="daily_job")
     m.add_argument("--log-level", default="WARNING")
     args = ap.parse_args(argv)
+    settings = Settings.from_env(os.environ if env is None else env)
     if args.cmd == "materialize":
-        return materialize(args)
+        return materialize(args, settings)
     return 2
 
 

@@ -1,12 +1,54 @@
 import datetime as dt
 import socket
+import typing
+from pathlib import Path
 
 import polars as pl
 import pytest
 
+from recsys_assets.defs.partitions import daily_partitions
 from recsys_assets.simulator.platform import Platform
 
 DAY = dt.date(2026, 11, 2)
+PARTITIONS = daily_partitions("2026-11-01")
+"""The partitions the test assets are built for (the simulator's profiles start on 2026-11-01)."""
+
+
+def tiny_env(root: Path, **extra: str) -> dict[str, str]:
+    """The settings of a tiny simulated deployment whose data all lives under ``root``."""
+    return {
+        "RECSYS_DATA_DIR": str(root),
+        "RECSYS_SIM_PROFILE": "tiny",
+        "RECSYS_SIM_SEED": "3",
+        "RECSYS_DEVICE": "cpu",
+        "RECSYS_ALS_THREADS": "1",
+        **extra,
+    }
+
+
+def tiny_resources(root: Path, **extra: str) -> dict[str, typing.Any]:
+    """The resources of that deployment, built the way the code location builds them
+    (``build_resources``); only the frames per video are fewer, to keep the tests fast."""
+    from recsys_assets.definitions import build_resources
+
+    resources = build_resources(tiny_env(root, **extra))
+    resources["content_models"] = resources["content_models"].model_copy(update={"n_frames": 4})
+    return resources
+
+
+def tiny_assets(*stages: typing.Any) -> list:
+    """The daily assets of the given ``defs`` stage modules, for :data:`PARTITIONS`."""
+    return [a for stage in stages for a in stage.build_assets(PARTITIONS)]
+
+
+SERVER_FIXTURES = {"moto_server", "s3_env", "http_base"}
+"""Fixtures that start a server (moto's S3 API, a loopback HTTP server): tests using them are ``slow``."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def free_port() -> int:

@@ -1,5 +1,6 @@
 """ALS stage: confidence building, minimum counts, recovery of planted structure, determinism, schema, metrics."""
 
+import dataclasses
 import datetime as dt
 
 import numpy as np
@@ -7,6 +8,7 @@ import polars as pl
 
 from recsys_assets.stages import als_evaluation as E
 from recsys_assets.stages import als_factors as A
+from recsys_assets.stages.ranking_metrics import retrieval_at_k
 
 
 def frame(rows):
@@ -94,8 +96,9 @@ def test_training_is_deterministic_and_output_schema_is_the_contract():
         {"item_id": np.arange(len(ig)), "language": ["hindi" if i % 3 else "tamil" for i in range(len(ig))]}
     )
     params = A.AlsParams(factors=6, iterations=5, min_item_clients=1, min_client_items=1)
-    a = A.train_als(train, langs, params, min_cells_per_language=10)
-    b = A.train_als(train, langs, params, min_cells_per_language=10)
+    params = dataclasses.replace(params, min_cells_per_language=10)
+    a = A.train_als(train, langs, params)
+    b = A.train_als(train, langs, params)
     assert a.item_factors.equals(b.item_factors) and a.user_factors.equals(b.user_factors)
     assert a.item_factors.schema == pl.Schema(
         {"item_id": pl.Int64, "language": pl.String, "vector": pl.Array(pl.Float32, 6)}
@@ -110,7 +113,7 @@ def test_training_is_deterministic_and_output_schema_is_the_contract():
 def test_languages_with_too_little_data_are_skipped_and_reported():
     train, _, _, ig = planted(n_clients=100, n_items=40, per_client=5)
     langs = pl.DataFrame({"item_id": np.arange(len(ig)), "language": ["hindi"] * (len(ig) - 1) + ["tamil"]})
-    res = A.train_als(train, langs, A.AlsParams(factors=4, iterations=3), min_cells_per_language=50)
+    res = A.train_als(train, langs, A.AlsParams(factors=4, iterations=3, min_cells_per_language=50))
     by = {s["language"]: s for s in res.stats}
     assert by["hindi"]["trained"] and not by["tamil"]["trained"] and "skipped" in by["tamil"]
     assert set(res.item_factors["language"]) == {"hindi"}
@@ -150,11 +153,14 @@ def test_ranking_metrics_match_a_plain_reference():
     scores = rng.standard_normal((n, m))
     seen = [set(rng.choice(m, 5, replace=False).tolist()) for _ in range(n)]
     targets = [set(rng.choice([i for i in range(m) if i not in s], 3, replace=False).tolist()) for s in seen]
-    to_csr = lambda sets: sp.csr_matrix(
-        ([1.0] * sum(map(len, sets)), ([r for r, s in enumerate(sets) for _ in s], [c for s in sets for c in s])),
-        shape=(n, m),
-    )
-    got = E.ranking_metrics(scores, to_csr(seen), to_csr(targets), ks=(10, 20))
+
+    def to_csr(sets):
+        return sp.csr_matrix(
+            ([1.0] * sum(map(len, sets)), ([r for r, s in enumerate(sets) for _ in s], [c for s in sets for c in s])),
+            shape=(n, m),
+        )
+
+    got = retrieval_at_k(scores, to_csr(targets), exclude=to_csr(seen), recall_ks=(10, 20), ndcg_ks=(10,))
     rec, nd = _reference_metrics(scores, seen, targets, 10)
     np.testing.assert_allclose(got["recall@10"], rec)
     np.testing.assert_allclose(got["ndcg@10"], nd)

@@ -4,24 +4,18 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from recsys_assets.defs.collaborative import COLLABORATIVE_ASSETS, EVAL_WINDOW, PREVIOUS_DAY, TRAIN_WINDOW
-from recsys_assets.defs.data_prep import DATA_PREP_ASSETS
-from recsys_assets.defs.io_manager import PolarsParquetIOManager
-from recsys_assets.defs.partitions import daily_partitions
-from recsys_assets.defs.resources import (
-    AlsEngineResource,
-    SimulatedCatalogSource,
-    SimulatedPlatformResource,
-    SimulatedSnapshotSource,
-)
+from recsys_assets.defs import collaborative, data_prep
+from recsys_assets.defs.partitions import EVAL_WINDOW, PREVIOUS_DAY, TRAIN_WINDOW
 from recsys_assets.storage import LocalStore, read_parquet
+
+from .conftest import PARTITIONS, tiny_assets, tiny_resources
 
 DAYS = ("2026-11-01", "2026-11-02", "2026-11-03")
 
 
 def upstream(mapping, day):
-    subset = daily_partitions.empty_subset().with_partition_keys([day])
-    res = mapping.get_upstream_mapped_partitions_result_for_partitions(subset, daily_partitions, daily_partitions)
+    subset = PARTITIONS.empty_subset().with_partition_keys([day])
+    res = mapping.get_upstream_mapped_partitions_result_for_partitions(subset, PARTITIONS, PARTITIONS)
     return sorted(res.partitions_subset.get_partition_keys())
 
 
@@ -37,23 +31,12 @@ def test_windows_map_to_the_right_days_and_are_clipped_at_the_start():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("collab")
-    sim = SimulatedPlatformResource(profile="tiny", seed=3, root=str(root / "platform"))
-    resources = {
-        "io_manager": PolarsParquetIOManager(base_url=str(root / "assets")),
-        "snapshots": SimulatedSnapshotSource(simulator=sim),
-        "catalog": SimulatedCatalogSource(simulator=sim),
-        "als_engine": AlsEngineResource(num_threads=1),
-    }
+    resources = tiny_resources(root)
+    assets = tiny_assets(data_prep, collaborative)
     instance = dg.DagsterInstance.ephemeral()
     config = {"ops": {"als_factors": {"config": {"min_cells_per_language": 50}}}}
     results = {
-        day: dg.materialize(
-            [*DATA_PREP_ASSETS, *COLLABORATIVE_ASSETS],
-            partition_key=day,
-            resources=resources,
-            instance=instance,
-            run_config=config,
-        )
+        day: dg.materialize(assets, partition_key=day, resources=resources, instance=instance, run_config=config)
         for day in DAYS
     }
     return root, results

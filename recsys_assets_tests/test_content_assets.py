@@ -4,18 +4,10 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from recsys_assets.defs.content import CONTENT_ASSETS
-from recsys_assets.defs.data_prep import DATA_PREP_ASSETS
-from recsys_assets.defs.io_manager import PolarsParquetIOManager
-from recsys_assets.defs.resources import (
-    ContentModelsResource,
-    EmbeddingCacheResource,
-    MediaFetchResource,
-    SimulatedCatalogSource,
-    SimulatedPlatformResource,
-    SimulatedSnapshotSource,
-)
+from recsys_assets.defs import content, data_prep
 from recsys_assets.storage import LocalStore, read_parquet
+
+from .conftest import tiny_assets, tiny_resources
 
 DAYS = ("2026-11-01", "2026-11-02")
 
@@ -23,33 +15,16 @@ DAYS = ("2026-11-01", "2026-11-02")
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("content")
-    sim = SimulatedPlatformResource(profile="tiny", seed=3, root=str(root / "platform"))
-    resources = {
-        "io_manager": PolarsParquetIOManager(base_url=str(root / "assets")),
-        "snapshots": SimulatedSnapshotSource(simulator=sim),
-        "catalog": SimulatedCatalogSource(simulator=sim),
-        "media_fetch": MediaFetchResource(allowed_roots=[str(root / "platform" / "media")]),
-        "content_models": ContentModelsResource(n_frames=4, device="cpu"),
-        "embedding_cache": EmbeddingCacheResource(base_url=str(root / "assets" / "_cache")),
-    }
+    resources = tiny_resources(root)
+    assets = tiny_assets(data_prep, content)
     instance = dg.DagsterInstance.ephemeral()
     config = {"ops": {"item_content_embeddings": {"config": {"decode_workers": 2}}}}
     results = {
-        day: dg.materialize(
-            [*DATA_PREP_ASSETS, *CONTENT_ASSETS],
-            partition_key=day,
-            resources=resources,
-            instance=instance,
-            run_config=config,
-        )
+        day: dg.materialize(assets, partition_key=day, resources=resources, instance=instance, run_config=config)
         for day in DAYS
     }
     again = dg.materialize(
-        [*DATA_PREP_ASSETS, *CONTENT_ASSETS],
-        partition_key=DAYS[0],
-        resources=resources,
-        instance=instance,
-        selection=["item_content_embeddings"],
+        assets, partition_key=DAYS[0], resources=resources, instance=instance, selection=["item_content_embeddings"]
     )
     return root, results, again
 

@@ -171,7 +171,7 @@ def test_train_all_per_language_artifact_round_trip_and_cold_items():
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_weights_round_trip_through_the_io_manager(where, tmp_path, request):
     feats, y = planted(n=200)
-    model = ce.ContentToCollab(24, 12, 8, hidden=16)
+    model = ce.ContentToCollab(24, 12, 8, ce.EncoderParams(hidden=16))
     art = ce.to_artifact(
         {"hindi": model},
         {

@@ -6,32 +6,22 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from recsys_assets.defs.data_prep import DATA_PREP_ASSETS
-from recsys_assets.defs.io_manager import PolarsParquetIOManager
-from recsys_assets.defs.resources import (
-    DeltaCatalogSource,
-    ParquetSnapshotSource,
-    SimulatedCatalogSource,
-    SimulatedPlatformResource,
-    SimulatedSnapshotSource,
-)
+from recsys_assets.defs import data_prep
 from recsys_assets.storage import LocalStore, read_parquet, write_parquet
 
-from .conftest import interactions
+from .conftest import interactions, tiny_assets, tiny_resources
+
+ASSETS = tiny_assets(data_prep)
 
 
 @pytest.fixture(scope="module")
 def sim_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("sim")
-    sim = SimulatedPlatformResource(profile="tiny", seed=3, root=str(root / "platform"))
-    resources = {
-        "io_manager": PolarsParquetIOManager(base_url=str(root / "assets")),
-        "snapshots": SimulatedSnapshotSource(simulator=sim),
-        "catalog": SimulatedCatalogSource(simulator=sim),
-    }
+    resources = tiny_resources(root)
+    sim = resources["snapshots"].simulator
     instance = dg.DagsterInstance.ephemeral()
     results = {
-        day: dg.materialize(DATA_PREP_ASSETS, partition_key=day, resources=resources, instance=instance)
+        day: dg.materialize(ASSETS, partition_key=day, resources=resources, instance=instance)
         for day in ("2026-11-01", "2026-11-02")
     }
     return root, results, sim
@@ -78,26 +68,21 @@ def test_rematerializing_a_day_is_idempotent(sim_run, tmp_path):
     root, results, sim = sim_run
     before = read_parquet(LocalStore(root / "assets"), "item_pairs/2026-11-01.parquet")
     again = dg.materialize(
-        DATA_PREP_ASSETS,
-        partition_key="2026-11-01",
-        resources={
-            "io_manager": PolarsParquetIOManager(base_url=str(tmp_path)),
-            "snapshots": SimulatedSnapshotSource(simulator=sim),
-            "catalog": SimulatedCatalogSource(simulator=sim),
-        },
+        ASSETS, partition_key="2026-11-01", resources=tiny_resources(tmp_path, RECSYS_SIM_ROOT=sim.root)
     )
     assert again.success
-    assert read_parquet(LocalStore(tmp_path), "item_pairs/2026-11-01.parquet").equals(before)
+    assert read_parquet(LocalStore(tmp_path / "assets"), "item_pairs/2026-11-01.parquet").equals(before)
 
 
 def lake_resources(tmp_path, rows, sim_root):
     store = LocalStore(tmp_path / "lake")
     write_parquet(store, "snap/dt=2026-11-02/part-0.parquet", rows)
-    return {
-        "io_manager": PolarsParquetIOManager(base_url=str(tmp_path / "assets")),
-        "snapshots": ParquetSnapshotSource(url_template=str(tmp_path / "lake/snap/dt={date}/")),
-        "catalog": DeltaCatalogSource(table_uri=str(sim_root / "platform" / "catalog")),
-    }
+    return tiny_resources(
+        tmp_path,
+        RECSYS_SOURCE="lake",
+        RECSYS_SNAPSHOT_URL_TEMPLATE=str(tmp_path / "lake/snap/dt={date}/"),
+        RECSYS_CATALOG_URI=str(sim_root / "platform" / "catalog"),
+    )
 
 
 def test_a_poisoned_snapshot_stops_at_the_blocking_check(sim_run, tmp_path):
@@ -105,10 +90,7 @@ def test_a_poisoned_snapshot_stops_at_the_blocking_check(sim_run, tmp_path):
     ids = sim.platform().item_ids[:5].tolist()
     rows = interactions([{"item_id": ids[i % 5], "client_id": None if i % 2 else 1} for i in range(40)])
     res = dg.materialize(
-        DATA_PREP_ASSETS,
-        partition_key="2026-11-02",
-        resources=lake_resources(tmp_path, rows, root),
-        raise_on_error=False,
+        ASSETS, partition_key="2026-11-02", resources=lake_resources(tmp_path, rows, root), raise_on_error=False
     )
     assert not res.success
     evals = {e.check_name: e for e in res.get_asset_check_evaluations()}
@@ -122,20 +104,15 @@ def test_a_schema_mismatch_fails_with_the_column_named(sim_run, tmp_path):
     root, _, _ = sim_run
     rows = interactions([{}]).drop("liked")
     with pytest.raises(Exception, match=r"missing column\(s\) \['liked'\]"):
-        dg.materialize(DATA_PREP_ASSETS, partition_key="2026-11-02", resources=lake_resources(tmp_path, rows, root))
+        dg.materialize(ASSETS, partition_key="2026-11-02", resources=lake_resources(tmp_path, rows, root))
 
 
 def test_config_changes_the_rules(sim_run, tmp_path):
     root, _, sim = sim_run
-    resources = {
-        "io_manager": PolarsParquetIOManager(base_url=str(tmp_path)),
-        "snapshots": SimulatedSnapshotSource(simulator=sim),
-        "catalog": SimulatedCatalogSource(simulator=sim),
-    }
     res = dg.materialize(
-        DATA_PREP_ASSETS,
+        ASSETS,
         partition_key="2026-11-02",
-        resources=resources,
+        resources=tiny_resources(tmp_path, RECSYS_SIM_ROOT=sim.root),
         run_config={
             "ops": {
                 "item_pairs": {"config": {"min_num_clients": 2}},
@@ -144,7 +121,7 @@ def test_config_changes_the_rules(sim_run, tmp_path):
         },
     )
     assert res.success
-    pairs = read_parquet(LocalStore(tmp_path), "item_pairs/2026-11-02.parquet")
+    pairs = read_parquet(LocalStore(tmp_path / "assets"), "item_pairs/2026-11-02.parquet")
     assert pairs["num_clients"].min() >= 2
     md = res.asset_materializations_for_node("filtered_interactions")[0].metadata
     assert md["rules"].value["max_client_positive_ctr"] == 0.8

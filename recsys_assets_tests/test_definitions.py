@@ -123,3 +123,30 @@ def test_content_resources_are_chosen_by_env(tmp_path):
         "base",
         "s3://weights/base.pt",
     )
+
+
+def test_the_start_date_is_a_setting_of_build_definitions():
+    d = build_definitions({"RECSYS_START_DATE": "2026-10-01"})
+    graph = d.resolve_asset_graph()
+    starts = {
+        graph.get(k).partitions_def.start.date().isoformat()
+        for k in graph.get_all_asset_keys()
+        if graph.get(k).partitions_def is not None
+    }
+    assert starts == {"2026-10-01"}
+    assert d.resolve_job_def("daily_job").partitions_def.start.date().isoformat() == "2026-10-01"
+
+
+def test_settings_name_the_variable_that_is_wrong():
+    from recsys_assets.settings import Settings
+
+    with pytest.raises(ValueError, match="RECSYS_START_DATE must be YYYY-MM-DD"):
+        Settings.from_env({"RECSYS_START_DATE": "1st of November"})
+    with pytest.raises(ValueError, match="RECSYS_SIM_SEED must be an integer"):
+        Settings.from_env({"RECSYS_SIM_SEED": "seven"})
+    s = Settings.from_env({"RECSYS_SIM_PROFILE": "tiny"})
+    assert s.default_range()[0].isoformat() == "2026-11-01"
+    with pytest.raises(ValueError, match="range of days is required"):
+        Settings.from_env(
+            {"RECSYS_SOURCE": "lake", "RECSYS_SNAPSHOT_URL_TEMPLATE": "x", "RECSYS_CATALOG_URI": "y"}
+        ).default_range()

@@ -42,7 +42,7 @@ def library(tmp_path_factory):
 
 def test_every_item_listed_failures_with_reasons(library, encoders):
     root, items, policy = library
-    res = embed_items(items, encoders, policy, EmbedParams(workers=1, batch_size=4))
+    res = embed_items(items, encoders, policy, EmbedParams(decode_workers=1, batch_size=4))
     t = res.table
     assert t["item_id"].to_list() == sorted(items["item_id"].to_list())
     status = dict(zip(t["item_id"].to_list(), t["status"].cast(pl.String).to_list()))
@@ -72,8 +72,8 @@ def test_every_item_listed_failures_with_reasons(library, encoders):
 
 def test_worker_pool_gives_the_same_embeddings(library, encoders):
     _, items, policy = library
-    one = embed_items(items, encoders, policy, EmbedParams(workers=1, batch_size=4)).table
-    two = embed_items(items, encoders, policy, EmbedParams(workers=2, batch_size=3, max_in_flight=2)).table
+    one = embed_items(items, encoders, policy, EmbedParams(decode_workers=1, batch_size=4)).table
+    two = embed_items(items, encoders, policy, EmbedParams(decode_workers=2, batch_size=3, max_in_flight=2)).table
     assert one.select("item_id", "status", "reason").equals(two.select("item_id", "status", "reason"))
     ok = pl.col("status") != "failed"
     np.testing.assert_allclose(
@@ -85,19 +85,19 @@ def test_cache_embeds_each_video_once(library, encoders, tmp_path):
     _, items, policy = library
     cache = EmbeddingCache(LocalStore(tmp_path / "cache"))
     day1, day2 = items.filter(pl.col("item_id") < 6), items.filter(pl.col("item_id") >= 4)
-    first = embed_items(day1, encoders, policy, EmbedParams(workers=1), cache=cache)
+    first = embed_items(day1, encoders, policy, EmbedParams(decode_workers=1), cache=cache)
     assert first.stats["decoded"] == 6 and first.stats["cache_hits"] == 0
-    again = embed_items(day1, encoders, policy, EmbedParams(workers=1), cache=cache)  # re-materialised
+    again = embed_items(day1, encoders, policy, EmbedParams(decode_workers=1), cache=cache)  # re-materialised
     assert again.stats["decoded"] == 0 and again.stats["cache_hits"] == 6
     assert again.table.drop("detail").equals(first.table.drop("detail"))
-    second = embed_items(day2, encoders, policy, EmbedParams(workers=1), cache=cache)
+    second = embed_items(day2, encoders, policy, EmbedParams(decode_workers=1), cache=cache)
     # items 4, 5 come from the cache; failures are retried, never cached
     assert second.stats["cache_hits"] == 2 and second.stats["decoded"] == day2.height - 2
     other_model = ContentEncoders(ModelSpec(device="cpu", n_frames=4, seed=1))
-    assert embed_items(day1, other_model, policy, EmbedParams(workers=1), cache=cache).stats["cache_hits"] == 0
+    assert embed_items(day1, other_model, policy, EmbedParams(decode_workers=1), cache=cache).stats["cache_hits"] == 0
     assert cache.compact(encoders.fingerprint, max_parts=1) == 2
     assert (
-        embed_items(items, encoders, policy, EmbedParams(workers=1), cache=cache).stats["cache_hits"] == 10
+        embed_items(items, encoders, policy, EmbedParams(decode_workers=1), cache=cache).stats["cache_hits"] == 10
     )  # no_audio is cached too
 
 
@@ -112,5 +112,8 @@ def test_cache_on_s3(library, encoders, s3_env):
         region_name="us-east-1",
     )
     cache = EmbeddingCache(store)
-    assert embed_items(items, encoders, policy, EmbedParams(workers=1), cache=cache).stats["decoded"] == items.height
-    assert embed_items(items, encoders, policy, EmbedParams(workers=1), cache=cache).stats["cache_hits"] == 10
+    assert (
+        embed_items(items, encoders, policy, EmbedParams(decode_workers=1), cache=cache).stats["decoded"]
+        == items.height
+    )
+    assert embed_items(items, encoders, policy, EmbedParams(decode_workers=1), cache=cache).stats["cache_hits"] == 10

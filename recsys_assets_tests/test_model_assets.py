@@ -6,45 +6,21 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from recsys_assets.defs.cold_start import COLD_START_ASSETS
-from recsys_assets.defs.collaborative import COLLABORATIVE_ASSETS
-from recsys_assets.defs.content import CONTENT_ASSETS
-from recsys_assets.defs.data_prep import DATA_PREP_ASSETS
-from recsys_assets.defs.io_manager import PolarsParquetIOManager, SafetensorsIOManager
-from recsys_assets.defs.resources import (
-    AlsEngineResource,
-    ContentModelsResource,
-    EmbeddingCacheResource,
-    MediaFetchResource,
-    ReportStoreResource,
-    SimulatedCatalogSource,
-    SimulatedPlatformResource,
-    SimulatedSnapshotSource,
-    SimulatedTruthResource,
-)
-from recsys_assets.defs.retrieval import REPORT_ASSETS, RETRIEVAL_ASSETS
+from recsys_assets.defs import cold_start, collaborative, content, data_prep, retrieval
 from recsys_assets.stages.ranking_metrics import METRICS
 from recsys_assets.storage import LocalStore, read_parquet
 
+from .conftest import tiny_assets, tiny_resources
+
 DAYS = ("2026-11-01", "2026-11-02", "2026-11-03")
+
+pytestmark = pytest.mark.slow  # the whole graph, three days
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cold")
-    sim = SimulatedPlatformResource(profile="tiny", seed=3, root=str(root / "platform"))
-    resources = {
-        "io_manager": PolarsParquetIOManager(base_url=str(root / "assets")),
-        "model_io_manager": SafetensorsIOManager(base_url=str(root / "assets")),
-        "snapshots": SimulatedSnapshotSource(simulator=sim),
-        "catalog": SimulatedCatalogSource(simulator=sim),
-        "als_engine": AlsEngineResource(num_threads=1),
-        "media_fetch": MediaFetchResource(allowed_roots=[str(root / "platform" / "media")]),
-        "content_models": ContentModelsResource(n_frames=4, device="cpu"),
-        "embedding_cache": EmbeddingCacheResource(base_url=str(root / "assets" / "_cache")),
-        "truth": SimulatedTruthResource(simulator=sim),
-        "reports": ReportStoreResource(base_url=str(root / "assets" / "reports")),
-    }
+    resources = tiny_resources(root)
     config = {
         "ops": {
             "als_factors": {"config": {"min_cells_per_language": 50}},
@@ -54,13 +30,13 @@ def run(tmp_path_factory):
         }
     }
     instance = dg.DagsterInstance.ephemeral()
-    assets = [*DATA_PREP_ASSETS, *COLLABORATIVE_ASSETS, *CONTENT_ASSETS, *COLD_START_ASSETS, *RETRIEVAL_ASSETS]
+    assets = tiny_assets(data_prep, collaborative, content, cold_start, retrieval)
     results = {
         day: dg.materialize(assets, partition_key=day, resources=resources, instance=instance, run_config=config)
         for day in DAYS
     }
     results["report"] = dg.materialize(
-        [*assets, *REPORT_ASSETS], resources=resources, instance=instance, selection=["experiment_report"]
+        [*assets, *retrieval.REPORT_ASSETS], resources=resources, instance=instance, selection=["experiment_report"]
     )
     return root, results
 

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, ndcg_score, roc_auc_score
 
-from recsys_assets.stages.ranking_metrics import METRICS, auc, catalog_recall, metric_row, per_client
+from recsys_assets.stages.ranking_metrics import (
+    METRICS,
+    auc,
+    catalog_recall,
+    metric_row,
+    per_client,
+    retrieval_at_k,
+    top_k,
+)
 
 
 def naive(scores, labels, tie_key):
@@ -102,3 +110,35 @@ def test_catalog_recall():
     # client 0: item 0 excluded -> ranking 1, 2, 3: top-1 misses, top-2 has item 2; client 1: item 0 is last
     np.testing.assert_allclose(out["catalog_recall@1"], [0.0, 0.0])
     np.testing.assert_allclose(out["catalog_recall@2"], [0.5, 0.0])
+
+
+def test_top_k_breaks_ties_by_index_ranks_nan_last_and_never_ranks_excluded_cells():
+    scores = np.array([[1.0, 1.0, 1.0, 0.0], [np.nan, 0.5, 0.5, 2.0], [3.0, 2.0, 1.0, 0.0]])
+    np.testing.assert_array_equal(top_k(scores, 2), [[0, 1], [3, 1], [0, 1]])
+    exclude = np.array([[True, False, False, False], [False, False, False, True], [True, True, True, False]])
+    # row 2 has one eligible column: the free places say -1
+    np.testing.assert_array_equal(top_k(scores, 2, exclude), [[1, 2], [1, 2], [3, -1]])
+    np.testing.assert_array_equal(top_k(scores, 9)[1], [3, 1, 2, 0])  # k beyond the row: all, NaN last
+
+
+def test_retrieval_at_k_equals_a_plain_loop_with_ties_and_exclusions():
+    rng = np.random.default_rng(5)
+    n, m = 40, 30
+    scores = rng.integers(0, 4, (n, m)).astype(float)  # many ties
+    targets = rng.random((n, m)) < 0.15
+    exclude = rng.random((n, m)) < 0.2
+    got = retrieval_at_k(scores, targets, exclude, recall_ks=(1, 5, 10), ndcg_ks=(5,))
+    rows = []
+    for r in range(n):
+        t = {c for c in range(m) if targets[r, c] and not exclude[r, c]}
+        if not t:
+            continue
+        ranked = sorted((c for c in range(m) if not exclude[r, c]), key=lambda c: (-scores[r, c], c))
+        rec = {k: len(t & set(ranked[:k])) / len(t) for k in (1, 5, 10)}
+        dcg = sum(1 / np.log2(i + 2) for i, c in enumerate(ranked[:5]) if c in t)
+        idcg = sum(1 / np.log2(i + 2) for i in range(min(len(t), 5)))
+        rows.append((r, rec[1], rec[5], rec[10], dcg / idcg))
+    ref = np.array(rows)
+    np.testing.assert_array_equal(got["row"], ref[:, 0].astype(int))
+    for j, name in enumerate(["recall@1", "recall@5", "recall@10", "ndcg@5"], start=1):
+        np.testing.assert_allclose(got[name], ref[:, j], err_msg=name)

@@ -26,12 +26,12 @@ class Check:
 
 
 class CheckSet:
-    def __init__(self, asset: str, partitions_def: typing.Optional[dg.PartitionsDefinition], *checks: Check):
+    def __init__(self, asset: str, *checks: Check):
         self.asset = dg.AssetKey(asset)
         self.checks = {c.name: c for c in checks}
-        self.partitions_def = partitions_def
 
-    def specs(self) -> list[dg.AssetCheckSpec]:
+    def specs(self, partitions_def: typing.Optional[dg.PartitionsDefinition]) -> list[dg.AssetCheckSpec]:
+        """The specs, recorded per partition of ``partitions_def`` (that of the asset they check)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", dg.PreviewWarning)
             return [
@@ -40,7 +40,7 @@ class CheckSet:
                     asset=self.asset,
                     description=c.description,
                     blocking=c.blocking,
-                    partitions_def=self.partitions_def,
+                    partitions_def=partitions_def,
                 )
                 for c in self.checks.values()
             ]

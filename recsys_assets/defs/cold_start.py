@@ -4,8 +4,6 @@ A thin shell over :mod:`recsys_assets.stages.content_encoder`, :mod:`~recsys_ass
 and :mod:`~recsys_assets.stages.content_encoder_evaluation`.
 """
 
-import dataclasses
-import datetime as dt
 import typing
 
 import dagster as dg
@@ -16,16 +14,16 @@ from ..stages import content_encoder as ce
 from ..stages import content_encoder_evaluation as cee
 from ..stages import item_collab_embeddings as ice
 from .checks import Check, CheckSet
-from .collaborative import EVAL_WINDOW, PREVIOUS_DAY, TRAIN_WINDOW
+from .evaluation import next_day_inputs
+from .io_manager import MODEL_IO
 from .metadata import frame_metadata, markdown_table, to_metadata
-from .partitions import daily_partitions, partition_date
+from .params import config_from, to_params
+from .partitions import EVAL_WINDOW, PREVIOUS_DAY, TRAIN_WINDOW
 
 GROUP = "cold_start"
-MODEL_IO = "model_io_manager"
 
 ENCODER_CHECKS = CheckSet(
     "content_encoder",
-    daily_partitions,
     Check("item_split_never_leaks", "No validation item was trained on; every validation item is in the hash split."),
     Check("weights_finite", "Every weight is finite."),
     Check(
@@ -36,14 +34,12 @@ ENCODER_CHECKS = CheckSet(
 )
 COLLAB_CHECKS = CheckSet(
     "item_collab_embeddings",
-    daily_partitions,
     Check("every_item_listed", "Every item of item_meta has one row."),
     Check("vectors_finite", "Every vector is finite."),
     Check("source_flag_consistent", "is_predicted is true exactly for predicted vectors; source none iff no vector."),
 )
 EVAL_CHECKS = CheckSet(
     "content_encoder_evaluation",
-    daily_partitions,
     Check(
         "predicted_beats_random_recall_at_50",
         "Predicted vectors recommend held-out items better than random vectors.",
@@ -52,37 +48,11 @@ EVAL_CHECKS = CheckSet(
 )
 
 
-class ContentEncoderConfig(dg.Config):
-    """See ``stages/content_encoder.py`` for each field."""
+class ContentEncoderConfig(config_from(ce.EncoderParams, name="EncoderParamsConfig")):
+    """See ``stages/content_encoder.py``."""
 
-    hidden: int = 64
-    dropout: float = 0.5
-    pooling: str = "attention"
-    clip_weight: float = 1.0
-    pair_weight: float = 0.5
-    regression_weight: float = 1.0
-    pair_margin: float = 0.0
-    bucket_weights: list[float] = []
-    """Weight of a pair by its BLIP-similarity bucket (index = bucket); empty = 1 for all."""
-    init_temperature: float = 0.07
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 256
-    max_epochs: int = 120
-    patience: int = 10
-    val_share: float = 0.2
-    split_seed: int = 0
-    seed: int = 0
-    min_items: int = 64
-    device: str = "auto"
     languages: list[str] = []
     """Languages to train; empty = every ALS language with at least min_items items."""
-
-    def params(self) -> ce.EncoderParams:
-        fields = {f.name for f in dataclasses.fields(ce.EncoderParams)}
-        values = {k: v for k, v in self.model_dump().items() if k in fields}
-        values["bucket_weights"] = tuple(values["bucket_weights"])
-        return ce.EncoderParams(**values)
 
 
 def _latest_per_item(window: dict[str, pl.DataFrame]) -> pl.DataFrame:
@@ -107,171 +77,185 @@ def _curve(history: list[dict], max_rows: int = 12) -> str:
     return markdown_table([{c: h.get(c) for c in cols} for h in rows], max_rows=max_rows + 2)
 
 
-@dg.asset(
-    ins={
-        "embeddings": dg.AssetIn("item_content_embeddings", partition_mapping=TRAIN_WINDOW),
-        "als_factors": dg.AssetIn("als_factors"),
-        "pair_blip_scores": dg.AssetIn("pair_blip_scores"),
-    },
-    partitions_def=daily_partitions,
-    check_specs=ENCODER_CHECKS.specs(),
-    group_name=GROUP,
-    compute_kind="torch",
-    io_manager_key=MODEL_IO,
-)
-def content_encoder(
-    context: dg.AssetExecutionContext,
-    config: ContentEncoderConfig,
-    embeddings: dict[str, pl.DataFrame],
-    als_factors: pl.DataFrame,
-    pair_blip_scores: pl.DataFrame,
-) -> typing.Iterator:
-    """Partition D: per language, frames + audio -> ALS item vector of als_factors D (CLIP-style InfoNCE,
-    BLIP-bucketed pair loss, scale regression); weights + config as one safetensors object."""
-    feats = _latest_per_item(embeddings)
-    pairs = pair_blip_scores.filter(pl.col("similarity").is_not_null()).select(
-        "item_id_1", "item_id_2", "pair_type", "bucket"
+def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """This stage's daily assets, partitioned by ``partitions`` (see ``defs/partitions.py``)."""
+
+    @dg.asset(
+        ins={
+            "embeddings": dg.AssetIn("item_content_embeddings", partition_mapping=TRAIN_WINDOW),
+            "als_factors": dg.AssetIn("als_factors"),
+            "pair_blip_scores": dg.AssetIn("pair_blip_scores"),
+        },
+        partitions_def=partitions,
+        check_specs=ENCODER_CHECKS.specs(partitions),
+        group_name=GROUP,
+        compute_kind="torch",
+        io_manager_key=MODEL_IO,
     )
-    result = ce.train_all(
-        feats, als_factors, pairs, config.params(), languages=config.languages or None, log=context.log.info
-    )
-    if not result.models:
-        # not a failure: downstream still gives every ALS item its vector; the WARN check flags it
-        context.log.warning(
-            f"content encoder: no language could be trained: {[s.get('skipped') for s in result.stats]}"
+    def content_encoder(
+        context: dg.AssetExecutionContext,
+        config: ContentEncoderConfig,
+        embeddings: dict[str, pl.DataFrame],
+        als_factors: pl.DataFrame,
+        pair_blip_scores: pl.DataFrame,
+    ) -> typing.Iterator:
+        """Partition D: per language, frames + audio -> ALS item vector of als_factors D (CLIP-style InfoNCE,
+        BLIP-bucketed pair loss, scale regression); weights + config as one safetensors object."""
+        feats = _latest_per_item(embeddings)
+        pairs = pair_blip_scores.filter(pl.col("similarity").is_not_null()).select(
+            "item_id_1", "item_id_2", "pair_type", "bucket"
         )
-    artifact = ce.to_artifact(result.models, result.config)
-    main = max(result.results, key=lambda lang: len(result.results[lang].train_ids)) if result.results else None
-    cols = [
-        "language",
-        "trained",
-        "als_items",
-        "items_with_content",
-        "train_items",
-        "val_items",
-        "train_pairs",
-        "epochs",
-        "best_epoch",
-        "val_mean_cosine",
-        "val_recall@1",
-        "val_recall@10",
-        "val_recall@50",
-        "random_recall@10",
-        "seconds",
-        "skipped",
-    ]
-    meta = {
-        "languages": dg.MetadataValue.md(markdown_table([{c: s.get(c) for c in cols} for s in result.stats])),
-        "config": dg.MetadataValue.json(result.config),
-        **({f"training_curve_{main}": dg.MetadataValue.md(_curve(result.results[main].history))} if main else {}),
-        "embedding_window_days": len(embeddings),
-        **{f"{s['language']}_val_mean_cosine": float(s["val_mean_cosine"]) for s in result.stats if s.get("trained")},
-        **{f"{s['language']}_val_recall@10": float(s["val_recall@10"]) for s in result.stats if s.get("trained")},
-        "parameters": sum(p.numel() for m in result.models.values() for p in m.parameters()),
-    }
-    yield dg.Output(artifact, metadata=to_metadata(meta))
-    yield from ENCODER_CHECKS.results(ce.validate(result))
-
-
-@dg.asset(
-    ins={
-        "content_encoder": dg.AssetIn("content_encoder", input_manager_key=MODEL_IO),
-        "item_content_embeddings": dg.AssetIn("item_content_embeddings"),
-        "als_factors": dg.AssetIn("als_factors"),
-    },
-    partitions_def=daily_partitions,
-    check_specs=COLLAB_CHECKS.specs(),
-    group_name=GROUP,
-    compute_kind="torch",
-)
-def item_collab_embeddings(
-    context: dg.AssetExecutionContext,
-    content_encoder: ModelArtifact,
-    item_content_embeddings: pl.DataFrame,
-    als_factors: pl.DataFrame,
-) -> typing.Iterator:
-    """Every item of the day in ALS space: its ALS vector, or (cold items) the content encoder's prediction."""
-    models = ce.from_artifact(content_encoder)
-    items = item_content_embeddings.select("item_id", "language")
-    table = ice.assemble(
-        items,
-        item_content_embeddings,
-        als_factors,
-        models,
-        content_encoder.config["val_share"],
-        content_encoder.config["split_seed"],
-    )
-    counts = dict(table.group_by("source").len().select(pl.col("source").cast(pl.String), "len").iter_rows())
-    by_lang = table.group_by("language", "source").len().sort("language", "source")
-    yield dg.Output(
-        table,
-        metadata=to_metadata(
-            {
-                **frame_metadata(table.select("item_id", "language", "source", "encoder_split", "reason")),
-                **{f"items_{k}": int(v) for k, v in counts.items()},
-                "by_language": dg.MetadataValue.md(markdown_table(by_lang, max_rows=50)),
-            }
-        ),
-    )
-    yield from COLLAB_CHECKS.results(ice.validate(table, items))
-
-
-@dg.asset(
-    ins={
-        "collab": dg.AssetIn("item_collab_embeddings", partition_mapping=PREVIOUS_DAY),
-        "users": dg.AssetIn("als_user_factors", partition_mapping=PREVIOUS_DAY),
-        "filtered_interactions": dg.AssetIn("filtered_interactions", partition_mapping=EVAL_WINDOW),
-    },
-    partitions_def=daily_partitions,
-    check_specs=EVAL_CHECKS.specs(),
-    group_name=GROUP,
-    compute_kind="numpy",
-)
-def content_encoder_evaluation(
-    context: dg.AssetExecutionContext,
-    collab: dict[str, pl.DataFrame],
-    users: dict[str, pl.DataFrame],
-    filtered_interactions: dict[str, pl.DataFrame],
-) -> typing.Iterator:
-    """Partition D: D's positives ranked among items held out from the D-1 encoder: true ALS vectors
-    (ceiling), predicted vectors, random vectors (floor); and brand-new items: predicted vs random."""
-    day = partition_date(context)
-    if not collab or not users:
-        reason = f"no item_collab_embeddings / als_user_factors partition for {day - dt.timedelta(days=1)}"
-        context.log.warning(f"content_encoder_evaluation {day}: skipped, {reason}")
-        yield dg.Output(pl.DataFrame(schema=cee.table_schema()), metadata={"skipped": reason})
-        yield from EVAL_CHECKS.results({"predicted_beats_random_recall_at_50": (True, {"skipped": reason})})
-        return
-    next_day = filtered_interactions[day.isoformat()]
-    train = pl.concat([v for k, v in filtered_interactions.items() if k != day.isoformat()])
-    table = cee.evaluate(next(iter(collab.values())), next(iter(users.values())), train, next_day)
-    overall = cee.overall(table)
-    r50 = {r["variant"]: r["recall@50"] for r in overall.iter_rows(named=True)}
-    ratio = r50.get("predicted", float("nan")) / r50["true_als"] if r50.get("true_als") else float("nan")
-    yield dg.Output(
-        table,
-        metadata=to_metadata(
-            {
-                **frame_metadata(table, preview_rows=0),
-                "overall": dg.MetadataValue.md(markdown_table(overall)),
-                "per_language": dg.MetadataValue.md(markdown_table(table, max_rows=50)),
-                **{f"{k}_recall@50": float(v) for k, v in r50.items()},
-                "predicted_over_true_recall@50": float(ratio),
-            }
-        ),
-    )
-    yield from EVAL_CHECKS.results(
-        {
-            "predicted_beats_random_recall_at_50": (
-                r50.get("predicted", 0.0) > r50.get("random", 0.0),
-                {
-                    "predicted_recall@50": r50.get("predicted"),
-                    "random_recall@50": r50.get("random"),
-                    "true_als_recall@50": r50.get("true_als"),
-                },
+        result = ce.train_all(
+            feats,
+            als_factors,
+            pairs,
+            to_params(config, ce.EncoderParams),
+            languages=config.languages or None,
+            log=context.log.info,
+        )
+        if not result.models:
+            # not a failure: downstream still gives every ALS item its vector; the WARN check flags it
+            context.log.warning(
+                f"content encoder: no language could be trained: {[s.get('skipped') for s in result.stats]}"
             )
+        artifact = ce.to_artifact(result.models, result.config)
+        main = max(result.results, key=lambda lang: len(result.results[lang].train_ids)) if result.results else None
+        cols = [
+            "language",
+            "trained",
+            "als_items",
+            "items_with_content",
+            "train_items",
+            "val_items",
+            "train_pairs",
+            "epochs",
+            "best_epoch",
+            "val_mean_cosine",
+            "val_recall@1",
+            "val_recall@10",
+            "val_recall@50",
+            "random_recall@10",
+            "seconds",
+            "skipped",
+        ]
+        meta = {
+            "languages": dg.MetadataValue.md(markdown_table([{c: s.get(c) for c in cols} for s in result.stats])),
+            "config": dg.MetadataValue.json(result.config),
+            **({f"training_curve_{main}": dg.MetadataValue.md(_curve(result.results[main].history))} if main else {}),
+            "embedding_window_days": len(embeddings),
+            **{
+                f"{s['language']}_val_mean_cosine": float(s["val_mean_cosine"])
+                for s in result.stats
+                if s.get("trained")
+            },
+            **{f"{s['language']}_val_recall@10": float(s["val_recall@10"]) for s in result.stats if s.get("trained")},
+            "parameters": sum(p.numel() for m in result.models.values() for p in m.parameters()),
         }
+        yield dg.Output(artifact, metadata=to_metadata(meta))
+        yield from ENCODER_CHECKS.results(ce.validate(result))
+
+    @dg.asset(
+        ins={
+            "content_encoder": dg.AssetIn("content_encoder", input_manager_key=MODEL_IO),
+            "item_content_embeddings": dg.AssetIn("item_content_embeddings"),
+            "als_factors": dg.AssetIn("als_factors"),
+        },
+        partitions_def=partitions,
+        check_specs=COLLAB_CHECKS.specs(partitions),
+        group_name=GROUP,
+        compute_kind="torch",
     )
+    def item_collab_embeddings(
+        context: dg.AssetExecutionContext,
+        content_encoder: ModelArtifact,
+        item_content_embeddings: pl.DataFrame,
+        als_factors: pl.DataFrame,
+    ) -> typing.Iterator:
+        """Every item of the day in ALS space: its ALS vector, or (cold items) the content encoder's prediction."""
+        models = ce.from_artifact(content_encoder)
+        items = item_content_embeddings.select("item_id", "language")
+        table = ice.assemble(
+            items,
+            item_content_embeddings,
+            als_factors,
+            models,
+            content_encoder.config["val_share"],
+            content_encoder.config["split_seed"],
+        )
+        counts = dict(table.group_by("source").len().select(pl.col("source").cast(pl.String), "len").iter_rows())
+        by_lang = table.group_by("language", "source").len().sort("language", "source")
+        yield dg.Output(
+            table,
+            metadata=to_metadata(
+                {
+                    **frame_metadata(table.select("item_id", "language", "source", "encoder_split", "reason")),
+                    **{f"items_{k}": int(v) for k, v in counts.items()},
+                    "by_language": dg.MetadataValue.md(markdown_table(by_lang, max_rows=50)),
+                }
+            ),
+        )
+        yield from COLLAB_CHECKS.results(ice.validate(table, items))
 
+    @dg.asset(
+        ins={
+            "collab": dg.AssetIn("item_collab_embeddings", partition_mapping=PREVIOUS_DAY),
+            "users": dg.AssetIn("als_user_factors", partition_mapping=PREVIOUS_DAY),
+            "filtered_interactions": dg.AssetIn("filtered_interactions", partition_mapping=EVAL_WINDOW),
+        },
+        partitions_def=partitions,
+        check_specs=EVAL_CHECKS.specs(partitions),
+        group_name=GROUP,
+        compute_kind="numpy",
+    )
+    def content_encoder_evaluation(
+        context: dg.AssetExecutionContext,
+        collab: dict[str, pl.DataFrame],
+        users: dict[str, pl.DataFrame],
+        filtered_interactions: dict[str, pl.DataFrame],
+    ) -> typing.Iterator:
+        """Partition D: D's positives ranked among items held out from the D-1 encoder: true ALS vectors
+        (ceiling), predicted vectors, random vectors (floor); and brand-new items: predicted vs random."""
+        inputs, skipped = next_day_inputs(
+            context,
+            EVAL_CHECKS,
+            cee.table_schema(),
+            filtered_interactions,
+            item_collab_embeddings=collab,
+            als_user_factors=users,
+        )
+        if inputs is None:
+            yield from skipped
+            return
+        table = cee.evaluate(
+            inputs.models["item_collab_embeddings"], inputs.models["als_user_factors"], inputs.history, inputs.today
+        )
+        overall = cee.overall(table)
+        r50 = {r["variant"]: r["recall@50"] for r in overall.iter_rows(named=True)}
+        ratio = r50.get("predicted", float("nan")) / r50["true_als"] if r50.get("true_als") else float("nan")
+        yield dg.Output(
+            table,
+            metadata=to_metadata(
+                {
+                    **frame_metadata(table, preview_rows=0),
+                    "model_partition": inputs.model_partition,
+                    "overall": dg.MetadataValue.md(markdown_table(overall)),
+                    "per_language": dg.MetadataValue.md(markdown_table(table, max_rows=50)),
+                    **{f"{k}_recall@50": float(v) for k, v in r50.items()},
+                    "predicted_over_true_recall@50": float(ratio),
+                }
+            ),
+        )
+        yield from EVAL_CHECKS.results(
+            {
+                "predicted_beats_random_recall_at_50": (
+                    r50.get("predicted", 0.0) > r50.get("random", 0.0),
+                    {
+                        "predicted_recall@50": r50.get("predicted"),
+                        "random_recall@50": r50.get("random"),
+                        "true_als_recall@50": r50.get("true_als"),
+                    },
+                )
+            }
+        )
 
-COLD_START_ASSETS = [content_encoder, item_collab_embeddings, content_encoder_evaluation]
+    return [content_encoder, item_collab_embeddings, content_encoder_evaluation]

@@ -4,6 +4,7 @@ A thin shell: each asset reads its config and resources, calls the pure stage in
 :mod:`recsys_assets.stages`, and reports metadata and check results.
 """
 
+import dataclasses
 import typing
 
 import dagster as dg
@@ -15,14 +16,14 @@ from ..stages import item_pairs as phase3
 from ..stages.raw_interactions import ID_COLUMNS, enforce_schema
 from .checks import Check, CheckSet
 from .metadata import frame_metadata, markdown_table, to_metadata
-from .partitions import daily_partitions, partition_date
+from .params import config_from, to_params
+from .partitions import partition_date
 from .resources import CatalogSource, SnapshotSource
 
 GROUP = "data_prep"
 
 RAW_CHECKS = CheckSet(
     "raw_interactions",
-    daily_partitions,
     Check("keys_not_null", "client_id, session_id and item_id are never null in the accepted rows."),
     Check(
         "quarantine_share_below_max",
@@ -31,20 +32,17 @@ RAW_CHECKS = CheckSet(
 )
 CATALOG_CHECKS = CheckSet(
     "video_catalog",
-    daily_partitions,
     Check("item_id_unique_not_null", "Every catalog row has an item_id and no item_id repeats."),
     Check("download_url_present", "Every item has a download_url (else its media cannot be fetched).", blocking=False),
 )
 PHASE1_CHECKS = CheckSet(
     "filtered_interactions",
-    daily_partitions,
     Check("no_neutral_rows", "No neutral interaction is left and every label matches the rules."),
     Check("no_client_above_ctr", "No client above the positive-CTR threshold is left."),
     Check("keys_not_null", "client_id, session_id and item_id are never null."),
 )
 PHASE2_CHECKS = CheckSet(
     "item_meta",
-    daily_partitions,
     Check("item_id_unique", "One row per item."),
     Check(
         "catalog_coverage", "Share of the day's items found in the catalog is at least min_coverage.", blocking=False
@@ -53,7 +51,6 @@ PHASE2_CHECKS = CheckSet(
 )
 PHASE3_CHECKS = CheckSet(
     "item_pairs",
-    daily_partitions,
     Check("pairs_canonical", "item_id_1 < item_id_2 on every row: no self pairs, each unordered pair once."),
     Check("pairs_unique", "(item_id_1, item_id_2, pair_type) is unique and never null."),
     Check("num_clients_at_least_min", "num_clients is at least the configured minimum."),
@@ -65,118 +62,7 @@ class RawInteractionsConfig(dg.Config):
     """Fail (blocking) when more than this share of the snapshot's rows is quarantined."""
 
 
-@dg.multi_asset(
-    outs={
-        "raw_interactions": dg.AssetOut(
-            description="The day's interaction snapshot, schema-enforced: one row per served item.",
-            is_required=True,
-        ),
-        "raw_interactions_quarantine": dg.AssetOut(
-            description="Snapshot rows that could not be used, with a quarantine_reason each.",
-            is_required=True,
-        ),
-    },
-    partitions_def=daily_partitions,
-    check_specs=RAW_CHECKS.specs(),
-    group_name=GROUP,
-    compute_kind="polars",
-)
-def raw_interactions(
-    context: dg.AssetExecutionContext, config: RawInteractionsConfig, snapshots: SnapshotSource
-) -> typing.Iterator:
-    day = partition_date(context)
-    raw = snapshots.load(day)
-    enforced = enforce_schema(raw)
-    clean, quarantine = enforced.clean, enforced.quarantine
-    reasons = enforced.reason_counts()
-    share = quarantine.height / max(raw.height, 1)
-    yield dg.Output(
-        clean,
-        output_name="raw_interactions",
-        metadata={
-            **frame_metadata(clean),
-            "source": snapshots.describe(day),
-            "rows_in_snapshot": raw.height,
-            "rows_quarantined": quarantine.height,
-            "quarantine_reasons": dg.MetadataValue.json(reasons),
-        },
-    )
-    yield dg.Output(quarantine, output_name="raw_interactions_quarantine", metadata=frame_metadata(quarantine))
-    null_keys = clean.select(pl.any_horizontal(pl.col(c).is_null() for c in ID_COLUMNS).sum()).item()
-    yield from RAW_CHECKS.results(
-        {
-            "keys_not_null": (null_keys == 0, {"rows_with_null_key": int(null_keys)}),
-            "quarantine_share_below_max": (
-                share <= config.max_quarantine_share,
-                {"quarantine_share": share, "max_quarantine_share": config.max_quarantine_share, **reasons},
-            ),
-        }
-    )
-
-
-@dg.asset(
-    partitions_def=daily_partitions,
-    check_specs=CATALOG_CHECKS.specs(),
-    group_name=GROUP,
-    compute_kind="delta",
-)
-def video_catalog(context: dg.AssetExecutionContext, catalog: CatalogSource) -> typing.Iterator:
-    """The video catalog (``josh-meta/video``) as of the partition's day: items uploaded on or before it."""
-    cat = phase2.prepare_catalog(catalog.load(), as_of=partition_date(context))
-    by_language = cat["language"].value_counts(sort=True)
-    yield dg.Output(
-        cat,
-        metadata={
-            **frame_metadata(cat),
-            "source": catalog.describe(),
-            "items_by_language": dg.MetadataValue.md(markdown_table(by_language)),
-            "uploaded_on_this_day": int((cat["upload_date"] == partition_date(context)).sum()),
-        },
-    )
-    yield from CATALOG_CHECKS.results(phase2.validate_catalog(cat))
-
-
-class Phase1Config(dg.Config):
-    """Seed 000, phase 1. Defaults are the seed's thresholds."""
-
-    positive_pcc_above: float = 0.9
-    negative_timespent_below_s: float = 5.0
-    negative_pcc_below: float = 0.3
-    max_client_positive_ctr: float = 0.9
-
-    def rules(self) -> phase1.Phase1Rules:
-        return phase1.Phase1Rules(**self.model_dump())
-
-
-@dg.asset(
-    partitions_def=daily_partitions,
-    check_specs=PHASE1_CHECKS.specs(),
-    group_name=GROUP,
-    compute_kind="polars",
-)
-def filtered_interactions(
-    context: dg.AssetExecutionContext, config: Phase1Config, raw_interactions: pl.DataFrame
-) -> typing.Iterator:
-    """Phase 1: positive / negative interactions; neutrals and clients above the positive-CTR limit dropped."""
-    rules = config.rules()
-    result = phase1.filter_interactions(raw_interactions, rules)
-    s = result.stats
-    classes = [
-        {"class": "positive", "rows": s["positive"]},
-        {"class": "negative", "rows": s["negative"]},
-        {"class": "neutral (dropped)", "rows": s["neutral"]},
-        {"class": "rows of dropped clients", "rows": s["rows_dropped_with_clients"]},
-    ]
-    yield dg.Output(
-        result.interactions,
-        metadata={
-            **frame_metadata(result.interactions),
-            **to_metadata(s),
-            "classes": dg.MetadataValue.md(markdown_table(classes)),
-            "rules": dg.MetadataValue.json(config.model_dump()),
-        },
-    )
-    yield from PHASE1_CHECKS.results(phase1.validate(result.interactions, rules))
+Phase1Config = config_from(phase1.Phase1Rules, name="Phase1Config")
 
 
 class ItemMetaConfig(dg.Config):
@@ -184,80 +70,170 @@ class ItemMetaConfig(dg.Config):
     """Warn when fewer than this share of the day's items are found in the catalog."""
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    check_specs=PHASE2_CHECKS.specs(),
-    group_name=GROUP,
-    compute_kind="polars",
-)
-def item_meta(
-    context: dg.AssetExecutionContext,
-    config: ItemMetaConfig,
-    filtered_interactions: pl.DataFrame,
-    video_catalog: pl.DataFrame,
-) -> typing.Iterator:
-    """Phase 2: the day's unique items joined with the catalog (language, download_url, ...)."""
-    result = phase2.build_item_meta(filtered_interactions, video_catalog)
-    if result.missing.height:
-        context.log.warning(f"{result.missing.height} items of the day are not in the catalog")
-    yield dg.Output(
-        result.items,
-        metadata={
-            **frame_metadata(result.items),
-            "items_missing_from_catalog": result.missing.height,
-            "missing_item_ids_sample": dg.MetadataValue.json(result.missing["item_id"].head(20).to_list()),
-            "catalog_coverage": float(result.coverage),
-            "items_by_language": dg.MetadataValue.md(markdown_table(result.items["language"].value_counts(sort=True))),
+PairsConfig = config_from(phase3.PairRules, name="PairsConfig")
+
+
+def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """This stage's daily assets, partitioned by ``partitions`` (see ``defs/partitions.py``)."""
+
+    @dg.multi_asset(
+        outs={
+            "raw_interactions": dg.AssetOut(
+                description="The day's interaction snapshot, schema-enforced: one row per served item.",
+                is_required=True,
+            ),
+            "raw_interactions_quarantine": dg.AssetOut(
+                description="Snapshot rows that could not be used, with a quarantine_reason each.",
+                is_required=True,
+            ),
         },
+        partitions_def=partitions,
+        check_specs=RAW_CHECKS.specs(partitions),
+        group_name=GROUP,
+        compute_kind="polars",
     )
-    yield from PHASE2_CHECKS.results(phase2.validate_item_meta(result.items, result.coverage, config.min_coverage))
+    def raw_interactions(
+        context: dg.AssetExecutionContext, config: RawInteractionsConfig, snapshots: SnapshotSource
+    ) -> typing.Iterator:
+        day = partition_date(context)
+        raw = snapshots.load(day)
+        enforced = enforce_schema(raw)
+        clean, quarantine = enforced.clean, enforced.quarantine
+        reasons = enforced.reason_counts()
+        share = quarantine.height / max(raw.height, 1)
+        yield dg.Output(
+            clean,
+            output_name="raw_interactions",
+            metadata={
+                **frame_metadata(clean),
+                "source": snapshots.describe(day),
+                "rows_in_snapshot": raw.height,
+                "rows_quarantined": quarantine.height,
+                "quarantine_reasons": dg.MetadataValue.json(reasons),
+            },
+        )
+        yield dg.Output(quarantine, output_name="raw_interactions_quarantine", metadata=frame_metadata(quarantine))
+        null_keys = clean.select(pl.any_horizontal(pl.col(c).is_null() for c in ID_COLUMNS).sum()).item()
+        yield from RAW_CHECKS.results(
+            {
+                "keys_not_null": (null_keys == 0, {"rows_with_null_key": int(null_keys)}),
+                "quarantine_share_below_max": (
+                    share <= config.max_quarantine_share,
+                    {"quarantine_share": share, "max_quarantine_share": config.max_quarantine_share, **reasons},
+                ),
+            }
+        )
 
-
-class PairsConfig(dg.Config):
-    """Seed 000, phase 3, with the "after inputs" refinements as options."""
-
-    exclude_all_positive_sessions: bool = True
-    """Leave out sessions where every served video was watched/liked (seed 000, data formation)."""
-    min_num_clients: int = 1
-    """Keep pairs co-consumed by at least this many distinct clients."""
-    max_positive_items_per_client: int = 50
-    """Cap on positives per client before the self-join (P items make P(P-1)/2 pairs)."""
-    max_negative_items_per_session: int = 50
-    sample_seed: int = 0
-
-    def rules(self) -> phase3.PairRules:
-        return phase3.PairRules(**self.model_dump())
-
-
-@dg.asset(
-    partitions_def=daily_partitions,
-    check_specs=PHASE3_CHECKS.specs(),
-    group_name=GROUP,
-    compute_kind="polars",
-)
-def item_pairs(
-    context: dg.AssetExecutionContext,
-    config: PairsConfig,
-    filtered_interactions: pl.DataFrame,
-    item_meta: pl.DataFrame,
-) -> typing.Iterator:
-    """Phase 3: positive pairs (same client) and negative pairs (same client and session), by distinct clients."""
-    result = phase3.build_pairs(filtered_interactions, item_meta, config.rules())
-    top = (
-        result.pairs.sort("num_clients", descending=True)
-        .head(10)
-        .select("item_id_1", "item_id_2", pl.col("pair_type").cast(pl.String), "num_clients")
+    @dg.asset(
+        partitions_def=partitions,
+        check_specs=CATALOG_CHECKS.specs(partitions),
+        group_name=GROUP,
+        compute_kind="delta",
     )
-    yield dg.Output(
-        result.pairs,
-        metadata={
-            **frame_metadata(result.pairs),
-            **to_metadata(result.stats),
-            "top_pairs": dg.MetadataValue.md(markdown_table(top)),
-            "rules": dg.MetadataValue.json(config.model_dump()),
-        },
+    def video_catalog(context: dg.AssetExecutionContext, catalog: CatalogSource) -> typing.Iterator:
+        """The video catalog (``josh-meta/video``) as of the partition's day: items uploaded on or before it."""
+        cat = phase2.prepare_catalog(catalog.load(), as_of=partition_date(context))
+        by_language = cat["language"].value_counts(sort=True)
+        yield dg.Output(
+            cat,
+            metadata={
+                **frame_metadata(cat),
+                "source": catalog.describe(),
+                "items_by_language": dg.MetadataValue.md(markdown_table(by_language)),
+                "uploaded_on_this_day": int((cat["upload_date"] == partition_date(context)).sum()),
+            },
+        )
+        yield from CATALOG_CHECKS.results(phase2.validate_catalog(cat))
+
+    @dg.asset(
+        partitions_def=partitions,
+        check_specs=PHASE1_CHECKS.specs(partitions),
+        group_name=GROUP,
+        compute_kind="polars",
     )
-    yield from PHASE3_CHECKS.results(phase3.validate(result.pairs, config.min_num_clients))
+    def filtered_interactions(
+        context: dg.AssetExecutionContext, config: Phase1Config, raw_interactions: pl.DataFrame
+    ) -> typing.Iterator:
+        """Phase 1: positive / negative interactions; neutrals and clients above the positive-CTR limit dropped."""
+        rules = to_params(config, phase1.Phase1Rules)
+        result = phase1.filter_interactions(raw_interactions, rules)
+        s = result.stats
+        classes = [
+            {"class": "positive", "rows": s["positive"]},
+            {"class": "negative", "rows": s["negative"]},
+            {"class": "neutral (dropped)", "rows": s["neutral"]},
+            {"class": "rows of dropped clients", "rows": s["rows_dropped_with_clients"]},
+        ]
+        yield dg.Output(
+            result.interactions,
+            metadata={
+                **frame_metadata(result.interactions),
+                **to_metadata(s),
+                "classes": dg.MetadataValue.md(markdown_table(classes)),
+                "rules": dg.MetadataValue.json(dataclasses.asdict(rules)),
+            },
+        )
+        yield from PHASE1_CHECKS.results(phase1.validate(result.interactions, rules))
 
+    @dg.asset(
+        partitions_def=partitions,
+        check_specs=PHASE2_CHECKS.specs(partitions),
+        group_name=GROUP,
+        compute_kind="polars",
+    )
+    def item_meta(
+        context: dg.AssetExecutionContext,
+        config: ItemMetaConfig,
+        filtered_interactions: pl.DataFrame,
+        video_catalog: pl.DataFrame,
+    ) -> typing.Iterator:
+        """Phase 2: the day's unique items joined with the catalog (language, download_url, ...)."""
+        result = phase2.build_item_meta(filtered_interactions, video_catalog)
+        if result.missing.height:
+            context.log.warning(f"{result.missing.height} items of the day are not in the catalog")
+        yield dg.Output(
+            result.items,
+            metadata={
+                **frame_metadata(result.items),
+                "items_missing_from_catalog": result.missing.height,
+                "missing_item_ids_sample": dg.MetadataValue.json(result.missing["item_id"].head(20).to_list()),
+                "catalog_coverage": float(result.coverage),
+                "items_by_language": dg.MetadataValue.md(
+                    markdown_table(result.items["language"].value_counts(sort=True))
+                ),
+            },
+        )
+        yield from PHASE2_CHECKS.results(phase2.validate_item_meta(result.items, result.coverage, config.min_coverage))
 
-DATA_PREP_ASSETS = [raw_interactions, video_catalog, filtered_interactions, item_meta, item_pairs]
+    @dg.asset(
+        partitions_def=partitions,
+        check_specs=PHASE3_CHECKS.specs(partitions),
+        group_name=GROUP,
+        compute_kind="polars",
+    )
+    def item_pairs(
+        context: dg.AssetExecutionContext,
+        config: PairsConfig,
+        filtered_interactions: pl.DataFrame,
+        item_meta: pl.DataFrame,
+    ) -> typing.Iterator:
+        """Phase 3: positive pairs (same client) and negative pairs (same client and session), by distinct clients."""
+        rules = to_params(config, phase3.PairRules)
+        result = phase3.build_pairs(filtered_interactions, item_meta, rules)
+        top = (
+            result.pairs.sort("num_clients", descending=True)
+            .head(10)
+            .select("item_id_1", "item_id_2", pl.col("pair_type").cast(pl.String), "num_clients")
+        )
+        yield dg.Output(
+            result.pairs,
+            metadata={
+                **frame_metadata(result.pairs),
+                **to_metadata(result.stats),
+                "top_pairs": dg.MetadataValue.md(markdown_table(top)),
+                "rules": dg.MetadataValue.json(dataclasses.asdict(rules)),
+            },
+        )
+        yield from PHASE3_CHECKS.results(phase3.validate(result.pairs, rules.min_num_clients))
+
+    return [raw_interactions, video_catalog, filtered_interactions, item_meta, item_pairs]

@@ -8,7 +8,8 @@
   ``dict[partition_key, DataFrame]``; partitions never materialized raise, unless the input's
   metadata says ``allow_missing_partitions: True``.
 
-Why not dagster-polars: its parquet reader cannot read on polars 2.x (see shared notes).
+Why not dagster-polars: its parquet reader cannot read on polars 2.x (dagster-polars 0.27.12 passes
+``rechunk=`` to ``pl.scan_parquet``, which polars 2.0 removed; its writer works).
 """
 
 import typing
@@ -20,6 +21,10 @@ from pydantic import PrivateAttr
 from ..artifacts import ModelArtifact, from_bytes, to_bytes
 from ..storage import ObjectStore, open_store, read_parquet, write_parquet
 from .s3 import S3Config
+
+MODEL_IO = "model_io_manager"
+"""The resource key of :class:`SafetensorsIOManager`: model assets set it as their ``io_manager_key`` (and
+their readers as ``input_manager_key``); plain tables go through the default ``io_manager``."""
 
 
 class _PartitionedObjectIOManager(dg.ConfigurableIOManager):

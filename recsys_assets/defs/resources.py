@@ -10,7 +10,8 @@ Each role is one resource key with interchangeable implementations chosen in ``d
 * ``als_engine``: :class:`AlsEngineResource` (the ALS implementation);
 * ``media_fetch``: :class:`MediaFetchResource` (download_url -> bytes, under an allowlist);
 * ``content_models``: :class:`ContentModelsResource` (open_clip + Whisper, weights from config);
-* ``embedding_cache``: :class:`EmbeddingCacheResource` (finished embeddings by item and model).
+* ``embedding_cache``: :class:`EmbeddingCacheResource` (finished embeddings by item and model);
+* ``two_tower_rules``: :class:`TwoTowerRulesResource` (seed 001's dataset rules, shared by three assets).
 """
 
 import datetime as dt
@@ -23,10 +24,12 @@ from ..simulator.platform import Platform, get_platform
 from ..simulator.publish import catalog_uri, publish_catalog, publish_day, snapshot_template
 from ..sources.lake import read_catalog, read_snapshot
 from ..stages.als_factors import AlsEngine, ImplicitAls
-from ..stages.content_models import RANDOM_AUDIO_MODEL, TINY_IMAGE_MODEL, ContentEncoders, ModelSpec, load_encoders
+from ..stages.content_models import ContentEncoders, ModelSpec, load_encoders
 from ..stages.item_content_embeddings import EmbeddingCache
 from ..stages.media_fetch import FetchPolicy
+from ..stages.two_tower import DatasetRules
 from ..storage import open_store
+from .params import config_from, to_params
 from .s3 import S3Config
 
 
@@ -133,7 +136,9 @@ class AlsEngineResource(dg.ConfigurableResource):
         raise ValueError(f"unknown ALS engine {self.name!r}; known: implicit")
 
 
-class MediaFetchResource(dg.ConfigurableResource):
+class MediaFetchResource(
+    config_from(FetchPolicy, exclude=("s3_options",), base=dg.ConfigurableResource, name="FetchPolicyResource")
+):
     """Fetches videos by their catalog ``download_url`` under an allowlist (see ``stages/media_fetch.py``).
 
     A URL comes from data, so nothing is reachable unless allowed here: schemes, ``http(s)`` hosts and
@@ -141,57 +146,32 @@ class MediaFetchResource(dg.ConfigurableResource):
     folders for ``file://`` URLs and paths (``allowed_roots``).
     """
 
-    allowed_schemes: list[str] = ["file", "s3", "https"]
-    allowed_hosts: list[str] = []
-    allowed_roots: list[str] = []
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 30.0
-    retries: int = 2
-    max_bytes: int = 256 * 1024 * 1024
     s3: S3Config = S3Config()
 
     def policy(self) -> FetchPolicy:
-        return FetchPolicy(
+        return to_params(
+            self,
+            FetchPolicy,
             allowed_schemes=tuple(s.lower() for s in self.allowed_schemes),
-            allowed_hosts=tuple(self.allowed_hosts),
-            allowed_roots=tuple(self.allowed_roots),
-            connect_timeout_s=self.connect_timeout_s,
-            read_timeout_s=self.read_timeout_s,
-            retries=self.retries,
-            max_bytes=self.max_bytes,
             s3_options=tuple(sorted(self.s3.options().items())),
         )
 
 
-class ContentModelsResource(dg.ConfigurableResource):
+class ContentModelsResource(config_from(ModelSpec, base=dg.ConfigurableResource, name="ModelSpecResource")):
     """The image (open_clip) and audio (Whisper) encoders (see ``stages/content_models.py``).
 
     Without ``image_pretrained`` / ``audio_checkpoint`` the weights are RANDOM (small architectures by
     default): the pipeline runs end to end, but the embeddings carry no learned semantics.
     """
 
-    image_model: str = TINY_IMAGE_MODEL
-    image_pretrained: typing.Optional[str] = None
-    """open_clip pretrained tag, or a checkpoint path / file:// / s3:// / https:// URL."""
-    audio_model: str = RANDOM_AUDIO_MODEL
-    audio_checkpoint: typing.Optional[str] = None
-    """Whisper checkpoint (openai .pt or .safetensors) path / file:// / s3:// / https:// URL."""
-    n_frames: int = 8
-    device: str = "auto"
-    seed: int = 0
-    checkpoint_cache_dir: str = "~/.cache/recsys_assets/checkpoints"
     s3: S3Config = S3Config()
 
     def spec(self) -> ModelSpec:
-        return ModelSpec(
-            image_model=self.image_model,
+        return to_params(
+            self,
+            ModelSpec,
             image_pretrained=self.image_pretrained or None,
-            audio_model=self.audio_model,
             audio_checkpoint=self.audio_checkpoint or None,
-            seed=self.seed,
-            n_frames=self.n_frames,
-            device=self.device,
-            cache_dir=self.checkpoint_cache_dir,
         )
 
     def load(self) -> ContentEncoders:
@@ -224,6 +204,14 @@ class SimulatedTruthResource(TruthResource):
 
     def affinity_fn(self) -> typing.Optional[typing.Callable]:
         return self.simulator.platform().true_affinity
+
+
+class TwoTowerRulesResource(config_from(DatasetRules, base=dg.ConfigurableResource, name="DatasetRulesResource")):
+    """Seed 001's dataset rules, set once for the three assets that apply them: ``item_pca`` (which items it
+    is fitted on), ``two_tower_dataset`` (filters, label, balance) and ``two_tower_evaluation`` (the label)."""
+
+    def rules(self) -> DatasetRules:
+        return to_params(self, DatasetRules)
 
 
 class ReportStoreResource(dg.ConfigurableResource):

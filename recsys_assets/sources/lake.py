@@ -1,4 +1,5 @@
-"""Reading the real sources the seeds name: ``Daily-Snapshot`` parquet folders and the ``josh-meta/video`` Delta table."""
+"""Reading the real sources the seeds name: ``Daily-Snapshot`` parquet folders and the ``josh-meta/video``
+Delta table."""
 
 from __future__ import annotations
 

@@ -7,10 +7,9 @@ interacted with in the training window are removed from both the ranking and the
 metric measures discovery, not repetition. Clients left with no target are not counted.
 
 Popularity ranks the same candidates by their positive count in the training window (ties by item id).
-Metrics, with binary relevance and T = the client's targets:
-
-* ``recall@k``  = |top-k ∩ T| / |T|, averaged over clients;
-* ``ndcg@10``   = DCG@10 / IDCG@10 with DCG = Σ 1/log2(rank+1) over hits and IDCG for min(|T|, 10) hits.
+Metrics (defined once in :func:`~recsys_assets.stages.ranking_metrics.retrieval_at_k`), with binary
+relevance and T = the client's targets: ``recall@k`` = |top-k ∩ T| / |T| and ``ndcg@10``, averaged over
+clients.
 
 Targets on items the model has no vector for (cold items, items under the minimum counts) cannot be
 retrieved by either method; they are left out and counted (``targets_outside_any_model``).
@@ -21,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
+
+from .ranking_metrics import retrieval_at_k
 
 KS = (10, 50, 100)
 
@@ -37,26 +38,6 @@ def _incidence(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp
     m = sp.csr_matrix((np.ones(int(ok.sum()), dtype=np.float32), (rows[ok], cols[ok])), shape=shape)
     m.data[:] = 1.0
     return m
-
-
-def ranking_metrics(scores: np.ndarray, seen: sp.csr_matrix, targets: sp.csr_matrix, ks=KS) -> dict[str, np.ndarray]:
-    """Per-client recall@k and ndcg@10 for a dense score block (clients x items); ``seen`` cells are excluded."""
-    scores = scores.astype(np.float64, copy=True)
-    s = seen.tocoo()
-    scores[s.row, s.col] = -np.inf
-    kmax = min(max(max(ks), 10), scores.shape[1])
-    top = np.argpartition(-scores, kmax - 1, axis=1)[:, :kmax]
-    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-    top = np.take_along_axis(top, order, axis=1)
-    t = targets.toarray().astype(bool)
-    hits = np.take_along_axis(t, top, axis=1)
-    n_t = t.sum(axis=1)
-    out = {f"recall@{k}": hits[:, :k].sum(axis=1) / np.maximum(n_t, 1) for k in ks}
-    disc = 1.0 / np.log2(np.arange(2, 12))
-    dcg = (hits[:, :10] * disc[: hits[:, :10].shape[1]]).sum(axis=1)
-    idcg = np.array([disc[: min(n, 10)].sum() for n in n_t])
-    out["ndcg@10"] = dcg / np.maximum(idcg, 1e-12)
-    return out
 
 
 def table_schema(ks=KS) -> dict[str, pl.DataType]:
@@ -105,8 +86,9 @@ def evaluate(
         for s in range(0, len(evaluated), block):
             b = evaluated[s : s + block]
             for method, sc in (("als", U[b] @ V.T), ("popularity", np.tile(pop_scores, (len(b), 1)))):
-                for name, vals in ranking_metrics(sc, seen[b], targets[b], ks).items():
-                    acc[method].setdefault(name, []).append(vals)
+                per_row = retrieval_at_k(sc, targets[b], exclude=seen[b], recall_ks=ks, ndcg_ks=(10,))
+                for name in [f"recall@{k}" for k in ks] + ["ndcg@10"]:
+                    acc[method].setdefault(name, []).append(per_row[name])
         count = {
             "language": lang,
             "clients_evaluated": int(len(evaluated)),

@@ -29,21 +29,36 @@ import scipy.sparse as sp
 
 @dataclasses.dataclass(frozen=True)
 class ConfidenceRules:
+    """How an interaction becomes a confidence cell (see the module docstring)."""
+
     alpha: float = 2.0
+    """Confidence scale of a positive cell."""
     like_bonus: float = 1.0
+    """Added to a positive cell when the client liked the item."""
     loop_bonus: float = 0.5
+    """Added to a positive cell that was looped (pcc > 1)."""
     negative_weight: float = 1.0
+    """Confidence of a negative cell (observed as not preferred)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class AlsParams:
+    """ALS hyper-parameters, minimum counts and which languages get a model."""
+
     factors: int = 16
     regularization: float = 2.0
     iterations: int = 15
     seed: int = 0
     num_threads: int = 0
+    """Solver threads (0 = all cores); set by the ALS engine resource, not per run."""
     min_item_clients: int = 3
+    """Items with fewer distinct clients in the window get no vector."""
     min_client_items: int = 2
+    """Clients with fewer distinct items in the window get no vector."""
+    languages: tuple[str, ...] = ()
+    """Languages to train; empty = every language with at least ``min_cells_per_language`` cells."""
+    min_cells_per_language: int = 100
+    """A language with fewer cells (after the minimum counts) is skipped, and says so."""
 
 
 class AlsEngine(Protocol):
@@ -182,12 +197,10 @@ def train_als(
     params: AlsParams = AlsParams(),
     rules: ConfidenceRules = ConfidenceRules(),
     engine: AlsEngine | None = None,
-    languages: list[str] | None = None,
-    min_cells_per_language: int = 100,
 ) -> AlsResult:
     """Train one ALS model per language. ``item_language``: ``item_id, language`` (the catalog).
 
-    ``languages=None`` trains every language with at least ``min_cells_per_language`` cells after the
+    Empty ``params.languages`` trains every language with at least ``min_cells_per_language`` cells after the
     minimum counts; languages skipped for too little data appear in the stats with ``trained=False``.
     (client, item) cells whose item has no language in the catalog are counted, not guessed.
     """
@@ -203,7 +216,7 @@ def train_als(
         .items()
     }
     del cells
-    wanted = languages if languages is not None else sorted(by_language)
+    wanted = list(params.languages) or sorted(by_language)
     items, users, stats = [], [], []
     for lang in wanted:
         lang_cells = by_language.pop(lang, None)
@@ -212,8 +225,8 @@ def train_als(
         lm = language_matrix(lang_cells, lang, params)
         del lang_cells
         st = {**lm.stats, "engine": engine.name, "trained": False, "seconds": 0.0}
-        if lm.matrix.nnz < min_cells_per_language or lm.matrix.shape[1] < 2:
-            st["skipped"] = f"{lm.matrix.nnz} cells < {min_cells_per_language}"
+        if lm.matrix.nnz < params.min_cells_per_language or lm.matrix.shape[1] < 2:
+            st["skipped"] = f"{lm.matrix.nnz} cells < {params.min_cells_per_language}"
             stats.append(st)
             continue
         t = time.perf_counter()
@@ -233,7 +246,8 @@ def train_als(
 
 
 def validate(item_factors: pl.DataFrame, stats: list[dict], max_norm: float) -> dict[str, tuple[bool, dict]]:
-    """Checks of the item factors: finite, norms in (0, max_norm], every eligible item a vector, one language per item."""
+    """Checks of the item factors: finite, norms in (0, max_norm], every eligible item a vector, one language
+    per item."""
     if item_factors.height:
         v = item_factors["vector"].to_numpy()
         finite = bool(np.isfinite(v).all())

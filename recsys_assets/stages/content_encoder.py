@@ -39,31 +39,44 @@ import torch
 from torch import nn
 
 from ..artifacts import ModelArtifact
+from .ranking_metrics import retrieval_at_k
 from .torch_device import resolve_device
 
 
 @dataclasses.dataclass(frozen=True)
 class EncoderParams:
+    """The content -> collaborative encoder's architecture, losses and training schedule."""
+
     hidden: int = 64
+    """Width of the frame/audio projections and of the head."""
     dropout: float = 0.5
     pooling: str = "attention"
     """``attention`` or ``mean`` over frames."""
     clip_weight: float = 1.0
+    """Weight of the symmetric InfoNCE loss against the ALS vectors."""
     pair_weight: float = 0.5
+    """Weight of the BLIP-bucketed pair loss (pair_blip_scores)."""
     regression_weight: float = 1.0
+    """Weight of the MSE scale term (retrieval is a dot product, so the norm matters)."""
     pair_margin: float = 0.0
+    """Negatives' cosine is pushed below this margin."""
     bucket_weights: tuple[float, ...] = ()
+    """Weight of a pair by its BLIP-similarity bucket (index = bucket); empty = 1 for all."""
     init_temperature: float = 0.07
     lr: float = 1e-3
     weight_decay: float = 1e-4
     batch_size: int = 256
     max_epochs: int = 120
     patience: int = 10
+    """Stop after this many epochs without a better validation loss; the best epoch is kept."""
     val_share: float = 0.2
+    """Share of items (by seeded hash) held out for validation."""
     split_seed: int = 0
     seed: int = 0
     min_items: int = 64
+    """A language with fewer items that have both content and an ALS vector is not trained."""
     device: str = "auto"
+    """``auto`` (CUDA when present), ``cpu``, ``cuda``."""
 
 
 def is_validation(item_ids: pl.Series | pl.Expr, share: float, seed: int) -> pl.Series | pl.Expr:
@@ -73,17 +86,9 @@ def is_validation(item_ids: pl.Series | pl.Expr, share: float, seed: int) -> pl.
 
 
 class ContentToCollab(nn.Module):
-    def __init__(
-        self,
-        frame_dim: int,
-        audio_dim: int,
-        out_dim: int,
-        hidden: int = 256,
-        dropout: float = 0.1,
-        pooling: str = "attention",
-        init_temperature: float = 0.07,
-    ):
+    def __init__(self, frame_dim: int, audio_dim: int, out_dim: int, params: EncoderParams):
         super().__init__()
+        hidden, dropout, pooling = params.hidden, params.dropout, params.pooling
         if pooling not in ("attention", "mean"):
             raise ValueError(f"pooling must be 'attention' or 'mean', not {pooling!r}")
         self.pooling = pooling
@@ -101,7 +106,7 @@ class ContentToCollab(nn.Module):
             nn.GELU(),
             nn.Linear(hidden, out_dim),
         )
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / params.init_temperature)))
 
     def set_standardisation(self, frames: torch.Tensor, audio: torch.Tensor, has_audio: torch.Tensor) -> None:
         f = frames.reshape(-1, frames.shape[-1])
@@ -193,15 +198,7 @@ def train_encoder(
     gen = torch.Generator().manual_seed(params.seed)
     y = torch.from_numpy(np.asarray(targets, dtype=np.float32))
     tr, va = np.flatnonzero(~is_val), np.flatnonzero(is_val)
-    model = ContentToCollab(
-        feats.frames.shape[-1],
-        feats.audio.shape[-1],
-        y.shape[-1],
-        params.hidden,
-        params.dropout,
-        params.pooling,
-        params.init_temperature,
-    )
+    model = ContentToCollab(feats.frames.shape[-1], feats.audio.shape[-1], y.shape[-1], params)
     model.set_standardisation(feats.frames[tr], feats.audio[tr], feats.has_audio[tr])
     model.to(device)
     scale = float((y[tr] ** 2).sum(-1).mean().clamp_min(1e-12))
@@ -318,16 +315,25 @@ def predict(model: ContentToCollab, feats: Features, batch_size: int = 4096) -> 
     return np.concatenate(out) if out else np.zeros((0, model.head[-1].out_features), dtype=np.float32)
 
 
-def retrieval_metrics(pred: np.ndarray, true: np.ndarray, ks: typing.Sequence[int] = (1, 10, 50)) -> dict[str, float]:
-    """Mean cosine(pred_i, true_i); recall@k of finding true_i among all rows of ``true`` by cosine with pred_i."""
+def retrieval_metrics(
+    pred: np.ndarray, true: np.ndarray, ks: typing.Sequence[int] = (1, 10, 50), block: int = 4096
+) -> dict[str, float]:
+    """Mean cosine(pred_i, true_i); recall@k of finding true_i among all rows of ``true`` by cosine with
+    pred_i (ranked as every evaluation ranks: :func:`~recsys_assets.stages.ranking_metrics.retrieval_at_k`)."""
     if len(pred) == 0:
         return {"mean_cosine": float("nan"), **{f"recall@{k}": float("nan") for k in ks}}
     p = pred / np.maximum(np.linalg.norm(pred, axis=1, keepdims=True), 1e-12)
     t = true / np.maximum(np.linalg.norm(true, axis=1, keepdims=True), 1e-12)
-    sims = p @ t.T
-    own = np.diag(sims)
-    rank = (sims > own[:, None]).sum(1)  # 0 = first; ties count in the item's favour
-    return {"mean_cosine": float(own.mean()), **{f"recall@{k}": float((rank < k).mean()) for k in ks}}
+    own = np.einsum("nd,nd->n", p, t)
+    hits: dict[int, list[np.ndarray]] = {k: [] for k in ks}
+    for s in range(0, len(p), block):
+        rows = np.arange(s, min(s + block, len(p)))
+        target = np.zeros((len(rows), len(t)), dtype=bool)
+        target[np.arange(len(rows)), rows] = True
+        per_row = retrieval_at_k(p[rows] @ t.T, target, recall_ks=ks, ndcg_ks=())
+        for k in ks:
+            hits[k].append(per_row[f"recall@{k}"])
+    return {"mean_cosine": float(own.mean()), **{f"recall@{k}": float(np.concatenate(hits[k]).mean()) for k in ks}}
 
 
 @dataclasses.dataclass
@@ -447,17 +453,10 @@ def to_artifact(models: dict[str, ContentToCollab], config: dict[str, typing.Any
 
 def from_artifact(artifact: ModelArtifact) -> dict[str, ContentToCollab]:
     cfg = artifact.config
+    params = EncoderParams(**{f.name: cfg[f.name] for f in dataclasses.fields(EncoderParams) if f.name in cfg})
     models = {}
     for lang, dims in cfg.get("languages", {}).items():
-        m = ContentToCollab(
-            dims["frame_dim"],
-            dims["audio_dim"],
-            dims["out_dim"],
-            cfg["hidden"],
-            cfg["dropout"],
-            cfg["pooling"],
-            cfg["init_temperature"],
-        )
+        m = ContentToCollab(dims["frame_dim"], dims["audio_dim"], dims["out_dim"], params)
         m.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in artifact.subset(lang).items()}, strict=True)
         models[lang] = m.eval()
     return models

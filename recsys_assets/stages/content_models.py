@@ -49,16 +49,16 @@ WHISPER_DIMS: dict[str, dict[str, int]] = {
     name: dict(
         n_mels=80,
         n_audio_ctx=1500,
-        n_audio_state=w,
-        n_audio_head=h,
-        n_audio_layer=l,
+        n_audio_state=width,
+        n_audio_head=heads,
+        n_audio_layer=layers,
         n_vocab=51865,
         n_text_ctx=448,
-        n_text_state=w,
-        n_text_head=h,
-        n_text_layer=l,
+        n_text_state=width,
+        n_text_head=heads,
+        n_text_layer=layers,
     )
-    for name, (w, h, l) in {
+    for name, (width, heads, layers) in {
         "tiny": (384, 6, 4),
         "base": (512, 8, 6),
         "small": (768, 12, 12),

@@ -36,10 +36,16 @@ OUTPUT_COLUMNS = (
 
 @dataclasses.dataclass(frozen=True)
 class Phase1Rules:
+    """Seed 000, phase 1. Defaults are the seed's thresholds."""
+
     positive_pcc_above: float = 0.9
+    """Positive when play completion (pcc) is above this, or the client liked the item."""
     negative_timespent_below_s: float = 5.0
+    """Negative when time spent is below this many seconds (bounce / skip) ..."""
     negative_pcc_below: float = 0.3
+    """... or play completion is below this."""
     max_client_positive_ctr: float = 0.9
+    """Clients whose positive / (positive + negative) is above this are dropped."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -114,7 +114,8 @@ class EmbeddingCache:
 @dataclasses.dataclass(frozen=True)
 class EmbedParams:
     batch_size: int = 32
-    workers: int = 0
+    """Videos per forward pass of the models."""
+    decode_workers: int = 0
     """Fetch/decode worker processes; 0 = one per core, 1 = in this process."""
     max_in_flight: int = 0
     """Items fetched/decoded ahead of the models; 0 = 4 batches."""
@@ -133,7 +134,7 @@ class EmbedResult:
 
 
 def _decoded_stream(jobs: list[MediaJob], params: EmbedParams) -> typing.Iterator[DecodedMedia]:
-    workers = params.workers or (os.cpu_count() or 1)
+    workers = params.decode_workers or (os.cpu_count() or 1)
     if workers <= 1 or len(jobs) <= 1:
         yield from map(fetch_and_decode, jobs)
         return

@@ -30,11 +30,18 @@ PAIR_COLUMNS = ("item_id_1", "item_id_2", "pair_type", "num_clients", "download_
 
 @dataclasses.dataclass(frozen=True)
 class PairRules:
+    """Seed 000, phase 3, with the "after inputs" refinements as options."""
+
     exclude_all_positive_sessions: bool = True
+    """Leave out sessions where every served video was watched/liked (seed 000, data formation)."""
     min_num_clients: int = 1
+    """Keep pairs co-consumed by at least this many distinct clients."""
     max_positive_items_per_client: int = 50
+    """Cap on positives per client before the self-join (P items make P(P-1)/2 pairs)."""
     max_negative_items_per_session: int = 50
+    """Cap on negatives per session before the self-join."""
     sample_seed: int = 0
+    """Seed of the sampling under the two caps."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,8 @@ import typing
 import numpy as np
 import polars as pl
 
+from .ranking_metrics import auc
+
 PAIR_TYPE = pl.Enum(["positive", "negative"])
 
 
@@ -226,10 +228,8 @@ def _auc(pos: np.ndarray, neg: np.ndarray, max_n: int = 2_000_000) -> float:
         pos = rng.choice(pos, max_n, replace=False)
     if len(neg) > max_n:
         neg = rng.choice(neg, max_n, replace=False)
-    from scipy.stats import rankdata
-
-    ranks = rankdata(np.concatenate([pos, neg]))
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    labels = np.r_[np.ones(len(pos), dtype=bool), np.zeros(len(neg), dtype=bool)]
+    return auc(np.concatenate([pos, neg]), labels)
 
 
 def summary(pairs: pl.DataFrame) -> pl.DataFrame:

@@ -19,6 +19,10 @@ Clients with R = 0 have no ranking metric (counted apart); every row counts for 
 ``recall@all_pos``  |relevant in the top R| / R (R-precision)
 ==================  ==========================================================================================
 
+The catalogue-wide metrics (recall@k and ndcg@k of a score block against target cells, used by the ALS,
+cold-start and two-tower evaluations) come from :func:`retrieval_at_k`, over the one ranking of
+:func:`top_k`: excluded cells never ranked, ties by item index, NaN last.
+
 Ties in score are broken by ``tie_key`` ascending (the item id), so every metric but ``auc`` and
 ``map`` sees one definite order. ``map`` treats ties as scikit-learn's ``average_precision_score``
 does (all items of one score enter together), and ``auc`` counts ties as half -- both equal
@@ -27,7 +31,10 @@ scikit-learn's on any input, ties included.
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
+import scipy.sparse as sp
 from scipy.stats import rankdata
 
 METRICS = (
@@ -131,22 +138,84 @@ def metric_row(client: np.ndarray, scores: np.ndarray, labels: np.ndarray, tie_k
     return row
 
 
+Cells = typing.Union[np.ndarray, "sp.spmatrix", None]
+"""Cells of a (rows x items) block: a boolean array, a sparse matrix (non-zeros are the cells), or None."""
+
+
+def _dense_bool(cells: Cells, shape: tuple[int, int]) -> np.ndarray:
+    if cells is None:
+        return np.zeros(shape, dtype=bool)
+    if sp.issparse(cells):
+        return np.asarray(cells.toarray() != 0)
+    return np.asarray(cells, dtype=bool)
+
+
+def top_k(scores: np.ndarray, k: int, exclude: Cells = None) -> np.ndarray:
+    """Each row's ``k`` best columns, best first -- the one ranking every retrieval metric here uses.
+
+    Ties are broken by the column index, ascending (callers sort items by id, so: the smaller id first);
+    NaN scores rank last; ``exclude``d cells never enter the list (a row with fewer than ``k`` eligible
+    columns gets ``-1`` in the free places). Linear in the block's size: no full sort of a row."""
+    s = np.array(scores, dtype=np.float64)
+    s[np.isnan(s)] = -np.inf
+    banned = _dense_bool(exclude, s.shape)
+    s[banned] = -np.inf
+    n_rows, n = s.shape
+    k = min(k, n)
+    if k <= 0 or n_rows == 0:
+        return np.zeros((n_rows, max(k, 0)), dtype=np.int64)
+    kth = np.partition(s, n - k, axis=1)[:, n - k]  # the k-th largest score of each row
+    above = s > kth[:, None]
+    tied = s == kth[:, None]
+    room = k - above.sum(axis=1)
+    chosen = above | (tied & (np.cumsum(tied, axis=1) <= room[:, None]))  # tied columns by index
+    cols = np.nonzero(chosen)[1].reshape(n_rows, k)  # row-major: ascending index within each row
+    order = np.argsort(-np.take_along_axis(s, cols, axis=1), axis=1, kind="stable")
+    cols = np.take_along_axis(cols, order, axis=1)
+    return np.where(np.take_along_axis(banned, cols, axis=1), -1, cols)
+
+
+def retrieval_at_k(
+    scores: np.ndarray,
+    targets: Cells,
+    exclude: Cells = None,
+    recall_ks: typing.Sequence[int] = (10, 50, 100),
+    ndcg_ks: typing.Sequence[int] = (10,),
+) -> dict[str, np.ndarray]:
+    """Per row: ``recall@k`` = |top-k ∩ T| / |T| and ``ndcg@k`` (binary gains, ideal = min(|T|, k) hits),
+    where T = the row's target cells that are not excluded. Rows with an empty T are dropped; ``row``
+    gives the index of each row kept and ``n_targets`` its |T|."""
+    shape = np.shape(scores)
+    t = _dense_bool(targets, shape) & ~_dense_bool(exclude, shape)
+    n_t = t.sum(axis=1)
+    keep = np.flatnonzero(n_t > 0)
+    kmax = max([*recall_ks, *ndcg_ks])
+    top = top_k(np.asarray(scores)[keep], kmax, None if exclude is None else _dense_bool(exclude, shape)[keep])
+    hits = np.where(top >= 0, np.take_along_axis(t[keep], np.maximum(top, 0), axis=1), False)
+    n = n_t[keep]
+    out: dict[str, np.ndarray] = {f"recall@{k}": hits[:, :k].sum(axis=1) / n for k in recall_ks}
+    disc = 1.0 / np.log2(np.arange(2, kmax + 2))
+    for k in ndcg_ks:
+        dcg = (hits[:, :k] * disc[: hits[:, :k].shape[1]]).sum(axis=1)
+        ideal = np.cumsum(disc[:k])[np.minimum(n, k) - 1]
+        out[f"ndcg@{k}"] = dcg / ideal
+    out["row"] = keep
+    out["n_targets"] = n
+    return out
+
+
 def catalog_recall(
     scores: np.ndarray, targets: list[np.ndarray], exclude: list[np.ndarray], ks=(10, 50, 100)
 ) -> dict[str, np.ndarray]:
     """Recall@k over a whole catalog. ``scores``: (clients, items); ``targets``/``exclude``: per client,
     column indices of the relevant / excluded (already seen) items. Clients with no target are skipped."""
-    scores = scores.astype(np.float64, copy=True)
-    out = {f"catalog_recall@{k}": [] for k in ks}
-    kmax = min(max(ks), scores.shape[1])
-    for i in range(scores.shape[0]):
-        t = np.setdiff1d(targets[i], exclude[i])
-        if len(t) == 0:
-            continue
-        row = scores[i]
-        row[exclude[i]] = -np.inf
-        top = np.argpartition(-row, kmax - 1)[:kmax]
-        top = top[np.argsort(-row[top], kind="stable")]
-        for k in ks:
-            out[f"catalog_recall@{k}"].append(np.isin(t, top[:k]).sum() / len(t))
-    return {k: np.asarray(v) for k, v in out.items()}
+    shape = scores.shape
+
+    def cells(per_row: list[np.ndarray]) -> np.ndarray:
+        m = np.zeros(shape, dtype=bool)
+        for r, c in enumerate(per_row):
+            m[r, np.asarray(c, dtype=np.int64)] = True
+        return m
+
+    out = retrieval_at_k(scores, cells(targets), cells(exclude), recall_ks=ks, ndcg_ks=())
+    return {f"catalog_recall@{k}": out[f"recall@{k}"] for k in ks}

@@ -1,4 +1,5 @@
-"""The torch device a config string names: ``auto`` = CUDA when present, else CPU; or ``cpu``, ``cuda``, ``cuda:1``..."""
+"""The torch device a config string names: ``auto`` = CUDA when present, else CPU; or ``cpu``, ``cuda``,
+``cuda:1``..."""
 
 from __future__ import annotations
 

@@ -39,16 +39,26 @@ from .torch_device import resolve_device
 
 @dataclasses.dataclass(frozen=True)
 class DatasetRules:
+    """Seed 001's dataset rules; the defaults are the seed's."""
+
     positive_pcc_above: float = 0.9
+    """Label 1 when the fraction watched (pcc) is above this."""
     min_client_interactions: int = 4
+    """A client needs at least this many interactions in the window ..."""
     max_client_interactions: int = 2000
+    """... and at most this many (the seed's 99.9th percentile)."""
     min_client_positives: int = 1
     min_client_negatives: int = 1
     min_item_interactions: int = 3
+    """An item needs at least this many interactions in the window."""
     balance: bool = True
+    """Sample the larger class down to 5:5."""
     seed: int = 0
+    """Seed of the balancing draw."""
     positive_weight: float = 1.0
+    """Sample weight of a label-1 row (the seed: none, i.e. 1)."""
     negative_weight: float = 1.0
+    """Sample weight of a label-0 row."""
 
 
 def labelled(window: pl.DataFrame, rules: DatasetRules) -> pl.DataFrame:
@@ -85,6 +95,34 @@ def eligible(window: pl.DataFrame, rules: DatasetRules) -> tuple[pl.DataFrame, d
         "rows_kept": kept.height,
     }
     return kept, stats
+
+
+def validate_dataset(ds: pl.DataFrame, window: pl.DataFrame, rules: DatasetRules) -> dict[str, tuple[bool, dict]]:
+    """Verdicts of two_tower_dataset's checks: the filters hold on the output, labels are balanced, features finite."""
+    lab = labelled(window, rules)
+    c = lab.group_by("client_id").agg(n=pl.len(), pos=pl.col("label").sum(), neg=(~pl.col("label")).sum())
+    c = c.join(ds.select("client_id").unique(), on="client_id", how="semi")
+    bad_clients = c.filter(
+        (pl.col("n") < rules.min_client_interactions)
+        | (pl.col("n") > rules.max_client_interactions)
+        | (pl.col("pos") < rules.min_client_positives)
+        | (pl.col("neg") < rules.min_client_negatives)
+    ).height
+    i = lab.group_by("item_id").len().join(ds.select("item_id").unique(), on="item_id", how="semi")
+    bad_items = i.filter(pl.col("len") < rules.min_item_interactions).height
+    pos = int(ds["label"].sum())
+    share = pos / ds.height if ds.height else 0.5
+    finite = (
+        all(bool(np.isfinite(ds[col].to_numpy()).all()) for col in ("pos_hist", "neg_hist", "item_features"))
+        if ds.height
+        else True
+    )
+    return {
+        "clients_within_bounds": (bad_clients == 0, {"clients_out_of_bounds": bad_clients}),
+        "items_with_min_interactions": (bad_items == 0, {"items_below_min": bad_items}),
+        "balanced_labels": ((not rules.balance) or abs(share - 0.5) <= 0.05, {"positive_share": share}),
+        "features_finite": (finite, {}),
+    }
 
 
 def history_sums(history: pl.DataFrame, item_features: pl.DataFrame, dim: int) -> pl.DataFrame:
@@ -239,8 +277,12 @@ def project(embeddings: pl.DataFrame, pca: typing.Any) -> pl.DataFrame:
 
 @dataclasses.dataclass(frozen=True)
 class ModelParams:
+    """The two towers and their training."""
+
     hidden: tuple[int, ...] = (128, 64)
+    """Hidden layer widths of each tower's MLP."""
     out_dim: int = 32
+    """Width of the user and item vectors (their dot product is the score)."""
     dropout: float = 0.1
     loss: str = "bce"
     """``bce`` (the seed: pointwise on labels) or ``inbatch_softmax`` (positives only, logQ-corrected)."""

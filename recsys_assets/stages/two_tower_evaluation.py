@@ -113,7 +113,7 @@ def evaluate(
         smap = {c: np.asarray(v) for c, v in seen_by.iter_rows()}
         col = {int(i): k for k, i in enumerate(cat_ids)}
 
-        def idx(ids: typing.Optional[np.ndarray]) -> np.ndarray:
+        def idx(ids: typing.Optional[np.ndarray], col: dict[int, int] = col) -> np.ndarray:
             if ids is None:
                 return np.zeros(0, np.int64)
             return np.asarray([col[int(i)] for i in ids if int(i) in col], dtype=np.int64)

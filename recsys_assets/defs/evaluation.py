@@ -1,0 +1,53 @@
+"""The skeleton every next-day evaluation shares: the model(s) of D-1 scored on day D.
+
+An evaluation asset of partition D reads its models through ``PREVIOUS_DAY`` and its data through
+``EVAL_WINDOW`` (D-7 .. D). :func:`next_day_inputs` unwraps those inputs, or -- on the first partition,
+where no model of D-1 exists -- returns the outputs that record the evaluation as skipped, with the
+reason, so each asset handles that case the same way.
+"""
+
+import dataclasses
+import datetime as dt
+import typing
+
+import dagster as dg
+import polars as pl
+
+from .checks import CheckSet
+from .partitions import partition_date
+
+
+@dataclasses.dataclass(frozen=True)
+class NextDay:
+    day: dt.date
+    models: dict[str, typing.Any]
+    """Each ``PREVIOUS_DAY`` input, unwrapped to its one value."""
+    model_partition: str
+    today: pl.DataFrame
+    """Day D of the ``EVAL_WINDOW`` input."""
+    history: pl.DataFrame
+    """The days before D of the ``EVAL_WINDOW`` input, concatenated in day order."""
+
+
+def next_day_inputs(
+    context: dg.AssetExecutionContext,
+    checks: CheckSet,
+    empty_schema: typing.Mapping[str, pl.DataType],
+    window: typing.Mapping[str, pl.DataFrame],
+    **models: typing.Mapping[str, typing.Any],
+) -> tuple[typing.Optional[NextDay], list]:
+    """``(NextDay, [])`` when every model of D-1 is there; ``(None, outputs)`` to yield when it is not."""
+    day = partition_date(context)
+    previous = (day - dt.timedelta(days=1)).isoformat()
+    missing = [name for name, value in models.items() if not value]
+    if missing:
+        reason = f"no {' / '.join(missing)} partition for {previous} (the first partition has no model before it)"
+        context.log.warning(f"{context.asset_key.to_user_string()} {day}: skipped, {reason}")
+        return None, [
+            dg.Output(pl.DataFrame(schema=dict(empty_schema)), metadata={"skipped": reason}),
+            *checks.results({name: (True, {"skipped": reason}) for name in checks.checks}),
+        ]
+    earlier = [frame for key, frame in sorted(window.items()) if key != day.isoformat()]
+    history = pl.concat(earlier, how="vertical_relaxed") if earlier else window[day.isoformat()].clear()
+    unwrapped = {name: next(iter(value.values())) for name, value in models.items()}
+    return NextDay(day, unwrapped, previous, window[day.isoformat()], history), []
