@@ -76,6 +76,7 @@ def build_resources(env: "Env | Settings" = os.environ) -> dict[str, typing.Any]
             allowed_schemes=list(settings.media_allowed_schemes),
             allowed_hosts=list(settings.media_allowed_hosts),
             allowed_roots=media_roots,
+            allowed_networks=list(settings.media_allowed_networks),
             s3=s3,
         ),
         "content_models": ContentModelsResource(

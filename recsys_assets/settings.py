@@ -30,6 +30,9 @@ read them through ``dg.EnvVar`` at run time (see ``definitions.py``).
 ``RECSYS_MEDIA_ALLOWED_HOSTS``      comma list of http(s) hosts / s3 buckets media may come from
 ``RECSYS_MEDIA_ALLOWED_ROOTS``      comma list of local folders file:// media may come from
                                     (simulator: its media folder is always allowed)
+``RECSYS_MEDIA_ALLOWED_NETWORKS``   comma list of CIDRs an allowed media host may resolve into although
+                                    not public (an internal CDN); loopback/private/link-local are refused
+                                    otherwise, metadata endpoints always
 ``DAGSTER_HOME``                    the Dagster instance of ``recsys-assets`` (default ``./.dagster_home``)
 ==================================  =====================================================================
 """
@@ -70,6 +73,7 @@ class Settings:
     media_allowed_schemes: tuple[str, ...]
     media_allowed_hosts: tuple[str, ...]
     media_allowed_roots: tuple[str, ...]
+    media_allowed_networks: tuple[str, ...]
     s3_env_set: tuple[str, ...]
     """Which of :data:`S3_ENV` are set (their values are read at run time through ``dg.EnvVar``)."""
     dagster_home: Path
@@ -115,6 +119,7 @@ class Settings:
             media_allowed_schemes=_csv(env.get("RECSYS_MEDIA_ALLOWED_SCHEMES", "file,s3,https")),
             media_allowed_hosts=_csv(env.get("RECSYS_MEDIA_ALLOWED_HOSTS", "")),
             media_allowed_roots=_csv(env.get("RECSYS_MEDIA_ALLOWED_ROOTS", "")),
+            media_allowed_networks=_csv(env.get("RECSYS_MEDIA_ALLOWED_NETWORKS", "")),
             s3_env_set=tuple(n for n in S3_ENV if env.get(n)),
             dagster_home=Path(env.get("DAGSTER_HOME") or ".dagster_home").resolve(),
         )

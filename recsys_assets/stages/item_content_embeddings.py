@@ -121,6 +121,9 @@ class EmbedParams:
     """Items fetched/decoded ahead of the models; 0 = 4 batches."""
     start_method: str = ""
     """How worker processes start: ``forkserver`` (default where available), ``spawn`` or ``fork``."""
+    item_timeout_s: float = 600.0
+    """Wall-clock limit of one item's fetch + decode in a worker; past it the item fails with ``timeout``
+    (the fetch has its own ``deadline_s`` too)."""
     model_threads: int = 0
     """CPU threads of this process while the pool decodes; 0 = automatic: torch's default (all cores) on
     CPU, 2 on a GPU (the models run there; the cores go to the decoders). With small models on CPU,
@@ -239,7 +242,7 @@ def embed_items(
     hit = set(cached["item_id"].to_list()) if cached.height else set()
     todo = items.filter(~pl.col("item_id").is_in(list(hit)))
     jobs = [
-        MediaJob(int(i), u, policy, encoders.decode_params)
+        MediaJob(int(i), u, policy, encoders.decode_params, max_seconds=params.item_timeout_s)
         for i, u in todo.select("item_id", "download_url").iter_rows()
     ]
     log(f"{len(ids)} items: {len(hit)} from the cache ({encoders.fingerprint}), {len(jobs)} to fetch, decode and embed")

@@ -18,6 +18,7 @@ file never stops a batch:
 ``no_video_stream``    a container without pictures
 ``no_frames``          a video stream that yields no decodable picture
 ``decode_error``       anything else PyAV raises while decoding
+``timeout``            fetch + decode took longer than the job's ``max_seconds`` (see :func:`fetch_and_decode`)
 =====================  ============================================================
 
 A missing audio stream is not an error: ``audio`` is ``None`` and ``audio_error`` says
@@ -28,8 +29,11 @@ No Dagster, no torch: this module is what the worker processes import.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
+import signal
+import threading
 import typing
 
 import numpy as np
@@ -212,14 +216,47 @@ class MediaJob:
     url: typing.Optional[str]
     policy: FetchPolicy
     params: DecodeParams
+    max_seconds: float = 0.0
+    """Wall-clock limit of fetch + decode for this item (0 = none); past it the item fails with ``timeout``."""
+
+
+class _ItemTimeout(BaseException):
+    """Not an ``Exception``: no broad ``except Exception`` in the fetch or decode code may swallow it."""
+
+
+@contextlib.contextmanager
+def _wall_clock_limit(seconds: float) -> typing.Iterator[None]:
+    """SIGALRM after ``seconds`` (main thread only: a worker process's, or the run's own when it decodes
+    in process); elsewhere a no-op, the fetch deadline still holds."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def on_alarm(signum: int, frame: typing.Any) -> None:
+        raise _ItemTimeout()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def fetch_and_decode(job: MediaJob) -> DecodedMedia:
-    """What a worker process runs for one item: fetch under the policy, then decode."""
+    """What a worker process runs for one item: fetch under the policy, then decode, within ``max_seconds``."""
     try:
-        data = fetch(job.url, job.policy)
-    except FetchError as e:
-        return DecodedMedia(item_id=job.item_id, error=e.reason, detail=e.detail[:300])
-    except Exception as e:  # a fetcher bug must not kill the pool either
-        return DecodedMedia(item_id=job.item_id, error="io_error", detail=f"{type(e).__name__}: {e}"[:300])
-    return decode_media(job.item_id, data, job.params)
+        with _wall_clock_limit(job.max_seconds):
+            try:
+                data = fetch(job.url, job.policy)
+            except FetchError as e:
+                return DecodedMedia(item_id=job.item_id, error=e.reason, detail=e.detail[:300])
+            except _ItemTimeout:
+                raise
+            except Exception as e:  # a fetcher bug must not kill the pool either
+                detail = f"{type(e).__name__}: {e}"[:300]
+                return DecodedMedia(item_id=job.item_id, error="io_error", detail=detail)
+            return decode_media(job.item_id, data, job.params)
+    except _ItemTimeout:
+        return DecodedMedia(item_id=job.item_id, error="timeout", detail=f"fetch + decode over {job.max_seconds:g} s")

@@ -7,29 +7,44 @@ failure is retried and how many bytes a video may have. :func:`fetch` returns th
 :class:`FetchError` whose ``reason`` is one short code, so the caller lists the item with it:
 
 ==================  =====================================================================
-``bad_url``         empty, unparsable, or a path that escapes its root
+``bad_url``         empty, unparsable, ambiguous (backslash, userinfo, percent-encoded or odd-form host,
+                    parsers that disagree on the host), or a path that escapes its root
 ``disallowed_scheme``  a scheme outside ``allowed_schemes`` (``ftp://``, ``gopher://``, ...)
-``disallowed_host``    an ``http(s)`` host / ``s3`` bucket / local root outside the allowlist
-                    (also checked on every redirect)
+``disallowed_host``    an ``http(s)`` host / ``s3`` bucket / local root outside the allowlist, or a
+                    host that resolves to a loopback, private, link-local, metadata or otherwise
+                    non-public address that is not explicitly allowed (checked on every redirect)
 ``not_found``       404, ``NoSuchKey``, missing file
 ``http_error``      any other non-2xx status after retries
 ``too_large``       more than ``max_bytes`` (declared or actually streamed)
-``timeout``         connect or read timeout after retries
+``timeout``         connect or read timeout after retries, or the fetch's overall ``deadline_s`` passed
 ``io_error``        connection refused/reset, S3 or file errors after retries
 ==================  =====================================================================
 
-Pure Python (requests, boto3): no Dagster. The policy is a plain picklable dataclass so worker
+``http(s)``: one parser decides. :func:`parse_http_url` accepts only an unambiguous URL (no backslash,
+no userinfo, no control characters, no percent-encoding in the authority, IP literals only in canonical
+dotted-quad or plain bracketed IPv6 form) and checks that ``urllib.parse`` and urllib3 (what requests
+uses) read the same host. The host is then resolved once; every address must be public, or explicitly
+allowed (an IP literal in ``allowed_hosts``, or inside ``allowed_networks``), and the connection is made
+to that checked address (TLS still verifies the certificate against the host name), so what was checked
+is what is connected to -- no second DNS answer, no second parser.
+
+Pure Python (urllib3, boto3): no Dagster. The policy is a plain picklable dataclass so worker
 processes can fetch with it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
+import socket
 import time
 import typing
 from pathlib import Path
-from urllib.parse import unquote, urljoin, urlparse
+from urllib.parse import unquote, urljoin, urlparse, urlsplit
+
+import urllib3
 
 
 class FetchError(Exception):
@@ -47,8 +62,14 @@ class FetchPolicy:
     bucket names that may be reached. Empty = none: remote media must be allowed explicitly."""
     allowed_roots: tuple[str, ...] = ()
     """Local folders that ``file://`` URLs and plain paths must lie under. Empty = no local files."""
+    allowed_networks: tuple[str, ...] = ()
+    """CIDR ranges (``10.20.0.0/16``) whose addresses an allowed host may resolve to although they are not
+    public (an internal CDN). Loopback, private, link-local and metadata addresses are refused otherwise."""
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
+    """Longest wait for the next bytes of a response."""
+    deadline_s: float = 120.0
+    """Longest a whole fetch may take (connects, redirects, retries and the transfer together)."""
     retries: int = 2
     """Extra attempts after a transient failure (timeout, connection error, 5xx, 429)."""
     backoff_s: float = 0.5
@@ -74,7 +95,9 @@ def _check_size(n: typing.Optional[int], policy: FetchPolicy, url: str) -> None:
         raise FetchError("too_large", f"{url} has {n} bytes > max_bytes {policy.max_bytes}")
 
 
-def _retrying(policy: FetchPolicy, url: str, attempt: typing.Callable[[], bytes]) -> bytes:
+def _retrying(
+    policy: FetchPolicy, url: str, attempt: typing.Callable[[], bytes], deadline: "_Deadline | None" = None
+) -> bytes:
     last: typing.Optional[FetchError] = None
     for i in range(policy.retries + 1):
         try:
@@ -82,7 +105,10 @@ def _retrying(policy: FetchPolicy, url: str, attempt: typing.Callable[[], bytes]
         except _Transient as e:
             last = e.error
             if i < policy.retries:
-                time.sleep(policy.backoff_s * (2**i))
+                pause = policy.backoff_s * (2**i)
+                if deadline is not None and deadline.end - time.monotonic() <= pause:
+                    break  # no time left for another try
+                time.sleep(pause)
     assert last is not None
     raise last
 
@@ -148,14 +174,19 @@ def _fetch_s3(bucket: str, key: str, policy: FetchPolicy, url: str) -> bytes:
     if not _host_allowed(bucket, policy.allowed_hosts):
         raise FetchError("disallowed_host", f"{url}: bucket {bucket!r} is not in allowed_hosts")
     client = _s3_client(policy)
+    deadline = _Deadline(policy.deadline_s, url)
 
     def attempt() -> bytes:
         try:
             obj = client.get_object(Bucket=bucket, Key=key)
             _check_size(obj.get("ContentLength"), policy, url)
-            data = obj["Body"].read(policy.max_bytes + 1)
-            _check_size(len(data), policy, url)
-            return data
+            chunks, total = [], 0
+            for chunk in obj["Body"].iter_chunks(1 << 16):
+                total += len(chunk)
+                _check_size(total, policy, url)
+                chunks.append(chunk)
+                deadline.left()
+            return b"".join(chunks)
         except ClientError as e:
             code = str(e.response.get("Error", {}).get("Code"))
             status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
@@ -170,58 +201,252 @@ def _fetch_s3(bucket: str, key: str, policy: FetchPolicy, url: str) -> bytes:
         except BotoCoreError as e:
             raise _Transient(FetchError("io_error", f"{url}: {e}")) from None
 
-    return _retrying(policy, url, attempt)
+    return _retrying(policy, url, attempt, deadline)
+
+
+_CANONICAL_IPV4 = re.compile(r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$")
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<authority>[^/?#]*)(?P<target>[^#]*)(?:#.*)?$")
+_ALLOWED_URL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:/?#[]@!$&'()*+,;=%")
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200")
+)
+"""Cloud instance-metadata endpoints (AWS, ECS, AWS IPv6, Alibaba): never reachable, whatever is allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpTarget:
+    """One ``http(s)`` URL as :func:`parse_http_url` read it: the only form the fetcher connects from."""
+
+    scheme: str
+    host: str
+    """Lower-case DNS name, canonical dotted-quad IPv4, or IPv6 (no brackets)."""
+    port: int
+    request_target: str
+    """Path and query, as sent in the request line."""
+
+    @property
+    def is_ip_literal(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+            return True
+        except ValueError:
+            return False
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host_header}{self.request_target}"
+
+
+def parse_http_url(url: str) -> HttpTarget:
+    """Read an ``http(s)`` URL strictly; anything ambiguous raises ``FetchError("bad_url")``.
+
+    Refused: characters outside RFC 3986 (backslash, space, control, non-ASCII), userinfo (``user@``),
+    percent-encoding anywhere in the authority, an empty host, a host that looks numeric but is not a
+    canonical dotted quad (decimal ``2130706433``, octal ``0177.0.0.1``, hex ``0x7f.1``, short ``127.1``),
+    IPv4-mapped / compatible / 6to4 / Teredo IPv6, zone ids, ports outside 1..65535, and any URL whose
+    host ``urllib.parse`` or urllib3 read differently."""
+    if not isinstance(url, str) or not url:
+        raise FetchError("bad_url", f"empty URL {url!r}")
+    bad = sorted({ch for ch in url if ch not in _ALLOWED_URL_CHARS})
+    if bad:
+        raise FetchError("bad_url", f"{url!r}: characters not allowed in a URL: {bad!r}")
+    m = _URL.match(url)
+    if not m:
+        raise FetchError("bad_url", f"{url!r} is not scheme://authority/path")
+    scheme = m["scheme"].lower()
+    if scheme not in ("http", "https"):
+        raise FetchError("disallowed_scheme", f"{url}: scheme {scheme!r} is not http(s)")
+    authority, target = m["authority"], m["target"] or "/"
+    if "@" in authority:
+        raise FetchError("bad_url", f"{url}: userinfo (user@host) is not allowed")
+    if "%" in authority:
+        raise FetchError("bad_url", f"{url}: percent-encoding in the host is not allowed")
+    if not target.startswith(("/", "?")):
+        raise FetchError("bad_url", f"{url}: the path must start with '/'")
+    if target.startswith("?"):
+        target = "/" + target
+    ipv6 = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d*))?", authority)
+    if ipv6:
+        raw_host, port_text = ipv6[1], ipv6[2]
+        try:
+            addr = ipaddress.IPv6Address(raw_host)
+        except ValueError:
+            raise FetchError("bad_url", f"{url}: {raw_host!r} is not an IPv6 address") from None
+        if addr.ipv4_mapped or addr.sixtofour or addr.teredo or (addr.packed[:12] == bytes(12) and int(addr) > 1):
+            raise FetchError("bad_url", f"{url}: IPv6 that embeds an IPv4 address ({addr}) is not allowed")
+        host = addr.compressed
+    else:
+        raw_host, _, port_text = authority.partition(":")
+        if ":" in port_text:
+            raise FetchError("bad_url", f"{url}: more than one ':' in the authority")
+        host = raw_host.lower().rstrip(".")
+        if not host:
+            raise FetchError("bad_url", f"{url}: no host")
+        labels = host.split(".")
+        numeric_looking = re.fullmatch(r"[0-9a-fx.]+", host) is not None and (
+            labels[-1].isdigit() or labels[-1].startswith("0x") or host.isdigit()
+        )
+        if numeric_looking or labels[-1].isdigit():
+            if not _CANONICAL_IPV4.match(host):
+                raise FetchError("bad_url", f"{url}: {raw_host!r} is an IP literal in an odd form (use a dotted quad)")
+        elif len(host) > 253 or not all(_LABEL.match(label) for label in labels):
+            raise FetchError("bad_url", f"{url}: {raw_host!r} is not a valid host name")
+    default_port = 443 if scheme == "https" else 80
+    if port_text == "" or port_text is None:
+        port = default_port
+    elif port_text.isdigit() and 0 < int(port_text) < 65536:
+        port = int(port_text)
+    else:
+        raise FetchError("bad_url", f"{url}: bad port {port_text!r}")
+    # the other parsers must read the same host (urllib.parse, and urllib3's, which requests uses)
+    try:
+        std = urlsplit(url).hostname
+        u3 = urllib3.util.parse_url(url).host
+    except ValueError as e:
+        raise FetchError("bad_url", f"{url!r}: {e}") from None
+    u3 = (u3 or "").strip("[]").lower().rstrip(".")
+    std = (std or "").lower().rstrip(".")
+    if ipv6:
+        std, u3 = (ipaddress.IPv6Address(h).compressed if h else h for h in (std, u3))
+    if std != host or u3 != host:
+        raise FetchError("bad_url", f"{url}: parsers disagree on the host ({host!r}, urllib {std!r}, urllib3 {u3!r})")
+    return HttpTarget(scheme, host, port, target)
+
+
+def address_allowed(address: str, target: HttpTarget, policy: FetchPolicy) -> bool:
+    """A resolved address may be connected to when it is public, or inside ``allowed_networks``, or the very
+    IP literal the allowlist names. Metadata endpoints never."""
+    ip = ipaddress.ip_address(address)
+    if ip in METADATA_ADDRESSES:
+        return False
+    if target.is_ip_literal and _host_allowed(target.host, policy.allowed_hosts):
+        return True
+    if any(ip in ipaddress.ip_network(n, strict=False) for n in policy.allowed_networks):
+        return True
+    return ip.is_global and not ip.is_multicast
+
+
+def resolve(target: HttpTarget, policy: FetchPolicy) -> str:
+    """The one address the fetcher will connect to for ``target``; every address the name resolves to must
+    be allowed (an answer that mixes a public and a private address is refused)."""
+    if not _host_allowed(target.host, policy.allowed_hosts):
+        raise FetchError("disallowed_host", f"{target.url}: host {target.host!r} is not in allowed_hosts")
+    try:
+        infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise FetchError("io_error", f"{target.url}: cannot resolve {target.host!r}: {e}") from None
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    refused = [a for a in addresses if not address_allowed(a, target, policy)]
+    if refused or not addresses:
+        raise FetchError(
+            "disallowed_host", f"{target.url}: {target.host!r} resolves to non-public address(es) {refused} not allowed"
+        )
+    return addresses[0]
+
+
+class _Deadline:
+    def __init__(self, seconds: float, url: str):
+        self.end = time.monotonic() + seconds
+        self.seconds, self.url = seconds, url
+
+    def left(self) -> float:
+        remaining = self.end - time.monotonic()
+        if remaining <= 0:
+            raise FetchError("timeout", f"{self.url}: over the fetch deadline of {self.seconds:g} s")
+        return remaining
+
+
+def _get(target: HttpTarget, address: str, policy: FetchPolicy, deadline: _Deadline) -> urllib3.BaseHTTPResponse:
+    timeout = urllib3.Timeout(
+        connect=min(policy.connect_timeout_s, deadline.left()), read=min(policy.read_timeout_s, deadline.left())
+    )
+    if target.scheme == "https":
+        pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
+            address,
+            target.port,
+            timeout=timeout,
+            retries=False,
+            server_hostname=target.host,
+            assert_hostname=target.host,
+            cert_reqs="CERT_REQUIRED",
+        )
+    else:
+        pool = urllib3.HTTPConnectionPool(address, target.port, timeout=timeout, retries=False)
+    return pool.urlopen(
+        "GET",
+        target.request_target,
+        headers={"Host": target.host_header, "User-Agent": "recsys-assets-media-fetch", "Accept-Encoding": "identity"},
+        redirect=False,
+        preload_content=False,
+        assert_same_host=False,
+    )
+
+
+def _read_body(resp: urllib3.BaseHTTPResponse, policy: FetchPolicy, deadline: _Deadline, url: str) -> bytes:
+    declared = resp.headers.get("content-length")
+    _check_size(int(declared) if declared and declared.isdigit() else None, policy, url)
+    chunks, total = [], 0
+    while True:
+        sock = getattr(getattr(resp, "connection", None), "sock", None)
+        if sock is not None:  # no read may outlive the deadline, however slowly the bytes trickle
+            sock.settimeout(min(policy.read_timeout_s, deadline.left()))
+        chunk = resp.read1(1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        _check_size(total, policy, url)
+        chunks.append(chunk)
+        deadline.left()
 
 
 def _fetch_http(url: str, policy: FetchPolicy) -> bytes:
-    import requests
+    first = parse_http_url(url)
+    deadline = _Deadline(policy.deadline_s, url)
 
     def attempt() -> bytes:
-        current = url
+        target = first
         for _ in range(policy.max_redirects + 1):
-            parsed = urlparse(current)
-            if parsed.scheme not in policy.allowed_schemes or parsed.scheme not in ("http", "https"):
-                raise FetchError("disallowed_scheme", f"{url} redirects to {current}")
-            if not parsed.hostname or not _host_allowed(parsed.hostname, policy.allowed_hosts):
-                raise FetchError("disallowed_host", f"{current}: host {parsed.hostname!r} is not in allowed_hosts")
+            if target.scheme not in policy.allowed_schemes:
+                raise FetchError("disallowed_scheme", f"{url} leads to {target.url}: scheme not allowed")
+            address = resolve(target, policy)
             try:
-                with requests.get(
-                    current,
-                    stream=True,
-                    allow_redirects=False,
-                    timeout=(policy.connect_timeout_s, policy.read_timeout_s),
-                ) as r:
-                    if r.status_code in (301, 302, 303, 307, 308) and "location" in r.headers:
-                        current = urljoin(current, r.headers["location"])
+                resp = _get(target, address, policy, deadline)
+                try:
+                    status = resp.status
+                    if status in (301, 302, 303, 307, 308) and resp.headers.get("location"):
+                        target = parse_http_url(urljoin(target.url, resp.headers["location"]))
                         continue
-                    if r.status_code == 404 or r.status_code == 410:
-                        raise FetchError("not_found", f"{current}: HTTP {r.status_code}")
-                    if r.status_code >= 500 or r.status_code == 429:
-                        raise _Transient(FetchError("http_error", f"{current}: HTTP {r.status_code}"))
-                    if r.status_code != 200:
-                        raise FetchError("http_error", f"{current}: HTTP {r.status_code}")
-                    declared = r.headers.get("content-length")
-                    _check_size(int(declared) if declared and declared.isdigit() else None, policy, current)
-                    chunks, total = [], 0
-                    for chunk in r.iter_content(chunk_size=1 << 16):
-                        total += len(chunk)
-                        _check_size(total, policy, current)
-                        chunks.append(chunk)
-                    return b"".join(chunks)
-            except (requests.ConnectTimeout, requests.ReadTimeout) as e:
-                raise _Transient(FetchError("timeout", f"{current}: {type(e).__name__}")) from None
-            except requests.exceptions.ChunkedEncodingError as e:
-                # raised by iter_content for a read timeout or a dropped connection mid-body
+                    if status in (404, 410):
+                        raise FetchError("not_found", f"{target.url}: HTTP {status}")
+                    if status >= 500 or status == 429:
+                        raise _Transient(FetchError("http_error", f"{target.url}: HTTP {status}"))
+                    if status != 200:
+                        raise FetchError("http_error", f"{target.url}: HTTP {status}")
+                    return _read_body(resp, policy, deadline, target.url)
+                finally:
+                    resp.release_conn()
+                    resp.close()
+            except (urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.ReadTimeoutError, socket.timeout) as e:
+                deadline.left()
+                raise _Transient(FetchError("timeout", f"{target.url}: {type(e).__name__}")) from None
+            except urllib3.exceptions.ProtocolError as e:
                 reason = "timeout" if "timed out" in str(e).lower() else "io_error"
-                raise _Transient(FetchError(reason, f"{current}: {e}")) from None
-            except requests.ConnectionError as e:
+                raise _Transient(FetchError(reason, f"{target.url}: {e}")) from None
+            except urllib3.exceptions.SSLError as e:
+                raise FetchError("io_error", f"{target.url}: TLS: {e}") from None
+            except (urllib3.exceptions.HTTPError, OSError) as e:
                 reason = "timeout" if "timed out" in str(e).lower() else "io_error"
-                raise _Transient(FetchError(reason, f"{current}: {type(e).__name__}")) from None
-            except requests.RequestException as e:
-                raise FetchError("io_error", f"{current}: {e}") from None
+                raise _Transient(FetchError(reason, f"{target.url}: {type(e).__name__}: {e}")) from None
         raise FetchError("http_error", f"{url}: more than {policy.max_redirects} redirects")
 
-    return _retrying(policy, url, attempt)
+    return _retrying(policy, url, attempt, deadline)
 
 
 def fetch(url: typing.Optional[str], policy: FetchPolicy) -> bytes:
