@@ -15,16 +15,6 @@ import typing
 from .settings import Settings
 
 
-def _ensure_dagster_home(settings: Settings) -> str:
-    home = settings.dagster_home
-    home.mkdir(parents=True, exist_ok=True)
-    cfg = home / "dagster.yaml"
-    if not cfg.exists():
-        cfg.write_text("telemetry:\n  enabled: false\n")
-    os.environ["DAGSTER_HOME"] = str(home)
-    return str(home)
-
-
 def _fmt(v) -> str:
     if v is None:
         return "-"
@@ -39,10 +29,16 @@ def _ratio(md: dict, num: str, den: str) -> str | None:
 
 
 def materialize(args: argparse.Namespace, settings: Settings) -> int:
-    home = _ensure_dagster_home(settings)
-    import dagster as dg
+    import socket
 
     from .definitions import build_definitions
+    from .defs.instance import HOST_TAG, fail_dead_runs, open_instance
+
+    home = str(settings.dagster_home)
+    os.environ["DAGSTER_HOME"] = home  # for anything in the run that asks Dagster for "the" instance
+    instance = open_instance(home)
+    for run_id in fail_dead_runs(instance):
+        print(f"marked failed: run {run_id}, whose process had died without an end", file=sys.stderr)
 
     defs = build_definitions(settings)
     if args.start and args.end:
@@ -54,14 +50,17 @@ def materialize(args: argparse.Namespace, settings: Settings) -> int:
             raise SystemExit(f"--start and --end are required: {e}") from None
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
     job = defs.resolve_job_def(args.job)
-    instance = dg.DagsterInstance.get()
     run_config = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
     rows, failed = [], 0
     t0 = time.time()
     for day in days:
         t = time.time()
         res = job.execute_in_process(
-            partition_key=day.isoformat(), instance=instance, run_config=run_config, raise_on_error=False
+            partition_key=day.isoformat(),
+            instance=instance,
+            run_config=run_config,
+            raise_on_error=False,
+            tags={HOST_TAG: socket.gethostname()},
         )
         md = {}
         for ev in res.get_asset_materialization_events():
@@ -134,7 +133,7 @@ def materialize(args: argparse.Namespace, settings: Settings) -> int:
         print("  ".join(v.rjust(w) for v, w in zip(r, widths)))
     if args.job == "daily_job":
         report = defs.resolve_job_def("report_job").execute_in_process(
-            instance=instance, run_config=run_config, raise_on_error=False
+            instance=instance, run_config=run_config, raise_on_error=False, tags={HOST_TAG: socket.gethostname()}
         )
         for ev in report.get_asset_materialization_events():
             md = {k: getattr(v, "value", v) for k, v in ev.materialization.metadata.items()}

@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from .defs import cold_start, collaborative, content, data_prep, retrieval
+from .defs.instance import dead_run_sensor
 from .defs.io_manager import MODEL_IO, PolarsParquetIOManager, SafetensorsIOManager
 from .defs.partitions import daily_partitions
 from .defs.resources import (
@@ -131,6 +132,7 @@ def build_definitions(env: "Env | Settings" = os.environ) -> dg.Definitions:
         assets=[*daily_assets, *retrieval.REPORT_ASSETS],
         jobs=jobs,
         schedules=[dg.build_schedule_from_partitioned_job(daily_job, hour_of_day=3)],
+        sensors=[dead_run_sensor],
         resources=build_resources(settings),
     )
 

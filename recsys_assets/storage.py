@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import typing
 import uuid
 from pathlib import Path
 from typing import Protocol
@@ -204,10 +205,26 @@ def write_parquet(store: ObjectStore, key: str, df: pl.DataFrame) -> int:
     return size
 
 
+class ParquetReadError(ValueError):
+    """A file that should be parquet cannot be read as parquet; the message names it."""
+
+
 def read_parquet(store: ObjectStore, key: str) -> pl.DataFrame:
+    """One parquet object. A missing object raises ``FileNotFoundError``; an unreadable one (0 bytes,
+    truncated, not parquet) :class:`ParquetReadError` naming the object and its size."""
     if isinstance(store, LocalStore):
         path = store.path(key)
         if not path.exists():
             raise FileNotFoundError(str(path))
-        return pl.read_parquet(path)
-    return pl.read_parquet(io.BytesIO(store.read_bytes(key)))
+        source: typing.Any = path
+        where, size = str(path), path.stat().st_size
+    else:
+        data = store.read_bytes(key)
+        source, where, size = io.BytesIO(data), f"{store.url}/{key}", len(data)
+    try:
+        return pl.read_parquet(source)
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise ParquetReadError(
+            f"{where} ({size} bytes) is not a readable parquet file: {type(e).__name__}: {e}. "
+            "Expected a complete parquet file (a partial or foreign file in the data folder?)"
+        ) from e

@@ -10,6 +10,7 @@ from recsys_assets.stages.content_models import (
     RANDOM_AUDIO_MODEL,
     TINY_IMAGE_MODEL,
     WHISPER_DIMS,
+    CheckpointError,
     ContentEncoders,
     ModelSpec,
     _register_configs,
@@ -132,9 +133,11 @@ def test_checkpoints_are_never_unpickled(tmp_path):
     torch.save({"dims": WHISPER_DIMS[RANDOM_AUDIO_MODEL], "model_state_dict": {"encoder.x": Exploit()}}, path)
     if os.path.exists("/tmp/recsys_assets_pwned"):
         os.remove("/tmp/recsys_assets_pwned")
-    with pytest.raises(pickle.UnpicklingError):
+    # refused, naming the checkpoint and saying why (it used to be torch's generic unpickling message)
+    with pytest.raises(CheckpointError, match=r"checkpoint .*evil\.pt cannot be loaded: refused: .*pickled") as e:
         ContentEncoders(ModelSpec(device="cpu", audio_checkpoint=str(path)))
-    with pytest.raises(Exception):  # noqa: B017 -- open_clip's own loader refuses it; the point is that nothing ran
+    assert isinstance(e.value.__cause__, pickle.UnpicklingError)
+    with pytest.raises(CheckpointError, match=r"checkpoint .*evil\.pt cannot be loaded"):
         ContentEncoders(ModelSpec(device="cpu", image_pretrained=str(path)))
     assert not os.path.exists("/tmp/recsys_assets_pwned")
 

@@ -32,7 +32,7 @@ def test_all_assets_materialize_and_every_check_passes(sim_run):
     for res in results.values():
         assert res.success
         evals = res.get_asset_check_evaluations()
-        assert len(evals) == 13
+        assert len(evals) == 16
         assert [e.check_name for e in evals if not e.passed] == []
     store = LocalStore(root / "assets")
     for key in (

@@ -25,10 +25,15 @@ class Check:
     blocking: bool = True
 
 
+_BLOCKING: dict[dg.AssetKey, tuple[str, ...]] = {}
+"""The blocking checks of every asset that has a :class:`CheckSet`, by asset key."""
+
+
 class CheckSet:
     def __init__(self, asset: str, *checks: Check):
         self.asset = dg.AssetKey(asset)
         self.checks = {c.name: c for c in checks}
+        _BLOCKING[self.asset] = tuple(c.name for c in checks if c.blocking)
 
     def specs(self, partitions_def: typing.Optional[dg.PartitionsDefinition]) -> list[dg.AssetCheckSpec]:
         """The specs, recorded per partition of ``partitions_def`` (that of the asset they check)."""
@@ -60,3 +65,23 @@ class CheckSet:
             )
             for name, (passed, meta) in verdicts.items()
         ]
+
+
+def failed_blocking_checks(instance: dg.DagsterInstance, asset_key: dg.AssetKey, partition: str | None) -> list[str]:
+    """The blocking checks of ``asset_key`` whose latest evaluation for ``partition`` failed.
+
+    A failed blocking check stops its own run's downstream steps, but the partition stays on disk; a later
+    run that reads it (a backfill of downstream assets only, a window that reaches back to it) asks here
+    first. Uses the event log's check index (``get_latest_asset_check_execution_by_key``, not yet a public
+    Dagster API; test_io_guard covers it)."""
+    from dagster._core.event_api import PartitionKeyFilter
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+    names = _BLOCKING.get(asset_key, ())
+    if not names:
+        return []
+    keys = [dg.AssetCheckKey(asset_key, n) for n in names]
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        keys, partition_filter=PartitionKeyFilter(key=partition)
+    )
+    return sorted(k.name for k, rec in latest.items() if rec.status == AssetCheckExecutionRecordStatus.FAILED)

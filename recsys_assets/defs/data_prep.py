@@ -5,6 +5,7 @@ A thin shell: each asset reads its config and resources, calls the pure stage in
 """
 
 import dataclasses
+import datetime as dt
 import typing
 
 import dagster as dg
@@ -13,9 +14,9 @@ import polars as pl
 from ..stages import filtered_interactions as phase1
 from ..stages import item_meta as phase2
 from ..stages import item_pairs as phase3
-from ..stages.raw_interactions import ID_COLUMNS, enforce_schema
+from ..stages.raw_interactions import DayRecord, SnapshotRules, content_hash, enforce_schema, validate_day
 from .checks import Check, CheckSet
-from .metadata import frame_metadata, markdown_table, to_metadata
+from .metadata import frame_metadata, latest_partition_metadata, markdown_table, to_metadata
 from .params import config_from, to_params
 from .partitions import partition_date
 from .resources import CatalogSource, SnapshotSource
@@ -25,6 +26,20 @@ GROUP = "data_prep"
 RAW_CHECKS = CheckSet(
     "raw_interactions",
     Check("keys_not_null", "client_id, session_id and item_id are never null in the accepted rows."),
+    Check(
+        "row_count_within_band",
+        "The day has rows, and (once earlier days are known) its row count is within the configured band of "
+        "their median: an empty or truncated delivery never trains a model.",
+    ),
+    Check(
+        "event_ts_within_day",
+        "At most max_outside_day_share of the rows lie outside the partition's day (with a tolerance): the "
+        "folder does not hold another day's data.",
+    ),
+    Check(
+        "content_unique_in_window",
+        "The day's rows differ from every other day's within window_days: a re-delivered file is not a new day.",
+    ),
     Check(
         "quarantine_share_below_max",
         "The share of quarantined rows stays below the configured maximum; more means the producer broke.",
@@ -57,9 +72,7 @@ PHASE3_CHECKS = CheckSet(
 )
 
 
-class RawInteractionsConfig(dg.Config):
-    max_quarantine_share: float = 0.05
-    """Fail (blocking) when more than this share of the snapshot's rows is quarantined."""
+RawInteractionsConfig = config_from(SnapshotRules, name="RawInteractionsConfig")
 
 
 Phase1Config = config_from(phase1.Phase1Rules, name="Phase1Config")
@@ -71,6 +84,16 @@ class ItemMetaConfig(dg.Config):
 
 
 PairsConfig = config_from(phase3.PairRules, name="PairsConfig")
+
+
+def _other_days(context: dg.AssetExecutionContext, day: dt.date, window_days: int) -> list[DayRecord]:
+    """Row counts and content hashes of raw_interactions within ``window_days`` of ``day`` (the day itself
+    left out), from their latest materializations in the instance."""
+    days = [(day + dt.timedelta(days=d)).isoformat() for d in range(-window_days, window_days + 1) if d]
+    known = latest_partition_metadata(context.instance, dg.AssetKey("raw_interactions"), days)
+    return [
+        DayRecord(p, int(md.get("dagster/row_count", 0)), md.get("content_hash")) for p, md in sorted(known.items())
+    ]
 
 
 def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -96,11 +119,13 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         context: dg.AssetExecutionContext, config: RawInteractionsConfig, snapshots: SnapshotSource
     ) -> typing.Iterator:
         day = partition_date(context)
+        rules = to_params(config, SnapshotRules)
         raw = snapshots.load(day)
-        enforced = enforce_schema(raw)
+        enforced = enforce_schema(raw, rules)
         clean, quarantine = enforced.clean, enforced.quarantine
         reasons = enforced.reason_counts()
-        share = quarantine.height / max(raw.height, 1)
+        digest = content_hash(clean)
+        verdicts = validate_day(enforced, day, _other_days(context, day, rules.window_days), rules, digest)
         yield dg.Output(
             clean,
             output_name="raw_interactions",
@@ -110,19 +135,11 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 "rows_in_snapshot": raw.height,
                 "rows_quarantined": quarantine.height,
                 "quarantine_reasons": dg.MetadataValue.json(reasons),
+                "content_hash": digest,
             },
         )
         yield dg.Output(quarantine, output_name="raw_interactions_quarantine", metadata=frame_metadata(quarantine))
-        null_keys = clean.select(pl.any_horizontal(pl.col(c).is_null() for c in ID_COLUMNS).sum()).item()
-        yield from RAW_CHECKS.results(
-            {
-                "keys_not_null": (null_keys == 0, {"rows_with_null_key": int(null_keys)}),
-                "quarantine_share_below_max": (
-                    share <= config.max_quarantine_share,
-                    {"quarantine_share": share, "max_quarantine_share": config.max_quarantine_share, **reasons},
-                ),
-            }
-        )
+        yield from RAW_CHECKS.results(verdicts)
 
     @dg.asset(
         partitions_def=partitions,

@@ -20,11 +20,30 @@ from pydantic import PrivateAttr
 
 from ..artifacts import ModelArtifact, from_bytes, to_bytes
 from ..storage import ObjectStore, open_store, read_parquet, write_parquet
+from .checks import failed_blocking_checks
 from .s3 import S3Config
 
 MODEL_IO = "model_io_manager"
 """The resource key of :class:`SafetensorsIOManager`: model assets set it as their ``io_manager_key`` (and
 their readers as ``input_manager_key``); plain tables go through the default ``io_manager``."""
+
+
+class BlockedPartitionError(dg.Failure):
+    """An input partition whose latest blocking check failed."""
+
+
+def _refuse_if_blocked(context: dg.InputContext, asset_key: dg.AssetKey, pk: typing.Optional[str]) -> None:
+    try:
+        instance = context.instance
+    except dg.DagsterInvariantViolationError:  # a bare build_input_context(): no instance to ask
+        return
+    failed = failed_blocking_checks(instance, asset_key, pk)
+    if failed:
+        what = asset_key.to_user_string() + (f" partition {pk}" if pk else "")
+        raise BlockedPartitionError(
+            f"{what} is not used: its latest blocking check(s) {failed} failed. Fix the data and "
+            f"re-materialize {what} (its checks run with it) before materializing what reads it."
+        )
 
 
 class _PartitionedObjectIOManager(dg.ConfigurableIOManager):
@@ -65,6 +84,7 @@ class _PartitionedObjectIOManager(dg.ConfigurableIOManager):
         )
 
     def _load_one(self, context: dg.InputContext, asset_key: dg.AssetKey, pk: typing.Optional[str]) -> pl.DataFrame:
+        _refuse_if_blocked(context, asset_key, pk)
         key = self.key_for(asset_key, pk)
         try:
             return self._read(key)

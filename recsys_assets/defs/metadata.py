@@ -53,3 +53,20 @@ def frame_metadata(df: pl.DataFrame, preview_rows: int = 5) -> dict[str, typing.
         ),
         "preview": dg.MetadataValue.md(markdown_table(df, preview_rows)),
     }
+
+
+def latest_partition_metadata(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, partitions: typing.Sequence[str]
+) -> dict[str, dict[str, typing.Any]]:
+    """The metadata of the latest materialization of each of ``partitions`` that has one (plain values)."""
+    if not partitions:
+        return {}
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=list(partitions)), limit=20 * len(partitions)
+    ).records
+    out: dict[str, dict[str, typing.Any]] = {}
+    for record in records:  # newest first
+        mat = record.asset_materialization
+        if mat is not None and mat.partition is not None and mat.partition not in out:
+            out[mat.partition] = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+    return out

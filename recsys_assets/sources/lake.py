@@ -4,6 +4,8 @@ Delta table."""
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
+import re
 from urllib.parse import urlparse
 
 import polars as pl
@@ -15,6 +17,41 @@ class SnapshotNotFoundError(FileNotFoundError):
     pass
 
 
+class CatalogReadError(ValueError):
+    """The Delta catalog cannot be read; the message names the table (and version)."""
+
+
+_GLOB = re.compile(r"[*?\[]")
+
+
+def is_writer_leftover(relative_key: str) -> bool:
+    """Files that writers leave beside the data and that are never data: anything under or named with a
+    leading ``_`` or ``.`` (``_temporary/``, ``_SUCCESS``, ``_committed_*``, ``.part-0.parquet.crc``), and
+    checksum files -- the convention of Hadoop, Spark and Delta."""
+    parts = relative_key.split("/")
+    return any(p.startswith(("_", ".")) for p in parts) or relative_key.endswith(".crc")
+
+
+def snapshot_keys(url: str, **s3_options) -> tuple[str, list[str]]:
+    """The parquet objects a snapshot URL names: ``(base, [keys under base])``. The URL may name a
+    folder (every ``*.parquet`` below it), one ``.parquet`` file, or a glob (``.../part-*.parquet``,
+    ``.../*/*.parquet``). Writers' leftovers (:func:`is_writer_leftover`) are never data."""
+    parts = url.rstrip("/").split("/")
+    first_glob = next((i for i, p in enumerate(parts) if _GLOB.search(p)), None)
+    if first_glob is not None:
+        base, pattern = "/".join(parts[:first_glob]), "/".join(parts[first_glob:])
+        store = open_store(base, **s3_options)
+        keys = [k for k in store.list("") if fnmatch.fnmatchcase(k, pattern)]
+    elif parts[-1].endswith(".parquet"):
+        base = "/".join(parts[:-1])
+        store = open_store(base, **s3_options)
+        keys = [parts[-1]] if store.exists(parts[-1]) else []
+    else:
+        base = url.rstrip("/")
+        keys = [k for k in open_store(base, **s3_options).list("") if k.endswith(".parquet")]
+    return base, sorted(k for k in keys if not is_writer_leftover(k))
+
+
 def snapshot_url(url_template: str, day: dt.date) -> str:
     """``url_template`` names the day with ``{date}`` (YYYY-MM-DD) or ``{yyyymmdd}``."""
     if "{date}" not in url_template and "{yyyymmdd}" not in url_template:
@@ -23,12 +60,16 @@ def snapshot_url(url_template: str, day: dt.date) -> str:
 
 
 def read_snapshot(url_template: str, day: dt.date, **s3_options) -> pl.DataFrame:
-    """Every ``*.parquet`` object under the day's folder, concatenated (columns may differ in order)."""
+    """The day's snapshot (see :func:`snapshot_keys` for what the URL may name), concatenated (columns may
+    differ in order). An unreadable file fails naming it (``storage.ParquetReadError``)."""
     url = snapshot_url(url_template, day)
-    store = open_store(url.rstrip("/"), **s3_options)
-    keys = [k for k in store.list("") if k.endswith(".parquet")]
+    base, keys = snapshot_keys(url, **s3_options)
     if not keys:
-        raise SnapshotNotFoundError(f"no snapshot parquet files for {day} under {url}")
+        raise SnapshotNotFoundError(
+            f"no snapshot parquet files for {day} at {url} (a folder, a .parquet file or a glob; "
+            "files and folders starting with '_' or '.' are writers' leftovers and never read)"
+        )
+    store = open_store(base, **s3_options)
     frames = [read_parquet(store, k) for k in keys]
     return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
 
@@ -54,4 +95,11 @@ def delta_storage_options(
 def read_catalog(table_uri: str, version: int | None = None, **s3_options) -> pl.DataFrame:
     """The video catalog Delta table (optionally a past ``version``: Delta time travel)."""
     opts = delta_storage_options(**s3_options) if table_uri.startswith("s3://") else None
-    return pl.read_delta(table_uri, version=version, storage_options=opts)
+    try:
+        return pl.read_delta(table_uri, version=version, storage_options=opts)
+    except Exception as e:  # deltalake and object_store raise many types; all of them mean "cannot read it"
+        at = f" at version {version}" if version is not None else ""
+        raise CatalogReadError(
+            f"cannot read the video catalog Delta table {table_uri}{at}: {type(e).__name__}: {e}. "
+            "Expected a Delta table (a folder with _delta_log/) readable with the configured credentials"
+        ) from e

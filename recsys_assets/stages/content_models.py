@@ -142,12 +142,33 @@ def local_checkpoint(location: str, cache_dir: str, s3_options: typing.Mapping[s
     return str(target)
 
 
-def _load_state_dict(path: str) -> dict[str, typing.Any]:
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded (safely); the message names it and says what was expected."""
 
-        return load_file(path, device="cpu")
-    return torch.load(path, map_location="cpu", weights_only=True)
+
+def _refused(origin: str, path: str, e: BaseException) -> CheckpointError:
+    import pickle
+
+    if isinstance(e, pickle.UnpicklingError):
+        why = (
+            "refused: it holds pickled Python objects beyond tensors, and checkpoints are only read with "
+            "torch.load(weights_only=True). Convert it to .safetensors, or save a plain state dict"
+        )
+    else:
+        why = f"{type(e).__name__}: {e}. Expected a .safetensors file or a torch state dict"
+    where = origin if origin == path else f"{origin} (local copy {path})"
+    return CheckpointError(f"checkpoint {where} cannot be loaded: {why}")
+
+
+def _load_state_dict(path: str, origin: str | None = None) -> dict[str, typing.Any]:
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            return load_file(path, device="cpu")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise _refused(origin or path, path, e) from e
 
 
 def weights_digest(module: torch.nn.Module) -> str:
@@ -175,7 +196,12 @@ def build_image_model(
     torch.manual_seed(spec.seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = open_clip.create_model(spec.image_model, pretrained=pretrained or None, weights_only=True)
+        try:
+            model = open_clip.create_model(spec.image_model, pretrained=pretrained or None, weights_only=True)
+        except Exception as e:
+            if pretrained and Path(pretrained).is_file():  # a checkpoint file (not an open_clip tag)
+                raise _refused(str(spec.image_pretrained), pretrained, e) from e
+            raise
     visual = model.visual.eval()
     size = visual.image_size if isinstance(visual.image_size, (tuple, list)) else (visual.image_size,) * 2
     mean = getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
@@ -200,7 +226,7 @@ def build_audio_model(
 
     if spec.audio_checkpoint:
         path = local_checkpoint(spec.audio_checkpoint, spec.cache_dir, s3_options)
-        payload = _load_state_dict(path)
+        payload = _load_state_dict(path, spec.audio_checkpoint)
         if "model_state_dict" in payload:  # the openai checkpoint layout
             dims, state = dict(payload["dims"]), payload["model_state_dict"]
         else:

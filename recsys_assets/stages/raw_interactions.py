@@ -4,15 +4,26 @@ A snapshot may come from any producer, so nothing about it is trusted:
 
 * a missing column, or a column whose type cannot hold the field (a string ``pcc``), fails at
   once with a :class:`SnapshotSchemaError` naming the column;
-* a value that cannot be used -- a null id, a NaN/negative/infinite ``timespent_s`` or ``pcc``,
-  an unparseable timestamp, an exact duplicate of an earlier row -- sends the row to the
-  quarantine with a reason. Nothing is dropped silently: ``clean + quarantine == input``.
+* a value that cannot be used -- a null id, a NaN/negative/infinite ``timespent_s`` or ``pcc``, one
+  above its plausible maximum (``SnapshotRules.max_pcc`` / ``max_timespent_s``: a ``pcc`` of 50 is a
+  producer's bug, not fifty plays, and must not become a positive), an unparseable timestamp, an exact
+  duplicate of an earlier row -- sends the row to the quarantine with a reason. Nothing is dropped
+  silently: ``clean + quarantine == input``.
+
+A whole day can be wrong while every row looks fine; :func:`validate_day` gives the verdicts of the
+day-level checks: no rows, a row count far from the trailing median, timestamps outside the partition's
+day (another day's folder), or the same content as another day of the window (a re-delivered file).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import hashlib
+import statistics
+import typing
 
+import numpy as np
 import polars as pl
 
 from .frames import repeated_rows
@@ -33,6 +44,39 @@ QUARANTINE_REASON = "quarantine_reason"
 
 class SnapshotSchemaError(ValueError):
     """The snapshot's columns do not fit the interaction schema."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SnapshotRules:
+    """What a usable snapshot row is, and what a plausible snapshot day is."""
+
+    max_pcc: float = 10.0
+    """Play completion above this (ten full plays) is quarantined as ``pcc_above_max``, never classified."""
+    max_timespent_s: float = 86_400.0
+    """Time spent above this (one day) is quarantined as ``timespent_s_above_max``."""
+    max_quarantine_share: float = 0.05
+    """Fail (blocking) when more than this share of the snapshot's rows is quarantined."""
+    event_ts_tolerance_s: float = 3_600.0
+    """Rows up to this far outside the partition's day still count as in it (late events, clock skew)."""
+    max_outside_day_share: float = 0.01
+    """Fail (blocking) when more than this share of the rows lies outside the day (with the tolerance)."""
+    min_rows_vs_median: float = 0.5
+    """Fail (blocking) below this fraction of the median row count of the earlier days in the window ..."""
+    max_rows_vs_median: float = 2.0
+    """... or above this multiple of it. A day with no row always fails."""
+    min_history_days: int = 3
+    """The band is checked once at least this many earlier days of the window are known."""
+    window_days: int = 7
+    """Days on either side whose row counts and content hashes are compared with this day's."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DayRecord:
+    """What is known of another day of the same snapshot (from its materialization)."""
+
+    partition: str
+    rows: int
+    content_hash: typing.Optional[str]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +147,7 @@ def _mark_duplicates(typed: pl.DataFrame) -> pl.Series:
     return reason.scatter(later, "duplicate")
 
 
-def enforce_schema(raw: pl.DataFrame | pl.LazyFrame) -> EnforcedSnapshot:
+def enforce_schema(raw: pl.DataFrame | pl.LazyFrame, rules: SnapshotRules = SnapshotRules()) -> EnforcedSnapshot:
     """Cast ``raw`` to :data:`SCHEMA` (extra columns are dropped) and split off unusable rows."""
     lf = raw.lazy()
     schema = lf.collect_schema()
@@ -125,6 +169,8 @@ def enforce_schema(raw: pl.DataFrame | pl.LazyFrame) -> EnforcedSnapshot:
             (f"bad_{n}", pl.col(n).is_null() | pl.col(n).is_nan() | pl.col(n).is_infinite() | (pl.col(n) < 0))
         )
     checks += [
+        ("pcc_above_max", pl.col("pcc") > rules.max_pcc),
+        ("timespent_s_above_max", pl.col("timespent_s") > rules.max_timespent_s),
         ("unparseable_liked", pl.col("__had_liked") & pl.col("liked").is_null()),
         ("null_liked", pl.col("__had_liked").not_()),
     ]
@@ -136,3 +182,72 @@ def enforce_schema(raw: pl.DataFrame | pl.LazyFrame) -> EnforcedSnapshot:
     out = out.with_columns(_mark_duplicates(out))
     bad = out[QUARANTINE_REASON].is_not_null()
     return EnforcedSnapshot(clean=out.filter(~bad).drop(QUARANTINE_REASON), quarantine=out.filter(bad))
+
+
+def content_hash(clean: pl.DataFrame) -> str:
+    """A digest of the day's rows that ignores their order and the files they came in: two deliveries of the
+    same rows hash alike. (polars' row hash may change between polars versions: after an upgrade, days
+    hashed before it only stop matching -- a missed duplicate, never a false alarm.)"""
+    if clean.is_empty():
+        return hashlib.sha256(b"empty").hexdigest()
+    row_hashes = np.sort(clean.select(list(SCHEMA)).hash_rows(seed=0).to_numpy())
+    return hashlib.sha256(row_hashes.tobytes()).hexdigest()
+
+
+def validate_day(
+    enforced: EnforcedSnapshot,
+    day: dt.date,
+    others: typing.Sequence[DayRecord],
+    rules: SnapshotRules,
+    digest: typing.Optional[str] = None,
+) -> dict[str, tuple[bool, dict]]:
+    """Verdicts of raw_interactions' checks for ``day``; ``others``: the other days of the window that are
+    known (any order, ``day`` itself left out)."""
+    clean, quarantine = enforced.clean, enforced.quarantine
+    total = clean.height + quarantine.height
+    share = quarantine.height / max(total, 1)
+    null_keys = clean.select(pl.any_horizontal(pl.col(c).is_null() for c in ID_COLUMNS).sum()).item() if total else 0
+
+    earlier = [o.rows for o in others if o.partition < day.isoformat()]
+    band: dict[str, typing.Any] = {"rows": clean.height, "earlier_days_known": len(earlier)}
+    if clean.height == 0:
+        rows_ok = False
+        band["problem"] = "the day has no usable row"
+    elif len(earlier) >= rules.min_history_days:
+        median = statistics.median(earlier)
+        low, high = rules.min_rows_vs_median * median, rules.max_rows_vs_median * median
+        rows_ok = low <= clean.height <= high
+        band.update({"trailing_median": float(median), "band_low": float(low), "band_high": float(high)})
+    else:
+        rows_ok = True
+        band["note"] = f"fewer than {rules.min_history_days} earlier days known: only the empty day is checked"
+
+    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc) - dt.timedelta(
+        seconds=rules.event_ts_tolerance_s
+    )
+    end = start + dt.timedelta(days=1, seconds=2 * rules.event_ts_tolerance_s)
+    outside = int(clean.filter((pl.col("event_ts") < start) | (pl.col("event_ts") >= end)).height)
+    outside_share = outside / max(clean.height, 1)
+    ts = {
+        "rows_outside_day": outside,
+        "outside_share": outside_share,
+        "max_outside_day_share": rules.max_outside_day_share,
+    }
+    if clean.height:
+        ts.update({"first_event": str(clean["event_ts"].min()), "last_event": str(clean["event_ts"].max())})
+
+    digest = digest or content_hash(clean)
+    same = sorted(o.partition for o in others if o.content_hash == digest and clean.height)
+    return {
+        "keys_not_null": (null_keys == 0, {"rows_with_null_key": int(null_keys)}),
+        "quarantine_share_below_max": (
+            share <= rules.max_quarantine_share,
+            {"quarantine_share": share, "max_quarantine_share": rules.max_quarantine_share, **enforced.reason_counts()},
+        ),
+        "row_count_within_band": (rows_ok, band),
+        "event_ts_within_day": (outside_share <= rules.max_outside_day_share, ts),
+        "content_unique_in_window": (
+            not same,
+            {"content_hash": digest, "same_content_as": same, "days_compared": len(others)},
+        ),
+    }
