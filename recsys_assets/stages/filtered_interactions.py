@@ -82,6 +82,7 @@ def filter_interactions(clean: pl.DataFrame | pl.LazyFrame, rules: Phase1Rules =
         .join(sessions, on=["client_id", "session_id"], how="left")
         .with_columns((pl.col("__cls") == 1).alias(LABEL))
         .select(OUTPUT_COLUMNS)
+        .sort("client_id", "session_id", "event_ts", "item_id")  # joins do not keep order: the output's is fixed
     )
     counts_lf = lf.select(
         rows_in=pl.len(),

@@ -109,7 +109,8 @@ def score_pairs(
         anchors = anchors.filter(pl.col("anchor").hash(rules.seed).rank("ordinal") <= rules.max_anchors)
     positives = filtered_interactions.filter(pl.col("is_positive")).select("client_id", "item_id").unique()
     witness = _witnesses(anchors, positives, rules.seed)
-    anchors = anchors.join(witness, on="anchor", how="inner")
+    # sorted: row i of the random draws below must be the same anchor in every run (joins do not keep order)
+    anchors = anchors.join(witness, on="anchor", how="inner").sort("anchor")
 
     # negatives: K uniform candidates per anchor, the first the witness never interacted with
     rng = np.random.default_rng(rules.seed)
