@@ -23,6 +23,7 @@ EXPECTED = {
     "two_tower_dataset",
     "two_tower_model",
     "two_tower_evaluation",
+    "two_tower_ablations",
     "experiment_report",
 }
 

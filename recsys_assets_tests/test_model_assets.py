@@ -106,10 +106,16 @@ def test_two_tower_dataset_model_and_evaluation(run):
     )
     assert (root / "assets" / "two_tower_model" / f"{DAYS[-1]}.safetensors").exists()
     md = metadata(results[DAYS[-1]], "two_tower_model")
-    assert "training_curve" in md and md["samples_per_s"] > 0
+    assert md["training_curve"].startswith("![training_curve](data:image/png;base64,") and md["samples_per_s"] > 0
+    png = root / "assets" / "reports" / "two_tower_model" / DAYS[-1] / "training_curve.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and md["training_curve_png"] == str(png)
     table = read_parquet(store, f"two_tower_evaluation/{DAYS[-1]}.parquet")
     assert set(table["method"]) == {"two_tower", "random", "popularity", "oracle"}
     assert set(METRICS) <= set(table.columns) and "catalog_recall@50" in table.columns
+    assert {"mrr_first", "auc_per_client", "experiment_id", "embedding_fingerprint", "model_config"} <= set(
+        table.columns
+    )
+    assert table["random_weights"].all() and table["model_partition"].unique().to_list() == [DAYS[-2]]
     ev = metadata(results[DAYS[-1]], "two_tower_evaluation")
     assert ev["oracle_auc"] > 0.7 and 0 < ev["auc_over_oracle"] < 1.2  # the simulator's truth is the ceiling
 
@@ -121,6 +127,13 @@ def test_experiment_report_has_one_experiment_per_evaluated_day(run):
     assert tw["val_data"].to_list() == list(DAYS[1:])  # day 1 has no model of the day before
     assert tw["train_data"].to_list()[0].startswith(DAYS[0])
     csv = (root / "assets" / "reports" / "experiment_report.csv").read_text()
-    assert csv.splitlines()[0].startswith("experiment_no,event_type,method,auc")
+    assert csv.splitlines()[0].startswith("method,auc,avg_prec@10,map,mrr")
     md = metadata(results["report"], "experiment_report")
-    assert md["experiments"] == 2 and "recall@all_pos" in md["results"]
+    assert md["experiments"] == 2 and "recall@all_pos" in md["results"] and "recall@gt_k" in md["legend"]
+    # ablations beside the model, on the same validation days
+    methods = set(report.filter(pl.col("val_data") == DAYS[-1])["method"])
+    assert {"ablation:inbatch_softmax", "ablation:true_content", "two_tower", "oracle"} <= methods
+    # experiment ids are stable: the same day and model give the same id in the evaluation and the report
+    ev = read_parquet(LocalStore(root / "assets"), f"two_tower_evaluation/{DAYS[-1]}.parquet")
+    assert set(ev["experiment_id"]) <= set(report["experiment_id"])
+    assert md["auc_by_day"].startswith("![auc_by_day](data:image/png;base64,")

@@ -142,3 +142,23 @@ def test_retrieval_at_k_equals_a_plain_loop_with_ties_and_exclusions():
     np.testing.assert_array_equal(got["row"], ref[:, 0].astype(int))
     for j, name in enumerate(["recall@1", "recall@5", "recall@10", "ndcg@5"], start=1):
         np.testing.assert_allclose(got[name], ref[:, j], err_msg=name)
+
+
+def test_mrr_first_and_auc_per_client_equal_plain_definitions():
+    rng = np.random.default_rng(3)
+    client = np.repeat(np.arange(30), 12)
+    score = rng.integers(0, 5, len(client)).astype(float)  # ties
+    label = rng.random(len(client)) < 0.3
+    item = np.arange(len(client))
+    row = metric_row(client, score, label, item)
+    mrr_first, aucs = [], []
+    for c in np.unique(client):
+        m = client == c
+        order = sorted(np.flatnonzero(m), key=lambda i: (-score[i], item[i]))
+        ranks = [r + 1 for r, i in enumerate(order) if label[i]]
+        if ranks:
+            mrr_first.append(1 / ranks[0])
+        if 0 < label[m].sum() < m.sum():
+            aucs.append(roc_auc_score(label[m], score[m]))
+    assert abs(row["mrr_first"] - np.mean(mrr_first)) < 1e-12
+    assert abs(row["auc_per_client"] - np.mean(aucs)) < 1e-12

@@ -1,4 +1,5 @@
-"""Seed 001's dataset rules at every boundary, leave-own-item-out user features, PCA and model round trips."""
+"""Seed 001's dataset rules at every boundary, point-in-time user features (with a planted leak detector),
+PCA and model round trips, serving-shaped scores."""
 
 import datetime as dt
 
@@ -79,48 +80,100 @@ def features_for(items, dim=3, seed=0):
     )
 
 
-def test_user_history_leaves_the_rows_own_item_out():
+def test_user_history_is_point_in_time():
+    """Each row's history is the client's events strictly before it; its own event and later ones never."""
     spec = popular_items()
-    spec[1] = [(1, 0.95), (2, 0.95), (3, 0.95), (4, 0.1), (5, 0.1), (1, 0.96)]  # item 1 twice
+    spec[1] = [(1, 0.95), (2, 0.95), (3, 0.1), (4, 0.95), (5, 0.1), (1, 0.96)]  # events at T0 + 0..5 s
     feats, f = features_for(range(1, 7))
-    ds, _ = tt.build_dataset(window(spec), feats, tt.DatasetRules(balance=False), 3)
-    rows = ds.filter(pl.col("client_id") == 1)
-    pos_items, neg_items = {1, 2, 3}, {4, 5}
-    for r in rows.iter_rows(named=True):
-        others_pos = sorted(pos_items - {r["item_id"]})
-        others_neg = sorted(neg_items - {r["item_id"]})
-        np.testing.assert_allclose(r["pos_hist"], np.mean([f[i] for i in others_pos], axis=0), atol=1e-6)
-        np.testing.assert_allclose(r["neg_hist"], np.mean([f[i] for i in others_neg], axis=0), atol=1e-6)
-        assert r["n_pos_hist"] == len(others_pos) and r["n_neg_hist"] == len(others_neg)
-    # the label cannot be read off the features: flipping a row's own label leaves its features unchanged
-    spec[1] = [(1, 0.1), (2, 0.95), (3, 0.95), (4, 0.1), (5, 0.1), (1, 0.1)]
-    flipped, _ = tt.build_dataset(window(spec), feats, tt.DatasetRules(balance=False), 3)
-    a = rows.filter(pl.col("item_id") == 2).row(0, named=True)
-    b = flipped.filter((pl.col("client_id") == 1) & (pl.col("item_id") == 2)).row(0, named=True)
-    assert a["label"] == b["label"]
-    one_row = flipped.filter((pl.col("client_id") == 1) & (pl.col("item_id") == 1)).row(0, named=True)
-    np.testing.assert_allclose(one_row["pos_hist"], np.mean([f[2], f[3]], axis=0), atol=1e-6)  # item 1 itself left out
-    np.testing.assert_allclose(one_row["neg_hist"], np.mean([f[4], f[5]], axis=0), atol=1e-6)
+    ds, _ = tt.build_dataset(window(spec), feats, tt.DatasetRules(balance=False), T0)
+    rows = ds.filter(pl.col("client_id") == 1).sort("event_ts")
+    events = spec[1]
+    for k, r in enumerate(rows.iter_rows(named=True)):
+        earlier = events[:k]
+        pos = [f[i] for i, pcc in earlier if pcc > 0.9]
+        neg = [f[i] for i, pcc in earlier if pcc <= 0.9]
+        assert (r["n_pos_hist"], r["n_neg_hist"]) == (len(pos), len(neg))
+        np.testing.assert_allclose(r["pos_hist"], np.mean(pos, axis=0) if pos else np.zeros(3), atol=1e-6)
+        np.testing.assert_allclose(r["neg_hist"], np.mean(neg, axis=0) if neg else np.zeros(3), atol=1e-6)
+    # no input is a function of the row's own label: flipping one label changes only LATER rows' features
+    flipped_spec = {**spec, 1: [*events[:3], (4, 0.1), *events[4:]]}
+    flipped, _ = tt.build_dataset(window(flipped_spec), feats, tt.DatasetRules(balance=False), T0)
+    cols = ["pos_hist", "neg_hist", "n_pos_hist", "n_neg_hist", "item_features"]
+    before = rows.head(4).select(cols)
+    after = flipped.filter(pl.col("client_id") == 1).sort("event_ts").head(4).select(cols)
+    assert before.equals(after)
 
 
-def test_a_client_whose_only_positive_is_the_row_gets_an_empty_positive_history():
+def test_history_starts_at_the_window_and_is_the_same_function_for_validation():
+    from recsys_assets.stages import two_tower_evaluation as tte
+
     spec = popular_items()
-    spec[1] = [(1, 0.95), (2, 0.1), (3, 0.1), (4, 0.1)]
-    feats, _ = features_for(range(1, 7))
-    ds, _ = tt.build_dataset(window(spec), feats, tt.DatasetRules(balance=False), 3)
-    r = ds.filter((pl.col("client_id") == 1) & (pl.col("item_id") == 1)).row(0, named=True)
-    assert r["n_pos_hist"] == 0 and np.allclose(r["pos_hist"], 0.0)
+    spec[1] = [(1, 0.95), (2, 0.1), (3, 0.95), (4, 0.1)]
+    feats, f = features_for(range(1, 7))
+    events = tt.labelled(window(spec), tt.DatasetRules())
+    later = T0 + dt.timedelta(seconds=2)
+    rows = pl.DataFrame({"client_id": [1, 1], "item_id": [9, 9], "event_ts": [T0, T0 + dt.timedelta(hours=1)]})
+    rows = rows.with_columns(pl.col("event_ts").cast(pl.Datetime("us", "UTC")))
+    got = tt.point_in_time_history(rows, events, feats, window_start=later)  # events before 'later' are outside
+    assert got["n_pos_hist"].to_list() == [0, 1] and got["n_neg_hist"].to_list() == [0, 1]
+    np.testing.assert_allclose(got["pos_hist"][1].to_numpy(), f[3], atol=1e-6)
+    # validation rows go through the very same function: rows of the day, history from the window's start
+    day = window({1: [(5, 0.95)]}).with_columns(pl.col("event_ts") + dt.timedelta(hours=2))
+    val = tte.validation_rows(day, window(spec), feats, tt.DatasetRules(), T0)
+    assert (val["n_pos_hist"][0], val["n_neg_hist"][0]) == (2, 2)
+
+
+def test_planted_leak_detector_features_independent_of_labels_give_auc_one_half():
+    """Labels are coin flips, independent of everything. Any feature that depends on a row's own label
+    would let the model beat 0.5 on held-out clients; the tolerance is 4 standard errors of the AUC.
+    The seed's "at least one positive and one negative" client filter is off here: with few events a
+    client, it makes a row's label depend on the others' (after three positives the fourth must be a
+    negative), which is a property of the population, not of the features."""
+    rng = np.random.default_rng(11)
+    n_clients, n_items = 1500, 80  # 4 events a client: the old leak shows on clients with one label-1 row
+    spec = {c: [(int(i), float(rng.random() < 0.5)) for i in rng.integers(1, n_items, 4)] for c in range(n_clients)}
+    spec = {c: [(i, 0.95 if y else 0.1) for i, y in items] for c, items in spec.items()}
+    feats, _ = features_for(range(1, n_items), dim=6)
+    rules = tt.DatasetRules(min_client_positives=0, min_client_negatives=0)
+    ds, _ = tt.build_dataset(window(spec), feats, rules, T0)
+    params = tt.ModelParams(epochs=6, patience=6, batch_size=256, holdout_share=0.3, device="cpu", hidden=(32,))
+
+    def holdout_auc(rows: pl.DataFrame) -> tuple[float, float]:
+        res = tt.train(rows, params)
+        held = ((rows["client_id"].hash(params.seed + 17) % 1000) < int(params.holdout_share * 1000)).to_numpy()
+        n_pos = int(rows.filter(pl.Series(held))["label"].sum())
+        n_neg = int(held.sum()) - n_pos
+        se = np.sqrt((n_pos + n_neg + 1) / (12 * n_pos * n_neg))  # AUC's standard error under the null
+        return max(h["holdout_auc"] for h in res.history), se
+
+    auc, se = holdout_auc(ds)
+    assert abs(auc - 0.5) < 4 * se, (auc, se)
+    # the detector catches the old leak: with the seed's client filter on (a client needs a positive and a
+    # negative), the old leave-own-item-out counts (window totals minus the row's own label, whose "> 0"
+    # flags went into the user tower) give a client's only positive row away -- well beyond what the
+    # point-in-time features reach on the same rows
+    seed_rules = tt.DatasetRules()
+    ds_seed, _ = tt.build_dataset(window(spec), feats, seed_rules, T0)
+    totals = ds_seed.group_by("client_id").agg(tp=pl.col("label").sum(), tn=(~pl.col("label")).sum())
+    leaky_seed = ds_seed.join(totals, on="client_id").with_columns(
+        n_pos_hist=(pl.col("tp") - pl.col("label").cast(pl.Int64)).cast(pl.Int32),
+        n_neg_hist=(pl.col("tn") - (~pl.col("label")).cast(pl.Int64)).cast(pl.Int32),
+    )
+    pit_seed, se_seed = holdout_auc(ds_seed)
+    leak_seed, _ = holdout_auc(leaky_seed.drop("tp", "tn"))
+    # measured here: null 0.511 +- 0.014; seed filter: point in time 0.570, old counts 0.652 (se 0.015)
+    assert leak_seed > pit_seed + 4 * se_seed, (pit_seed, leak_seed, se_seed)
 
 
 def test_balance_is_five_to_five_and_seeded():
     rng = np.random.default_rng(0)
     spec = {c: [(int(i), 0.95 if rng.random() < 0.3 else 0.1) for i in rng.integers(1, 40, 30)] for c in range(200)}
     feats, _ = features_for(range(1, 40))
-    ds, stats = tt.build_dataset(window(spec), feats, tt.DatasetRules(seed=1), 3)
+    ds, stats = tt.build_dataset(window(spec), feats, tt.DatasetRules(seed=1), T0)
     assert stats["positives"] == stats["negatives"] > 500
-    again, _ = tt.build_dataset(window(spec), feats, tt.DatasetRules(seed=1), 3)
+    again, _ = tt.build_dataset(window(spec), feats, tt.DatasetRules(seed=1), T0)
     assert ds.select("client_id", "item_id", "event_ts").equals(again.select("client_id", "item_id", "event_ts"))
-    other, _ = tt.build_dataset(window(spec), feats, tt.DatasetRules(seed=2), 3)
+    other, _ = tt.build_dataset(window(spec), feats, tt.DatasetRules(seed=2), T0)
     assert not ds.select("client_id", "item_id", "event_ts").equals(other.select("client_id", "item_id", "event_ts"))
     assert (ds["weight"] == 1.0).all()  # the seed: no sample weight
 
@@ -151,7 +204,7 @@ def test_model_trains_and_round_trips(loss):
             dtype=pl.Array(pl.Float32, 4),
         )
     )
-    ds, _ = tt.build_dataset(window(spec), feats, tt.DatasetRules(), 4)
+    ds, _ = tt.build_dataset(window(spec), feats, tt.DatasetRules(), T0)
     params = tt.ModelParams(epochs=6, batch_size=256, loss=loss, device="cpu")
     res = tt.train(ds, params)
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
@@ -160,3 +213,20 @@ def test_model_trains_and_round_trips(loss):
     back = tt.from_artifact(from_bytes(to_bytes(tt.to_artifact(res.model, params, 4, {}))))
     np.testing.assert_array_equal(tt.score_rows(back, ds.head(50)), tt.score_rows(res.model, ds.head(50)))
     assert all(torch.isfinite(p).all() for p in back.parameters())
+
+
+@pytest.mark.parametrize("loss", ["bce", "inbatch_softmax"])
+def test_scores_are_serving_scores(loss):
+    """What an inner-product index over item_vectors returns for user_vectors is the model's ranking."""
+    feats, _ = features_for(range(1, 40), dim=5)
+    rng = np.random.default_rng(1)
+    spec = {c: [(int(i), 0.95 if rng.random() < 0.4 else 0.1) for i in rng.integers(1, 40, 10)] for c in range(60)}
+    ds, _ = tt.build_dataset(window(spec), feats, tt.DatasetRules(), T0)
+    res = tt.train(ds, tt.ModelParams(epochs=2, loss=loss, device="cpu"))
+    rows = ds.head(40)
+    u = tt.user_vectors(res.model, rows)
+    v = tt.item_vectors(res.model, np.array(rows["item_features"].to_numpy(), dtype=np.float32))
+    bias = float(res.model.bias.detach())
+    np.testing.assert_allclose(tt.score_rows(res.model, rows), (u * v).sum(1) + bias, rtol=1e-5, atol=1e-5)
+    if loss == "inbatch_softmax":  # cosine logits in training: unit vectors at serving
+        np.testing.assert_allclose(np.linalg.norm(u, axis=1), 1.0, atol=1e-5)

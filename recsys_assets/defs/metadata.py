@@ -70,3 +70,12 @@ def latest_partition_metadata(
         if mat is not None and mat.partition is not None and mat.partition not in out:
             out[mat.partition] = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
     return out
+
+
+def png_metadata(png: bytes, url: str, alt: str) -> dict[str, dg.MetadataValue]:
+    """A PNG for the asset's page: inline in markdown (a data URI, so it needs no file server) and as the
+    path of the stored file."""
+    import base64
+
+    inline = f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+    return {alt: dg.MetadataValue.md(inline), f"{alt}_png": dg.MetadataValue.path(url)}

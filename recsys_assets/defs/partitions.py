@@ -64,3 +64,12 @@ def window_metadata(context: dg.AssetExecutionContext, window: typing.Mapping[st
             f"({first}): trained on {len(window)} of {WINDOW_DAYS} days"
         )
     return meta
+
+
+def midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
+
+
+def train_window_start(day: dt.date) -> dt.datetime:
+    """The first instant of the TRAIN_WINDOW ending on ``day``."""
+    return midnight(day - dt.timedelta(days=WINDOW_DAYS - 1))

@@ -196,6 +196,10 @@ class TruthResource(dg.ConfigurableResource):
     def affinity_fn(self) -> typing.Optional[typing.Callable]:
         return None
 
+    def item_vectors_fn(self) -> typing.Optional[typing.Callable]:
+        """item ids -> the true content vectors behind them (for the true-content ablation), or None."""
+        return None
+
 
 class SimulatedTruthResource(TruthResource):
     """The simulator's true client-item affinities (for oracle baselines)."""
@@ -204,6 +208,9 @@ class SimulatedTruthResource(TruthResource):
 
     def affinity_fn(self) -> typing.Optional[typing.Callable]:
         return self.simulator.platform().true_affinity
+
+    def item_vectors_fn(self) -> typing.Optional[typing.Callable]:
+        return self.simulator.platform().true_item_content
 
 
 class TwoTowerRulesResource(config_from(DatasetRules, base=dg.ConfigurableResource, name="DatasetRulesResource")):
@@ -215,12 +222,15 @@ class TwoTowerRulesResource(config_from(DatasetRules, base=dg.ConfigurableResour
 
 
 class ReportStoreResource(dg.ConfigurableResource):
-    """Where human-facing reports (CSV) are written: a path or s3:// prefix; each write is atomic."""
+    """Where human-facing reports (CSV, PNG plots) are written: a path or s3:// prefix; each write is atomic."""
 
     base_url: str
     s3: S3Config = S3Config()
 
     def write_csv(self, name: str, df: pl.DataFrame) -> str:
+        return self.write_bytes(name, df.write_csv().encode())
+
+    def write_bytes(self, name: str, data: bytes) -> str:
         store = open_store(self.base_url, **self.s3.options())
-        store.write_bytes(name, df.write_csv().encode())
+        store.write_bytes(name, data)
         return f"{store.url}/{name}"

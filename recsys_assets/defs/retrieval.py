@@ -1,8 +1,14 @@
-"""Assets of the retrieval stage: seed 001's two-tower model with BLIP user history, its next-day validation
-and the experiment table. A thin shell over :mod:`recsys_assets.stages.two_tower`,
+"""Assets of the retrieval stage: seed 001's two-tower model with BLIP user history, its next-day validation,
+the ablations beside it, and the experiment table. A thin shell over :mod:`recsys_assets.stages.two_tower`,
 :mod:`~recsys_assets.stages.two_tower_evaluation` and :mod:`~recsys_assets.stages.ranking_metrics`.
+
+Seed 001's event set: every *played* event of ``raw_interactions`` (not seed 000's phase-1 output, from
+which neutral rows and high-CTR clients are gone), label ``pcc > 0.9``, the seed's client and item filters.
 """
 
+import datetime as dt
+import hashlib
+import json
 import typing
 
 import dagster as dg
@@ -10,18 +16,20 @@ import numpy as np
 import polars as pl
 
 from ..artifacts import ModelArtifact
+from ..stages import plots
 from ..stages import two_tower as tt
 from ..stages import two_tower_evaluation as tte
-from ..stages.ranking_metrics import METRICS
+from ..stages.ranking_metrics import ALL_METRICS, LEGEND, METRICS
 from .checks import Check, CheckSet
 from .evaluation import next_day_inputs
 from .io_manager import MODEL_IO
-from .metadata import frame_metadata, markdown_table, to_metadata
+from .metadata import frame_metadata, latest_partition_metadata, markdown_table, png_metadata, to_metadata
 from .params import config_from, to_params
-from .partitions import EVAL_WINDOW, PREVIOUS_DAY, TRAIN_WINDOW
+from .partitions import EVAL_WINDOW, PREVIOUS_DAY, TRAIN_WINDOW, WINDOW_DAYS, partition_date, train_window_start
 from .resources import ReportStoreResource, TruthResource, TwoTowerRulesResource
 
 GROUP = "retrieval"
+EVENT_SET = "played (p90): every played event of raw_interactions, label pcc > 0.9 (seed 001)"
 
 EVERY_PARTITION = dg.AllPartitionMapping()
 
@@ -42,11 +50,33 @@ EVAL_CHECKS = CheckSet(
     Check("metrics_in_unit_interval", "Every metric is in [0, 1]."),
     Check("beats_popularity_and_random_auc", "The model's AUC is above popularity's and random's.", blocking=False),
 )
+ABLATION_CHECKS = CheckSet(
+    "two_tower_ablations",
+    Check("metrics_in_unit_interval", "Every metric is in [0, 1]."),
+)
 
 
 class ItemPcaConfig(dg.Config):
     n_components: int = 128
     """PCA components of the item features (the seed: 128); fewer when there are fewer items."""
+
+
+TwoTowerConfig = config_from(tt.ModelParams, name="TwoTowerConfig")
+
+
+class EvaluationConfig(dg.Config):
+    seed: int = 0
+    """Seed of the random baseline."""
+    max_catalog_clients: int = 20_000
+    """Catalog recall@k is computed for at most this many clients (a seeded sample)."""
+
+
+class AblationConfig(EvaluationConfig):
+    variants: list[str] = ["inbatch_softmax", "true_content"]
+    """Which ablations to train on D-7 .. D-1 and validate on D beside two_tower_evaluation:
+    ``inbatch_softmax`` (the same features, in-batch softmax with logQ correction) and ``true_content``
+    (the simulator's true item content vectors instead of the BLIP embeddings: what a perfect encoder
+    would give; skipped where there is no truth)."""
 
 
 def _latest(window: dict[str, pl.DataFrame]) -> pl.DataFrame:
@@ -62,76 +92,73 @@ def _concat(window: dict[str, pl.DataFrame]) -> pl.DataFrame:
     return pl.concat([df for _, df in sorted(window.items())], how="vertical_relaxed")
 
 
-TwoTowerConfig = config_from(tt.ModelParams, name="TwoTowerConfig")
+def experiment_id(val_day: str, method: str, config: typing.Mapping[str, typing.Any], fingerprint: str) -> str:
+    """Stable across reruns and added days: the validation day, the method, and a digest of what defines it."""
+    digest = hashlib.sha256(json.dumps([method, dict(config), fingerprint], sort_keys=True, default=str).encode())
+    return f"{val_day}:{method}:{digest.hexdigest()[:10]}"
 
 
-class EvaluationConfig(dg.Config):
-    seed: int = 0
-    """Seed of the random baseline."""
-    max_catalog_clients: int = 20_000
-    """Catalog recall@k is computed for at most this many clients (a seeded sample)."""
+def _embedding_provenance(context: dg.AssetExecutionContext, day: str) -> tuple[str, bool]:
+    md = latest_partition_metadata(context.instance, dg.AssetKey("item_content_embeddings"), [day]).get(day, {})
+    return str(md.get("model_fingerprint", "unknown")), bool(md.get("random_weights", False))
+
+
+def _describe(table: pl.DataFrame, **columns: typing.Any) -> pl.DataFrame:
+    return table.with_columns(*(pl.lit(v).alias(k) for k, v in columns.items()))
 
 
 @dg.asset(
     ins={
         "evaluations": dg.AssetIn(
             "two_tower_evaluation", partition_mapping=EVERY_PARTITION, metadata={"allow_missing_partitions": True}
-        )
+        ),
+        "ablations": dg.AssetIn(
+            "two_tower_ablations", partition_mapping=EVERY_PARTITION, metadata={"allow_missing_partitions": True}
+        ),
     },
     group_name=GROUP,
     compute_kind="polars",
 )
 def experiment_report(
-    context: dg.AssetExecutionContext, reports: ReportStoreResource, evaluations: dict[str, pl.DataFrame]
+    context: dg.AssetExecutionContext,
+    reports: ReportStoreResource,
+    evaluations: dict[str, pl.DataFrame],
+    ablations: dict[str, pl.DataFrame],
 ) -> dg.Output:
-    """One row per evaluated partition, laid out like seed 001's "Results": experiment no, train range,
-    validation day, then the metrics (two_tower; the baselines follow as their own rows)."""
-    rows = []
-    n = 0
-    for day in sorted(evaluations):
-        t = evaluations[day]
-        if t.height == 0:
-            continue
-        n += 1
-        for r in t.iter_rows(named=True):
-            rows.append({"experiment_no": n, "event_type": "played (p90)", **r})
-    report = pl.DataFrame(rows) if rows else pl.DataFrame(schema={"experiment_no": pl.Int64, "val_data": pl.String})
-    url = reports.write_csv("experiment_report.csv", report)
-    main = report.filter(pl.col("method") == "two_tower") if rows else report
-    seed_cols = ["experiment_no", "event_type", "train_data", "val_data", *METRICS]
-    return dg.Output(
-        report,
-        metadata=to_metadata(
-            {
-                **frame_metadata(report, preview_rows=0),
-                "results": dg.MetadataValue.md(
-                    markdown_table(main.select([c for c in seed_cols if c in main.columns]), max_rows=200)
-                ),
-                "all_methods": dg.MetadataValue.md(
-                    markdown_table(
-                        report.select(
-                            [
-                                c
-                                for c in [
-                                    "experiment_no",
-                                    "val_data",
-                                    "method",
-                                    "auc",
-                                    "ndcg@10",
-                                    "recall@50",
-                                    "catalog_recall@50",
-                                ]
-                                if c in report.columns
-                            ]
-                        ),
-                        max_rows=400,
-                    )
-                ),
-                "experiments": n,
-                "csv": dg.MetadataValue.path(url),
-            }
-        ),
+    """Every evaluated day, laid out like seed 001's "Results" (two_tower), then every method and ablation
+    with its stable experiment id, model config, embedding fingerprint and partitions (CSV), and a plot."""
+    frames = [
+        t
+        for _, t in sorted(
+            {**{f"e{k}": v for k, v in evaluations.items()}, **{f"a{k}": v for k, v in ablations.items()}}.items()
+        )
+        if t.height
+    ]
+    report = (
+        pl.concat(frames, how="diagonal_relaxed").sort("val_data", "method")
+        if frames
+        else pl.DataFrame(schema={"experiment_id": pl.String, "val_data": pl.String, "method": pl.String})
     )
+    url = reports.write_csv("experiment_report.csv", report)
+    main = report.filter(pl.col("method") == "two_tower") if report.height else report
+    seed_cols = ["experiment_id", "event_type", "train_data", "val_data", *METRICS, "mrr_first", "auc_per_client"]
+    summary_cols = ["val_data", "method", "auc", "auc_per_client", "ndcg@10", "recall@50", "catalog_recall@50"]
+    meta: dict[str, typing.Any] = {
+        **frame_metadata(report, preview_rows=0),
+        "results": dg.MetadataValue.md(
+            markdown_table(main.select([c for c in seed_cols if c in main.columns]), max_rows=200)
+        ),
+        "all_methods": dg.MetadataValue.md(
+            markdown_table(report.select([c for c in summary_cols if c in report.columns]), max_rows=400)
+        ),
+        "legend": dg.MetadataValue.md(markdown_table([{"metric": k, "definition": v} for k, v in LEGEND.items()])),
+        "experiments": int(main.height),
+        "csv": dg.MetadataValue.path(url),
+    }
+    if report.height and "auc" in report.columns:
+        png = plots.metric_by_day(report.to_dicts(), "auc", "AUC on the validation day, per method")
+        meta.update(png_metadata(png, reports.write_bytes("experiment_report_auc.png", png), "auc_by_day"))
+    return dg.Output(report, metadata=to_metadata(meta))
 
 
 REPORT_ASSETS = [experiment_report]
@@ -142,7 +169,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
 
     @dg.asset(
         ins={
-            "window": dg.AssetIn("filtered_interactions", partition_mapping=TRAIN_WINDOW),
+            "window": dg.AssetIn("raw_interactions", partition_mapping=TRAIN_WINDOW),
             "embeddings": dg.AssetIn("item_content_embeddings", partition_mapping=TRAIN_WINDOW),
         },
         partitions_def=partitions,
@@ -160,7 +187,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         """Partition D: PCA(128) of the BLIP embeddings of D's training items (those passing the dataset's
         filters in D-6 .. D), stored as its arrays (components, mean, variances) -- no pickle."""
         kept, _ = tt.eligible(_concat(window), two_tower_rules.rules())
-        items = _latest(embeddings).join(kept.select("item_id").unique(), on="item_id", how="semi")
+        items = _latest(embeddings).join(kept.select("item_id").unique(), on="item_id", how="semi").sort("item_id")
         if items.height < 2:
             raise dg.Failure(f"only {items.height} training items with BLIP embeddings: cannot fit a PCA")
         art = tt.fit_pca(items["blip_embedding"].to_numpy(), config.n_components)
@@ -182,7 +209,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
 
     @dg.asset(
         ins={
-            "window": dg.AssetIn("filtered_interactions", partition_mapping=TRAIN_WINDOW),
+            "window": dg.AssetIn("raw_interactions", partition_mapping=TRAIN_WINDOW),
             "embeddings": dg.AssetIn("item_content_embeddings", partition_mapping=TRAIN_WINDOW),
             "item_pca": dg.AssetIn("item_pca", input_manager_key=MODEL_IO),
         },
@@ -198,19 +225,19 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         embeddings: dict[str, pl.DataFrame],
         item_pca: ModelArtifact,
     ) -> typing.Iterator:
-        """Partition D: seed 001's training rows from D-6 .. D -- filters, label pcc > 0.9, 5:5 balance,
-        pos/neg history means (own item left out), PCA-128 item features."""
-        pca = tt.pca_from_artifact(item_pca)
-        features = tt.project(_latest(embeddings), pca)
+        """Partition D: seed 001's training rows from the played events of D-6 .. D -- filters, label
+        pcc > 0.9, 5:5 balance, point-in-time pos/neg history means, PCA-128 item features."""
+        features = tt.project(_latest(embeddings), tt.pca_from_artifact(item_pca))
         interactions = _concat(window)
         rules = two_tower_rules.rules()
-        ds, stats = tt.build_dataset(interactions, features, rules, pca.n_components_)
+        ds, stats = tt.build_dataset(interactions, features, rules, train_window_start(partition_date(context)))
         yield dg.Output(
             ds,
             metadata=to_metadata(
                 {
                     **frame_metadata(ds.select("client_id", "item_id", "label", "n_pos_hist", "n_neg_hist")),
                     **stats,
+                    "event_set": EVENT_SET,
                     "window_days": len(window),
                 }
             ),
@@ -231,6 +258,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     def two_tower_model(
         context: dg.AssetExecutionContext,
         config: TwoTowerConfig,
+        reports: ReportStoreResource,
         two_tower_dataset: pl.DataFrame,
         item_pca: ModelArtifact,
     ) -> typing.Iterator:
@@ -246,17 +274,22 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             dim,
             {
                 "pca_partition": context.partition_key,
+                "dataset_partition": context.partition_key,
                 "pca_components": item_pca.config["n_components"],
                 "train_range": train_range,
                 "train_days": int(days.n_unique()),
+                "event_set": EVENT_SET,
             },
         )
         best = res.history[res.best_epoch]
+        png = plots.training_curve(res.history, f"two_tower_model {context.partition_key} ({params.loss})")
+        png_url = reports.write_bytes(f"two_tower_model/{context.partition_key}/training_curve.png", png)
         yield dg.Output(
             art,
             metadata=to_metadata(
                 {
-                    "training_curve": dg.MetadataValue.md(markdown_table(res.history, max_rows=50)),
+                    **png_metadata(png, png_url, "training_curve"),
+                    "training_table": dg.MetadataValue.md(markdown_table(res.history, max_rows=50)),
                     "best_epoch": res.best_epoch,
                     "holdout_auc": float(best["holdout_auc"]),
                     "train_rows": res.train_rows,
@@ -280,7 +313,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         ins={
             "model": dg.AssetIn("two_tower_model", partition_mapping=PREVIOUS_DAY, input_manager_key=MODEL_IO),
             "pca": dg.AssetIn("item_pca", partition_mapping=PREVIOUS_DAY, input_manager_key=MODEL_IO),
-            "interactions": dg.AssetIn("filtered_interactions", partition_mapping=EVAL_WINDOW),
+            "interactions": dg.AssetIn("raw_interactions", partition_mapping=EVAL_WINDOW),
             "embeddings": dg.AssetIn("item_content_embeddings", partition_mapping=EVAL_WINDOW),
         },
         partitions_def=partitions,
@@ -300,50 +333,65 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     ) -> typing.Iterator:
         """Partition D: two_tower_model D-1 validated on D -- seed 001's metric table by ranking each client's
         served items, catalog recall@k, beside random, popularity and (simulator) oracle baselines."""
-        schema = {"method": pl.String, **{m: pl.Float64 for m in METRICS}}
         inputs, skipped = next_day_inputs(
-            context, EVAL_CHECKS, schema, interactions, two_tower_model=model, item_pca=pca
+            context, EVAL_CHECKS, tte.table_schema(), interactions, two_tower_model=model, item_pca=pca
         )
         if inputs is None:
             yield from skipped
             return
         art = inputs.models["two_tower_model"]
-        tower = tt.from_artifact(art)
         items = _latest(embeddings)
         features = tt.project(items, tt.pca_from_artifact(inputs.models["item_pca"]))
         table, stats = tte.evaluate(
-            tower,
+            tt.from_artifact(art),
             inputs.today,
             inputs.history,
             features,
             items.select("item_id", "language"),
             two_tower_rules.rules(),
+            inputs.day,
+            WINDOW_DAYS,
             truth=truth.affinity_fn(),
             seed=config.seed,
             max_catalog_clients=config.max_catalog_clients,
         )
-        train_range = f"{art.config.get('train_range')} ({art.config.get('train_days')} days)"
-        table = table.with_columns(
-            pl.lit(train_range).alias("train_data"), pl.lit(inputs.day.isoformat()).alias("val_data")
+        fingerprint, random_weights = _embedding_provenance(context, inputs.model_partition)
+        model_config = {k: v for k, v in art.config.items() if k not in ("train_range", "train_days")}
+        table = _describe(
+            table,
+            event_type="played (p90)",
+            train_data=f"{art.config.get('train_range')} ({art.config.get('train_days')} days)",
+            val_data=inputs.day.isoformat(),
+            model_partition=inputs.model_partition,
+            pca_partition=art.config.get("pca_partition", inputs.model_partition),
+            dataset_partition=art.config.get("dataset_partition", inputs.model_partition),
+            model_config=json.dumps(model_config, sort_keys=True, default=str),
+            embedding_fingerprint=fingerprint,
+            random_weights=random_weights,
+        ).with_columns(
+            experiment_id=pl.col("method").map_elements(
+                lambda m: experiment_id(inputs.day.isoformat(), m, model_config, fingerprint), return_dtype=pl.String
+            )
         )
         by = {r["method"]: r for r in table.iter_rows(named=True)}
         tw = by["two_tower"]
         meta = {
-            **frame_metadata(table, preview_rows=0),
-            "metrics": dg.MetadataValue.md(markdown_table(table.select("method", *METRICS))),
+            **frame_metadata(table.select("experiment_id", "method", "auc", "recall@50", "catalog_recall@50")),
+            "metrics": dg.MetadataValue.md(markdown_table(table.select("method", *ALL_METRICS))),
             "catalog_recall": dg.MetadataValue.md(markdown_table(table.select("method", pl.col("^catalog_.*$")))),
             "model_partition": inputs.model_partition,
-            "train_range": train_range,
+            "embedding_fingerprint": fingerprint,
+            "random_weights": random_weights,
+            "event_set": EVENT_SET,
             **stats,
-            "auc": float(tw["auc"]),
-            "recall@50": float(tw["recall@50"]),
+            **{m: float(tw[m]) for m in ("auc", "auc_per_client", "mrr_first", "ndcg@10", "recall@50")},
             "catalog_recall@50": float(tw["catalog_recall@50"]),
         }
         if "oracle" in by:
             meta["oracle_auc"] = float(by["oracle"]["auc"])
             meta["auc_over_oracle"] = float(tw["auc"] / by["oracle"]["auc"])
         yield dg.Output(table, metadata=to_metadata(meta))
-        vals = table.select(*METRICS, pl.col("^catalog_recall.*$")).to_numpy()
+        vals = table.select(*ALL_METRICS, pl.col("^catalog_recall.*$")).to_numpy()
         vals = vals[np.isfinite(vals)]
         yield from EVAL_CHECKS.results(
             {
@@ -355,4 +403,109 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             }
         )
 
-    return [item_pca, two_tower_dataset, two_tower_model, two_tower_evaluation]
+    @dg.asset(
+        ins={
+            "dataset": dg.AssetIn("two_tower_dataset", partition_mapping=PREVIOUS_DAY),
+            "model": dg.AssetIn("two_tower_model", partition_mapping=PREVIOUS_DAY, input_manager_key=MODEL_IO),
+            "pca": dg.AssetIn("item_pca", partition_mapping=PREVIOUS_DAY, input_manager_key=MODEL_IO),
+            "interactions": dg.AssetIn("raw_interactions", partition_mapping=EVAL_WINDOW),
+            "embeddings": dg.AssetIn("item_content_embeddings", partition_mapping=EVAL_WINDOW),
+        },
+        partitions_def=partitions,
+        check_specs=ABLATION_CHECKS.specs(partitions),
+        group_name=GROUP,
+        compute_kind="torch",
+    )
+    def two_tower_ablations(
+        context: dg.AssetExecutionContext,
+        config: AblationConfig,
+        two_tower_rules: TwoTowerRulesResource,
+        truth: TruthResource,
+        dataset: dict[str, pl.DataFrame],
+        model: dict[str, ModelArtifact],
+        pca: dict[str, ModelArtifact],
+        interactions: dict[str, pl.DataFrame],
+        embeddings: dict[str, pl.DataFrame],
+    ) -> typing.Iterator:
+        """Partition D: variants of two_tower_model D-1 trained on the same window and validated on D like
+        it: the in-batch softmax (logQ) on the same features, and the simulator's true content vectors in
+        place of the BLIP embeddings (the gap to two_tower is the cost of the encoder; the gap from it to
+        the oracle, the cost of the architecture)."""
+        inputs, skipped = next_day_inputs(
+            context, ABLATION_CHECKS, tte.table_schema(), interactions, two_tower_model=model, two_tower_dataset=dataset
+        )
+        if inputs is None:
+            yield from skipped
+            return
+        base = tt.params_of(inputs.models["two_tower_model"])
+        rules = two_tower_rules.rules()
+        items = _latest(embeddings)
+        item_language = items.select("item_id", "language")
+        true_vectors = truth.item_vectors_fn()
+        variants: list[tuple[str, pl.DataFrame, pl.DataFrame, tt.ModelParams]] = []
+        for name in config.variants:
+            if name == "inbatch_softmax":
+                features = tt.project(items, tt.pca_from_artifact(next(iter(pca.values()))))
+                params = tt.ModelParams(**{**base.__dict__, "loss": "inbatch_softmax"})
+                variants.append((name, inputs.models["two_tower_dataset"], features, params))
+            elif name == "true_content":
+                if true_vectors is None:
+                    context.log.info("true_content skipped: no ground truth on this platform")
+                    continue
+                ids = items["item_id"].to_numpy()
+                vecs = np.asarray(true_vectors(ids), dtype=np.float32)
+                features = pl.DataFrame(
+                    {"item_id": ids, "features": pl.Series(vecs, dtype=pl.Array(pl.Float32, vecs.shape[1]))}
+                )
+                ds, _ = tt.build_dataset(
+                    inputs.history, features, rules, train_window_start(inputs.day - dt.timedelta(days=1))
+                )
+                variants.append((name, ds, features, base))
+            else:
+                raise dg.Failure(f"unknown ablation {name!r}: use inbatch_softmax or true_content")
+        tables = []
+        for name, ds, features, params in variants:
+            res = tt.train(ds, params, log=context.log.info)
+            table, _ = tte.evaluate(
+                res.model,
+                inputs.today,
+                inputs.history,
+                features,
+                item_language,
+                rules,
+                inputs.day,
+                WINDOW_DAYS,
+                seed=config.seed,
+                max_catalog_clients=config.max_catalog_clients,
+                baselines=False,
+            )
+            cfg = {**params.__dict__, "hidden": list(params.hidden), "features": name}
+            tables.append(
+                _describe(
+                    table.with_columns(method=pl.lit(f"ablation:{name}")),
+                    experiment_id=experiment_id(inputs.day.isoformat(), f"ablation:{name}", cfg, name),
+                    event_type="played (p90)",
+                    val_data=inputs.day.isoformat(),
+                    model_partition=inputs.model_partition,
+                    model_config=json.dumps(cfg, sort_keys=True),
+                )
+            )
+        out = pl.concat(tables, how="diagonal_relaxed") if tables else pl.DataFrame(schema=tte.table_schema())
+        by = {r["method"]: r for r in out.iter_rows(named=True)}
+        yield dg.Output(
+            out,
+            metadata=to_metadata(
+                {
+                    **frame_metadata(out.select("method", "auc", "recall@50", "catalog_recall@50")),
+                    "metrics": dg.MetadataValue.md(markdown_table(out.select("method", *ALL_METRICS))),
+                    **{f"{m.split(':')[1]}_auc": float(r["auc"]) for m, r in by.items()},
+                }
+            ),
+        )
+        vals = out.select(*ALL_METRICS).to_numpy() if out.height else np.zeros(0)
+        vals = vals[np.isfinite(vals)]
+        yield from ABLATION_CHECKS.results(
+            {"metrics_in_unit_interval": (bool(((vals >= 0) & (vals <= 1)).all()), {"metrics": int(vals.size)})}
+        )
+
+    return [item_pca, two_tower_dataset, two_tower_model, two_tower_evaluation, two_tower_ablations]

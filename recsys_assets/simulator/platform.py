@@ -151,6 +151,10 @@ class Platform:
         """The noiseless affinity ``a(c, i)`` for aligned arrays of ids."""
         return self._affinity_idx(self._client_index(client_ids), self._item_index(item_ids))
 
+    def true_item_content(self, item_ids) -> np.ndarray:
+        """The content vectors the affinity is built from (what a perfect content encoder would recover)."""
+        return self.item_content[self._item_index(item_ids)]
+
     def affinity_matrix(self, client_ids, item_ids) -> np.ndarray:
         """``a(c, i)`` for every client (rows) x item (columns)."""
         ci, ii = self._client_index(client_ids), self._item_index(item_ids)

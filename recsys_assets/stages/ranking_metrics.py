@@ -17,6 +17,8 @@ Clients with R = 0 have no ranking metric (counted apart); every row counts for 
 ``recall@k``        |relevant in the top k| / R
 ``recall@gt_k``     |relevant in the top min(R, k)| / min(R, k) (R-precision with R capped at k)
 ``recall@all_pos``  |relevant in the top R| / R (R-precision)
+``mrr_first``       1 / rank of the client's first relevant item (the standard MRR), averaged over clients
+``auc_per_client``  ROC AUC within each client that has both labels, averaged over those clients
 ==================  ==========================================================================================
 
 The catalogue-wide metrics (recall@k and ndcg@k of a score block against target cells, used by the ALS,
@@ -52,6 +54,25 @@ METRICS = (
     "recall@gt_100",
     "recall@all_pos",
 )
+"""The seed's metric table, in its order."""
+EXTRA_METRICS = ("mrr_first", "auc_per_client")
+"""Reported beside the seed's: the standard (first-hit) MRR, and AUC per client."""
+ALL_METRICS = METRICS + EXTRA_METRICS
+LEGEND = {
+    "auc": "ROC AUC over all validation rows pooled (ties count 1/2)",
+    "avg_prec@10": "sum over ranks <= 10 of precision@rank * rel / min(R, 10), mean over clients",
+    "map": "average precision over the whole list (scikit-learn's, ties together), mean over clients",
+    "mrr": "the seed's: mean of 1/rank over ALL the client's relevant items, mean over clients",
+    "mrr_first": "1/rank of the client's FIRST relevant item (the standard MRR), mean over clients",
+    "ndcg@k": "DCG@k / ideal DCG@k, binary gains",
+    "recall@k": "relevant in the top k / R",
+    "recall@gt_k": "relevant in the top min(R, k) / min(R, k): R-precision with R capped at k",
+    "recall@all_pos": "relevant in the top R / R: R-precision",
+    "auc_per_client": "ROC AUC within each client with both labels, mean over those clients",
+    "catalog_recall@k": "the client's day-D positives in the top k of every item of its language, "
+    "items it saw in the window excluded",
+}
+"""Each metric's definition, for the report (R = the client's number of relevant items; ranks from 1)."""
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -61,6 +82,17 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
         return float("nan")
     ranks = rankdata(np.asarray(scores, dtype=np.float64))
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def auc_per_client(client: np.ndarray, scores: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over clients with both labels of their own ROC AUC (ties count 1/2); NaN when there is none."""
+    client, scores, labels = np.asarray(client), np.asarray(scores, np.float64), np.asarray(labels, bool)
+    order = np.argsort(client, kind="stable")
+    c, s, y = client[order], scores[order], labels[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(c) != 0) + 1]
+    ends = np.r_[starts[1:], len(c)]
+    values = [auc(s[a:b], y[a:b]) for a, b in zip(starts, ends) if 0 < y[a:b].sum() < b - a]
+    return float(np.mean(values)) if values else float("nan")
 
 
 def _tie_aware_ap(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -110,6 +142,8 @@ def per_client(
     out["recall@all_pos"] = hits_at(R_row) / Rs
     out["avg_prec@10"] = seg_sum(prec * y * (rank <= 10)) / np.maximum(np.minimum(R, 10), 1)
     out["mrr"] = seg_sum(y / rank) / Rs
+    first_hit = np.minimum.reduceat(np.where(y > 0, rank, np.inf), starts)
+    out["mrr_first"] = np.where(np.isfinite(first_hit), 1.0 / first_hit, 0.0)
     disc = 1.0 / np.log2(rank + 1)
     for k in (5, 10):
         dcg = seg_sum(y * disc * (rank <= k))
@@ -130,8 +164,9 @@ def metric_row(client: np.ndarray, scores: np.ndarray, labels: np.ndarray, tie_k
     """The seed's table row: per-client metrics averaged over clients with a relevant item; pooled auc."""
     pc = per_client(client, scores, labels, tie_key)
     row = {"auc": auc(scores, labels)}
-    for m in METRICS[1:]:
+    for m in [*METRICS[1:], "mrr_first"]:
         row[m] = float(np.mean(pc[m])) if len(pc[m]) else float("nan")
+    row["auc_per_client"] = auc_per_client(client, scores, labels)
     row["clients"] = int(len(pc["client"]))
     row["clients_without_positive"] = int(len(np.unique(client)) - len(pc["client"]))
     row["rows"] = int(len(scores))
@@ -156,7 +191,7 @@ def top_k(scores: np.ndarray, k: int, exclude: Cells = None) -> np.ndarray:
     Ties are broken by the column index, ascending (callers sort items by id, so: the smaller id first);
     NaN scores rank last; ``exclude``d cells never enter the list (a row with fewer than ``k`` eligible
     columns gets ``-1`` in the free places). Linear in the block's size: no full sort of a row."""
-    s = np.array(scores, dtype=np.float64)
+    s = np.array(scores, dtype=np.result_type(np.asarray(scores).dtype, np.float32))
     s[np.isnan(s)] = -np.inf
     banned = _dense_bool(exclude, s.shape)
     s[banned] = -np.inf
@@ -168,7 +203,11 @@ def top_k(scores: np.ndarray, k: int, exclude: Cells = None) -> np.ndarray:
     above = s > kth[:, None]
     tied = s == kth[:, None]
     room = k - above.sum(axis=1)
-    chosen = above | (tied & (np.cumsum(tied, axis=1) <= room[:, None]))  # tied columns by index
+    chosen = above | tied
+    excess = np.flatnonzero(tied.sum(axis=1) > room)  # rows with more tied columns than places
+    if len(excess):  # ... take the tied columns with the smallest index there
+        sub = tied[excess]
+        chosen[excess] = above[excess] | (sub & (np.cumsum(sub, axis=1) <= room[excess, None]))
     cols = np.nonzero(chosen)[1].reshape(n_rows, k)  # row-major: ascending index within each row
     order = np.argsort(-np.take_along_axis(s, cols, axis=1), axis=1, kind="stable")
     cols = np.take_along_axis(cols, order, axis=1)

@@ -24,7 +24,7 @@ frequency in the dataset), as TFRS / Merlin retrieval users expect.
 from __future__ import annotations
 
 import dataclasses
-import math
+import datetime as dt
 import time
 import typing
 
@@ -125,73 +125,79 @@ def validate_dataset(ds: pl.DataFrame, window: pl.DataFrame, rules: DatasetRules
     }
 
 
-def history_sums(history: pl.DataFrame, item_features: pl.DataFrame, dim: int) -> pl.DataFrame:
-    """Per client: the sum and count of the features of its distinct label-1 and label-0 items."""
-    distinct = history.select("client_id", "item_id", "label").unique()
-    with_f = distinct.join(item_features, on="item_id", how="inner")
-    parts = []
-    for lab, name in ((True, "pos"), (False, "neg")):
-        sub = with_f.filter(pl.col("label") == lab)
-        if sub.height:
-            sub = sub.sort("client_id")
-            cid = sub["client_id"].to_numpy()
-            starts = np.r_[0, np.flatnonzero(np.diff(cid) != 0) + 1]
-            clients = cid[starts]
-            sums = np.add.reduceat(np.asarray(sub["features"].to_numpy(), dtype=np.float64), starts, axis=0)
-            counts = np.diff(np.r_[starts, len(cid)])
-        else:
-            clients, sums, counts = np.zeros(0, np.int64), np.zeros((0, dim)), np.zeros(0, np.int64)
-        parts.append(
-            pl.DataFrame(
-                {
-                    "client_id": clients,
-                    f"{name}_sum": pl.Series(sums.astype(np.float32), dtype=pl.Array(pl.Float32, dim)),
-                    f"{name}_count": counts.astype(np.int64),
-                }
-            )
-        )
-    return parts[0].join(parts[1], on="client_id", how="full", coalesce=True)
+_KEY_SPAN_US = 10**13
+"""Microseconds a client's block spans in the composite (client, time) key: 115 days, more than any window."""
 
 
-def user_features(rows: pl.DataFrame, sums: pl.DataFrame, item_features: pl.DataFrame, dim: int) -> pl.DataFrame:
-    """``pos_hist``/``neg_hist`` for each row: the client's history means without the row's own item
-    (its features are subtracted, and the count lowered, when the row flags it as in that history)."""
-    base = rows.join(sums, on="client_id", how="left").join(item_features, on="item_id", how="left")
-    n = base.height
-    f = np.nan_to_num(np.array(base["features"].to_numpy(), dtype=np.float64)) if n else np.zeros((0, dim))
-    out = {}
-    for name in ("pos", "neg"):
-        col = base[f"{name}_sum"]
-        s = np.zeros((n, dim))
-        present = col.is_not_null().to_numpy()
-        if present.any():
-            s[present] = base.filter(pl.Series(present))[f"{name}_sum"].to_numpy()
-        cnt = base[f"{name}_count"].fill_null(0).to_numpy().astype(np.float64)
-        # only items with features were summed, so only those are taken back out
-        in_hist = (base[f"in_{name}_hist"].fill_null(False) & base["features"].is_not_null()).to_numpy()
-        s = s - f * in_hist[:, None]
-        cnt = cnt - in_hist
-        mean = np.where(cnt[:, None] > 0, s / np.maximum(cnt, 1)[:, None], 0.0)
-        out[f"{name}_hist"] = pl.Series(mean.astype(np.float32), dtype=pl.Array(pl.Float32, dim))
-        out[f"n_{name}_hist"] = pl.Series(cnt.astype(np.int32))
-    drop = [c for c in base.columns if c.endswith(("_sum", "_count")) or c.startswith("in_")]
-    return base.drop(drop).with_columns(**out)
-
-
-def _mark_history(rows: pl.DataFrame, history: pl.DataFrame) -> pl.DataFrame:
-    """Flag whether each row's item is among the client's label-1 / label-0 history items."""
-    distinct = history.select("client_id", "item_id", "label").unique()
-    pos = distinct.filter(pl.col("label")).select("client_id", "item_id").with_columns(in_pos_hist=pl.lit(True))
-    neg = distinct.filter(~pl.col("label")).select("client_id", "item_id").with_columns(in_neg_hist=pl.lit(True))
-    return rows.join(pos, on=["client_id", "item_id"], how="left").join(neg, on=["client_id", "item_id"], how="left")
-
-
-def with_user_features(
-    rows: pl.DataFrame, history: pl.DataFrame, item_features: pl.DataFrame, dim: int
+def point_in_time_history(
+    rows: pl.DataFrame,
+    events: pl.DataFrame,
+    item_features: pl.DataFrame,
+    window_start: dt.datetime,
+    chunk_events: int = 250_000,
 ) -> pl.DataFrame:
-    """Rows (client_id, item_id, ...) + pos_hist, neg_hist (leave-own-item-out means over ``history``)."""
-    sums = history_sums(history, item_features, dim)
-    return user_features(_mark_history(rows, history), sums, item_features, dim)
+    """``rows`` (client_id, event_ts, ...) + ``pos_hist``/``neg_hist``: the means of the item features over
+    the client's label-1 / label-0 ``events`` strictly before the row's ``event_ts`` and not before
+    ``window_start``, with their counts ``n_pos_hist``/``n_neg_hist`` (0 -> a zero vector).
+
+    The one feature function of training and validation alike. A row's own event is never in its
+    history (nor is anything at or after its time), so no input is a function of the row's label.
+    Events whose item has no features are not counted. Rows come back sorted by (client, time, item).
+    Exact prefix sums per client in float64, ``chunk_events`` events at a time."""
+    dim = item_features.schema["features"].size
+    rows = rows.sort("client_id", "event_ts", "item_id")
+    ev = (
+        events.filter(pl.col("event_ts") >= window_start)
+        .select("client_id", "item_id", "event_ts", "label")
+        .join(item_features.select("item_id", "features"), on="item_id", how="inner")
+        .sort("client_id", "event_ts", "item_id")
+    )
+    t0 = int(window_start.timestamp() * 1_000_000)
+    clients = np.unique(np.concatenate([rows["client_id"].to_numpy(), ev["client_id"].to_numpy()]))
+
+    def keys(df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        rank = np.searchsorted(clients, df["client_id"].to_numpy()).astype(np.int64)
+        us = df["event_ts"].dt.epoch("us").to_numpy() - t0
+        return rank, rank * _KEY_SPAN_US + np.clip(us, 0, _KEY_SPAN_US - 1)
+
+    ev_rank, ev_key = keys(ev)
+    row_rank, row_key = keys(rows)
+    n = rows.height
+    out = {name: np.zeros((n, dim), np.float32) for name in ("pos_hist", "neg_hist")}
+    counts = {name: np.zeros(n, np.int32) for name in ("n_pos_hist", "n_neg_hist")}
+    label = ev["label"].to_numpy().astype(bool)
+    # blocks of whole clients, about chunk_events events each (rows of clients without events stay zero)
+    client_starts = np.r_[0, np.flatnonzero(np.diff(ev_rank)) + 1]
+    edges = [0]
+    for start in client_starts[1:]:
+        if start - edges[-1] >= chunk_events:
+            edges.append(int(start))
+    edges.append(len(ev_rank))
+    for lo_ev, hi_ev in zip(edges[:-1], edges[1:]):
+        if hi_ev <= lo_ev:
+            continue
+        r_lo = np.searchsorted(row_rank, ev_rank[lo_ev], "left")
+        r_hi = np.searchsorted(row_rank, ev_rank[hi_ev - 1], "right")
+        if r_hi <= r_lo:
+            continue
+        f = np.asarray(ev["features"][lo_ev:hi_ev].to_numpy(), dtype=np.float64).reshape(-1, dim)
+        lab = label[lo_ev:hi_ev]
+        k = ev_key[lo_ev:hi_ev]
+        rk = row_key[r_lo:r_hi]
+        before = np.searchsorted(k, rk, "left")  # events strictly before the row (this block)
+        client_first = np.searchsorted(k, row_rank[r_lo:r_hi] * _KEY_SPAN_US, "left")
+        for name, cname, mask in (("pos_hist", "n_pos_hist", lab), ("neg_hist", "n_neg_hist", ~lab)):
+            cum = np.zeros((len(k) + 1, dim))
+            np.cumsum(f * mask[:, None], axis=0, out=cum[1:])
+            cnt = np.r_[0, np.cumsum(mask)]
+            c = cnt[before] - cnt[client_first]
+            total = cum[before] - cum[client_first]
+            out[name][r_lo:r_hi] = np.where(c[:, None] > 0, total / np.maximum(c, 1)[:, None], 0.0)
+            counts[cname][r_lo:r_hi] = c
+    return rows.with_columns(
+        *(pl.Series(k, v, dtype=pl.Array(pl.Float32, dim)) for k, v in out.items()),
+        *(pl.Series(k, v) for k, v in counts.items()),
+    )
 
 
 def balance(rows: pl.DataFrame, seed: int) -> pl.DataFrame:
@@ -204,16 +210,20 @@ def balance(rows: pl.DataFrame, seed: int) -> pl.DataFrame:
 
 
 def build_dataset(
-    window: pl.DataFrame, item_features: pl.DataFrame, rules: DatasetRules, dim: int
+    window: pl.DataFrame, item_features: pl.DataFrame, rules: DatasetRules, window_start: dt.datetime
 ) -> tuple[pl.DataFrame, dict[str, typing.Any]]:
-    """The training rows of a 7-day window: filters, features (own item left out), balance."""
+    """The training rows of a 7-day window of played events (``window_start`` = its first midnight):
+    filters, label, balance; point-in-time user history over every labelled event of the window."""
     kept, stats = eligible(window, rules)
     kept = kept.join(item_features.select("item_id"), on="item_id", how="inner")  # items with a BLIP embedding
     stats["rows_with_item_features"] = kept.height
     rows = kept.select("client_id", "item_id", "session_id", "event_ts", "label")
     if rules.balance:
         rows = balance(rows, rules.seed)
-    full = with_user_features(rows, kept, item_features, dim).rename({"features": "item_features"})
+    full = point_in_time_history(rows, labelled(window, rules), item_features, window_start)
+    full = full.join(
+        item_features.rename({"features": "item_features"}), on="item_id", how="left", maintain_order="left"
+    )
     full = full.with_columns(
         weight=pl.when(pl.col("label")).then(rules.positive_weight).otherwise(rules.negative_weight).cast(pl.Float32)
     )
@@ -309,20 +319,27 @@ def _mlp(sizes: typing.Sequence[int], dropout: float) -> nn.Sequential:
 
 
 class TwoTower(nn.Module):
-    def __init__(
-        self, feature_dim: int, hidden: typing.Sequence[int] = (128, 64), out_dim: int = 32, dropout: float = 0.1
-    ):
+    """User tower over [pos_hist, neg_hist, has_pos, has_neg] (point-in-time history, so none of them depends
+    on the row's label) and item tower over the item features. ``user_vec``/``item_vec`` are the serving
+    vectors -- L2-normalised when the model was trained with the in-batch softmax (cosine logits) -- and
+    the score is their dot product plus a global bias, so an inner-product index ranks as ``forward``."""
+
+    def __init__(self, feature_dim: int, params: ModelParams):
         super().__init__()
-        self.user = _mlp([2 * feature_dim + 2, *hidden, out_dim], dropout)
-        self.item = _mlp([feature_dim, *hidden, out_dim], dropout)
+        self.user = _mlp([2 * feature_dim + 2, *params.hidden, params.out_dim], params.dropout)
+        self.item = _mlp([feature_dim, *params.hidden, params.out_dim], params.dropout)
         self.bias = nn.Parameter(torch.zeros(()))
+        self.normalize = params.loss == "inbatch_softmax"
+
+    def _serving(self, v: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(v, dim=-1) if self.normalize else v
 
     def user_vec(self, pos: torch.Tensor, neg: torch.Tensor, n_pos: torch.Tensor, n_neg: torch.Tensor) -> torch.Tensor:
         flags = torch.stack([(n_pos > 0).float(), (n_neg > 0).float()], dim=-1)
-        return self.user(torch.cat([pos, neg, flags], dim=-1))
+        return self._serving(self.user(torch.cat([pos, neg, flags], dim=-1)))
 
     def item_vec(self, item: torch.Tensor) -> torch.Tensor:
-        return self.item(item)
+        return self._serving(self.item(item))
 
     def forward(self, pos, neg, n_pos, n_neg, item) -> torch.Tensor:
         return (self.user_vec(pos, neg, n_pos, n_neg) * self.item_vec(item)).sum(-1) + self.bias
@@ -337,39 +354,37 @@ class Tensors:
     item: torch.Tensor
     label: torch.Tensor
     weight: torch.Tensor
-    item_id: np.ndarray
+    log_q: torch.Tensor
+    """log of the row's item's share of the positives (the in-batch softmax's logQ correction)."""
+
+    FIELDS: typing.ClassVar[tuple[str, ...]] = ("pos", "neg", "n_pos", "n_neg", "item", "label", "weight", "log_q")
 
     def to(self, device: torch.device) -> "Tensors":
-        return Tensors(
-            *(
-                t.to(device, non_blocking=True)
-                for t in (self.pos, self.neg, self.n_pos, self.n_neg, self.item, self.label, self.weight)
-            ),
-            self.item_id,
-        )
+        return Tensors(*(getattr(self, f).to(device, non_blocking=True) for f in self.FIELDS))
 
-    def take(self, idx) -> "Tensors":
-        np_idx = idx if isinstance(idx, slice) else np.asarray(idx)
-        return Tensors(
-            self.pos[idx],
-            self.neg[idx],
-            self.n_pos[idx],
-            self.n_neg[idx],
-            self.item[idx],
-            self.label[idx],
-            self.weight[idx],
-            self.item_id[np_idx],
-        )
+    def take(self, idx: typing.Any) -> "Tensors":
+        return Tensors(*(getattr(self, f)[idx] for f in self.FIELDS))
 
     def __len__(self) -> int:
         return len(self.label)
 
 
-def tensors(rows: pl.DataFrame) -> Tensors:
+def tensors(rows: pl.DataFrame, log_q: typing.Optional[pl.DataFrame] = None) -> Tensors:
+    """``log_q``: item_id, log_q (absent items and rows: 0)."""
+
     def arr(c: str) -> torch.Tensor:
         return torch.from_numpy(np.array(rows[c].to_numpy(), dtype=np.float32))
 
     weight = rows["weight"] if "weight" in rows.columns else pl.Series(np.ones(rows.height, np.float32))
+    lq = np.zeros(rows.height, np.float32)
+    if log_q is not None:
+        lq = (
+            rows.select("item_id")
+            .join(log_q, on="item_id", how="left", maintain_order="left")["log_q"]
+            .fill_null(0.0)
+            .to_numpy()
+            .astype(np.float32)
+        )
     return Tensors(
         arr("pos_hist"),
         arr("neg_hist"),
@@ -378,11 +393,11 @@ def tensors(rows: pl.DataFrame) -> Tensors:
         arr("item_features"),
         torch.from_numpy(np.array(rows["label"].to_numpy(), dtype=np.float32)),
         torch.from_numpy(np.array(weight.to_numpy(), dtype=np.float32)),
-        rows["item_id"].to_numpy(),
+        torch.from_numpy(lq),
     )
 
 
-def _loss(model: TwoTower, b: Tensors, params: ModelParams, log_q: typing.Optional[dict]) -> torch.Tensor:
+def _loss(model: TwoTower, b: Tensors, params: ModelParams) -> torch.Tensor:
     if params.loss == "bce":
         logits = model(b.pos, b.neg, b.n_pos, b.n_neg, b.item)
         return (
@@ -392,13 +407,12 @@ def _loss(model: TwoTower, b: Tensors, params: ModelParams, log_q: typing.Option
         p = b.label > 0.5
         if int(p.sum()) < 2:
             return model.bias * 0.0
-        u = nn.functional.normalize(model.user_vec(b.pos[p], b.neg[p], b.n_pos[p], b.n_neg[p]), dim=-1)
-        v = nn.functional.normalize(model.item_vec(b.item[p]), dim=-1)
+        u = model.user_vec(b.pos[p], b.neg[p], b.n_pos[p], b.n_neg[p])  # unit vectors (model.normalize)
+        v = model.item_vec(b.item[p])
         logits = u @ v.T / params.temperature
-        lq = torch.tensor(
-            [log_q.get(int(i), 0.0) for i in b.item_id[p.cpu().numpy()]], dtype=torch.float32, device=logits.device
-        )
-        logits = logits - lq[None, :]  # logQ correction: popular items are over-represented as in-batch negatives
+        logits = (
+            logits - b.log_q[p][None, :]
+        )  # logQ correction: popular items are over-represented as in-batch negatives
         return nn.functional.cross_entropy(logits, torch.arange(len(u), device=logits.device))
     raise ValueError(f"loss must be 'bce' or 'inbatch_softmax', not {params.loss!r}")
 
@@ -421,48 +435,51 @@ def train(rows: pl.DataFrame, params: ModelParams, log: typing.Callable[[str], N
     torch.manual_seed(params.seed)
     gen = torch.Generator().manual_seed(params.seed)
     held = ((rows["client_id"].hash(params.seed + 17) % 1000) < int(params.holdout_share * 1000)).to_numpy()
-    data = tensors(rows)
-    tr, ho = np.flatnonzero(~held), np.flatnonzero(held)
-    dim = data.item.shape[1]
-    device = resolve_device(params.device)
-    model = TwoTower(dim, params.hidden, params.out_dim, params.dropout).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     log_q = None
     if params.loss == "inbatch_softmax":
         pos_items = rows.filter(pl.col("label"))["item_id"]
-        counts = pos_items.value_counts()
         total = max(pos_items.len(), 1)
-        log_q = {int(i): math.log(n / total) for i, n in counts.iter_rows()}
+        log_q = pos_items.value_counts().select("item_id", log_q=(pl.col("count") / total).log().cast(pl.Float32))
+    device = resolve_device(params.device)
+    # the whole training set moves to the device once; each step only indexes it there (no host work)
+    data = tensors(rows, log_q).to(device)
+    tr = torch.from_numpy(np.flatnonzero(~held)).to(device)
+    ho = torch.from_numpy(np.flatnonzero(held)).to(device)
+    dim = data.item.shape[1]
+    model = TwoTower(dim, params).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     history, best, best_state, best_epoch, stale = [], float("inf"), None, -1, 0
     train_time, seen = 0.0, 0
     for epoch in range(params.epochs):
         model.train()
         t = time.perf_counter()
-        perm = torch.from_numpy(tr)[torch.randperm(len(tr), generator=gen)].numpy()
-        total_loss, nb = 0.0, 0
+        perm = tr[torch.randperm(len(tr), generator=gen).to(device)]
+        total_loss, nb = torch.zeros((), device=device), 0
         for s in range(0, len(perm), params.batch_size):
-            b = data.take(perm[s : s + params.batch_size]).to(device)
-            loss = _loss(model, b, params, log_q)
+            loss = _loss(model, data.take(perm[s : s + params.batch_size]), params)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total_loss += float(loss.detach())
+            total_loss += loss.detach()
             nb += 1
+        epoch_loss = float(total_loss) / max(nb, 1)  # the one synchronisation of the epoch
         train_time += time.perf_counter() - t
         seen += len(perm)
         model.eval()
         with torch.no_grad():
-            h = data.take(ho).to(device)
-            ho_loss = float(_loss(model, h, params, log_q)) if len(ho) else float("nan")
+            h = data.take(ho)
+            ho_loss = float(_loss(model, h, params)) if len(ho) else float("nan")
             ho_auc = (
                 auc(model(h.pos, h.neg, h.n_pos, h.n_neg, h.item).cpu().numpy(), h.label.cpu().numpy() > 0.5)
                 if len(ho)
                 else float("nan")
             )
-        history.append(
-            {"epoch": epoch, "train_loss": total_loss / max(nb, 1), "holdout_loss": ho_loss, "holdout_auc": ho_auc}
+        log(
+            f"epoch {epoch}: train loss {epoch_loss:.4f}, holdout loss {ho_loss:.4f}, holdout AUC {ho_auc:.4f}, "
+            f"{len(perm) / max(time.perf_counter() - t, 1e-9):,.0f} samples/s"
         )
-        score = ho_loss if len(ho) else total_loss
+        history.append({"epoch": epoch, "train_loss": epoch_loss, "holdout_loss": ho_loss, "holdout_auc": ho_auc})
+        score = ho_loss if len(ho) else epoch_loss
         if score < best - 1e-6:
             best, best_epoch, stale = score, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -475,7 +492,7 @@ def train(rows: pl.DataFrame, params: ModelParams, log: typing.Callable[[str], N
         model.load_state_dict(best_state)
     model.eval().to("cpu")
     return TrainResult(
-        model, history, best_epoch, len(tr), len(ho), time.perf_counter() - t0, seen / max(train_time, 1e-9)
+        model, history, best_epoch, int(len(tr)), int(len(ho)), time.perf_counter() - t0, seen / max(train_time, 1e-9)
     )
 
 
@@ -509,8 +526,14 @@ def to_artifact(model: TwoTower, params: ModelParams, feature_dim: int, extra: d
     return ModelArtifact(arrays, {**dataclasses.asdict(params), "feature_dim": feature_dim, **extra})
 
 
-def from_artifact(artifact: ModelArtifact) -> TwoTower:
+def params_of(artifact: ModelArtifact) -> ModelParams:
     c = artifact.config
-    model = TwoTower(c["feature_dim"], tuple(c["hidden"]), c["out_dim"], c["dropout"])
+    return ModelParams(
+        **{f.name: (tuple(c[f.name]) if f.name == "hidden" else c[f.name]) for f in dataclasses.fields(ModelParams)}
+    )
+
+
+def from_artifact(artifact: ModelArtifact) -> TwoTower:
+    model = TwoTower(artifact.config["feature_dim"], params_of(artifact))
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in artifact.arrays.items()}, strict=True)
     return model.eval()

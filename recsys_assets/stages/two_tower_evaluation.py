@@ -15,27 +15,34 @@ is given, i.e. on the simulated platform: the ceiling).
 
 from __future__ import annotations
 
+import datetime as dt
 import typing
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
 from . import two_tower as tt
-from .ranking_metrics import METRICS, catalog_recall, metric_row
+from .ranking_metrics import ALL_METRICS, metric_row, retrieval_at_k
 
 TruthFn = typing.Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def validation_rows(
-    day: pl.DataFrame, history: pl.DataFrame, item_features: pl.DataFrame, rules: tt.DatasetRules, dim: int
+    day: pl.DataFrame,
+    history: pl.DataFrame,
+    item_features: pl.DataFrame,
+    rules: tt.DatasetRules,
+    window_start: dt.datetime,
 ) -> pl.DataFrame:
+    """Every played event of the validation day whose item has features, with the same point-in-time
+    history as training: the client's events from ``window_start`` (the model's window) up to the row."""
     rows = tt.labelled(day, rules).join(item_features.select("item_id"), on="item_id", how="semi")
-    hist = tt.labelled(history, rules)
-    return (
-        tt.with_user_features(rows, hist, item_features, dim)
-        .rename({"features": "item_features"})
-        .sort("client_id", "item_id", "event_ts")
-    )
+    events = tt.labelled(pl.concat([history, day], how="vertical_relaxed"), rules)
+    full = tt.point_in_time_history(rows, events, item_features, window_start)
+    return full.join(
+        item_features.rename({"features": "item_features"}), on="item_id", how="left", maintain_order="left"
+    ).sort("client_id", "item_id", "event_ts")
 
 
 def client_languages(history: pl.DataFrame, item_language: pl.DataFrame) -> pl.DataFrame:
@@ -56,13 +63,23 @@ def evaluate(
     item_features: pl.DataFrame,
     item_language: pl.DataFrame,
     rules: tt.DatasetRules,
+    val_day: dt.date,
+    window_days: int = 7,
     truth: typing.Optional[TruthFn] = None,
     seed: int = 0,
     ks: typing.Sequence[int] = (10, 50, 100),
     max_catalog_clients: int = 20_000,
+    baselines: bool = True,
+    client_chunk: int = 256,
 ) -> tuple[pl.DataFrame, dict[str, typing.Any]]:
-    dim = item_features.schema["features"].size
-    rows = validation_rows(day, history, item_features, rules, dim)
+    """The metric table of ``model`` (row ``two_tower``) and, with ``baselines``, of random, popularity and
+    (given ``truth``) the oracle, on the played events of ``day`` (``val_day``); ``history``: the
+    ``window_days`` before it (the model's training window). User history is point in time: events from the
+    window's start up to the row (catalog retrieval: up to the day's start). Scores are serving scores:
+    user vector . item vector."""
+    day_start = dt.datetime.combine(val_day, dt.time(), tzinfo=dt.timezone.utc)
+    window_start = day_start - dt.timedelta(days=window_days)
+    rows = validation_rows(day, history, item_features, rules, window_start)
     hist = tt.labelled(history, rules)
     rng = np.random.default_rng(seed)
     client, item, label = rows["client_id"].to_numpy(), rows["item_id"].to_numpy(), rows["label"].to_numpy()
@@ -76,25 +93,26 @@ def evaluate(
             .to_numpy()
         )
 
-    scores: dict[str, np.ndarray] = {
-        "two_tower": tt.score_rows(model, rows),
-        "random": rng.random(rows.height),
-        "popularity": pop_of(rows["item_id"]),
-    }
-    if truth is not None:
-        scores["oracle"] = truth(client, item)
+    scores: dict[str, np.ndarray] = {"two_tower": tt.score_rows(model, rows)}
+    if baselines:
+        scores["random"] = rng.random(rows.height)
+        scores["popularity"] = pop_of(rows["item_id"])
+        if truth is not None:
+            scores["oracle"] = truth(client, item)
     table = {m: metric_row(client, s, label, item) for m, s in scores.items()}
 
-    # catalog retrieval
+    # catalog retrieval: every item of the client's language, what it saw in the window excluded
     langs = client_languages(hist, item_language)
     positives = rows.filter(pl.col("label")).select("client_id", "item_id").unique()
     eval_clients = positives.select("client_id").unique().join(langs, on="client_id").sort("client_id")
     if eval_clients.height > max_catalog_clients:
         eval_clients = eval_clients.filter(pl.col("client_id").hash(seed).rank("ordinal") <= max_catalog_clients)
-    users = tt.with_user_features(
-        eval_clients.select("client_id", pl.lit(-1, pl.Int64).alias("item_id")), hist, item_features, dim
+    users = tt.point_in_time_history(
+        eval_clients.select("client_id", pl.lit(-1, pl.Int64).alias("item_id"), pl.lit(day_start).alias("event_ts")),
+        hist,
+        item_features,
+        window_start,
     )
-    users = users.with_columns(pl.col("features").fill_null(np.zeros(dim, dtype=np.float32).tolist()))
     catalog = item_features.join(item_language, on="item_id").sort("item_id")
     seen = hist.select("client_id", "item_id").unique()
     cat_acc: dict[str, dict[str, list]] = {m: {f"catalog_recall@{k}": [] for k in ks} for m in scores}
@@ -107,36 +125,26 @@ def evaluate(
             eval_clients.filter(pl.col("language") == lang).select("client_id"), on="client_id", how="semi"
         ).sort("client_id")
         cids = u_rows["client_id"].to_numpy()
-        pos_by = positives.filter(pl.col("client_id").is_in(cids)).group_by("client_id").agg("item_id")
-        seen_by = seen.filter(pl.col("client_id").is_in(cids)).group_by("client_id").agg("item_id")
-        pmap = {c: np.asarray(v) for c, v in pos_by.iter_rows()}
-        smap = {c: np.asarray(v) for c, v in seen_by.iter_rows()}
-        col = {int(i): k for k, i in enumerate(cat_ids)}
-
-        def idx(ids: typing.Optional[np.ndarray], col: dict[int, int] = col) -> np.ndarray:
-            if ids is None:
-                return np.zeros(0, np.int64)
-            return np.asarray([col[int(i)] for i in ids if int(i) in col], dtype=np.int64)
-
-        targets = [idx(pmap.get(c)) for c in cids]
-        exclude = [idx(smap.get(c)) for c in cids]
+        targets = _cells(positives, cids, cat_ids)
+        exclude = _cells(seen, cids, cat_ids)
         U = tt.user_vectors(model, u_rows)
         V = tt.item_vectors(model, np.array(cat["features"].to_numpy(), dtype=np.float32))
-        pop = pop_of(cat["item_id"])
-        for s in range(0, len(cids), 2048):
-            sl = slice(s, s + 2048)
-            blocks = {
-                "two_tower": U[sl] @ V.T,
-                "random": rng.random((len(cids[sl]), len(cat_ids))),
-                "popularity": np.tile(pop - np.arange(len(cat_ids)) * 1e-9, (len(cids[sl]), 1)),
-            }
-            if truth is not None:
-                blocks["oracle"] = truth(np.repeat(cids[sl], len(cat_ids)), np.tile(cat_ids, len(cids[sl]))).reshape(
-                    len(cids[sl]), len(cat_ids)
-                )
+        pop = (pop_of(cat["item_id"]) - np.arange(len(cat_ids)) * 1e-9).astype(np.float32)
+        for s in range(0, len(cids), client_chunk):
+            sl = slice(s, s + client_chunk)
+            blocks = {"two_tower": U[sl] @ V.T}
+            if baselines:
+                blocks["random"] = rng.random((len(cids[sl]), len(cat_ids)), dtype=np.float32)
+                blocks["popularity"] = np.broadcast_to(pop, (len(cids[sl]), len(cat_ids)))
+                if truth is not None:
+                    blocks["oracle"] = truth(
+                        np.repeat(cids[sl], len(cat_ids)), np.tile(cat_ids, len(cids[sl]))
+                    ).reshape(len(cids[sl]), len(cat_ids))
+            t, x = targets[sl].toarray().astype(bool), exclude[sl].toarray().astype(bool)
             for m, sc in blocks.items():
-                for name, vals in catalog_recall(sc, targets[sl], exclude[sl], ks).items():
-                    cat_acc[m][name].append(vals)
+                per_row = retrieval_at_k(sc, t, x, recall_ks=ks, ndcg_ks=())
+                for k in ks:
+                    cat_acc[m][f"catalog_recall@{k}"].append(per_row[f"recall@{k}"])
     out_rows = []
     for m in scores:
         r = {"method": m, **table[m]}
@@ -145,18 +153,32 @@ def evaluate(
             r[name] = float(vals.mean()) if len(vals) else float("nan")
         r["catalog_clients"] = int(sum(len(p) for p in cat_acc[m][f"catalog_recall@{ks[0]}"]))
         out_rows.append(r)
-    schema = {
+    stats = {
+        "validation_rows": rows.height,
+        "validation_clients": int(rows["client_id"].n_unique()),
+        "catalog_items": catalog.height,
+    }
+    return pl.DataFrame(out_rows, schema=table_schema(ks)), stats
+
+
+def table_schema(ks: typing.Sequence[int] = (10, 50, 100)) -> dict[str, pl.DataType]:
+    return {
         "method": pl.String,
-        **{m: pl.Float64 for m in METRICS},
+        **{m: pl.Float64 for m in ALL_METRICS},
         "clients": pl.Int64,
         "clients_without_positive": pl.Int64,
         "rows": pl.Int64,
         **{f"catalog_recall@{k}": pl.Float64 for k in ks},
         "catalog_clients": pl.Int64,
     }
-    stats = {
-        "validation_rows": rows.height,
-        "validation_clients": int(rows["client_id"].n_unique()),
-        "catalog_items": catalog.height,
-    }
-    return pl.DataFrame(out_rows, schema=schema), stats
+
+
+def _cells(pairs: pl.DataFrame, client_ids: np.ndarray, item_ids: np.ndarray) -> sp.csr_matrix:
+    """A (clients x items) 0/1 matrix of the (client_id, item_id) ``pairs`` that fall in both id lists
+    (both sorted)."""
+    sub = pairs.filter(pl.col("client_id").is_in(client_ids) & pl.col("item_id").is_in(item_ids))
+    r = np.searchsorted(client_ids, sub["client_id"].to_numpy())
+    c = np.searchsorted(item_ids, sub["item_id"].to_numpy())
+    m = sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(len(client_ids), len(item_ids)))
+    m.data[:] = 1.0
+    return m
