@@ -88,10 +88,17 @@ def bench_two_tower(a) -> dict:
         }
     )
     del item, pos, neg
-    params = tt.ModelParams(epochs=a.epochs, patience=a.epochs, device=a.device)
-    t = time.perf_counter()
-    res = tt.train(rows, params)
-    train_s = time.perf_counter() - t
+    sweep = {}
+    for bs in [int(x) for x in a.tt_batch_sizes.split(",")]:
+        params = tt.ModelParams(epochs=a.epochs, patience=a.epochs, device=a.device, batch_size=bs)
+        t = time.perf_counter()
+        res = tt.train(rows, params)
+        train_s = time.perf_counter() - t
+        sweep[bs] = {
+            "samples_per_s": round(res.samples_per_s),
+            "holdout_auc": round(res.history[res.best_epoch]["holdout_auc"], 4),
+            "train_seconds": round(train_s, 1),
+        }
     catalog = rng.standard_normal((a.catalog, p)).astype(np.float32)
     users = pl.DataFrame(
         {
@@ -115,9 +122,7 @@ def bench_two_tower(a) -> dict:
         "rows": n,
         "epochs": len(res.history),
         "device": a.device,
-        "train_seconds": train_s,
-        "samples_per_s": res.samples_per_s,
-        "holdout_auc": res.history[res.best_epoch]["holdout_auc"],
+        "batch_size_sweep": json.dumps(sweep),
         "catalog_items": a.catalog,
         "clients": a.clients,
         "item_tower_seconds": item_s,
@@ -138,6 +143,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--catalog", type=int, default=500_000)
     ap.add_argument("--clients", type=int, default=2_000)
+    ap.add_argument("--tt-batch-sizes", default="1024,8192", help="two-tower batch sizes to train with (comma list)")
     a = ap.parse_args()
     results = []
     if a.only in (None, "encoder"):

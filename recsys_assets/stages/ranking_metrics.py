@@ -190,28 +190,43 @@ def top_k(scores: np.ndarray, k: int, exclude: Cells = None) -> np.ndarray:
 
     Ties are broken by the column index, ascending (callers sort items by id, so: the smaller id first);
     NaN scores rank last; ``exclude``d cells never enter the list (a row with fewer than ``k`` eligible
-    columns gets ``-1`` in the free places). Linear in the block's size: no full sort of a row."""
-    s = np.array(scores, dtype=np.result_type(np.asarray(scores).dtype, np.float32))
-    s[np.isnan(s)] = -np.inf
-    banned = _dense_bool(exclude, s.shape)
-    s[banned] = -np.inf
+    columns gets ``-1`` in the free places). torch.topk finds the k best; only rows whose k-th score is
+    tied with columns left outside are re-chosen by index, so a block costs about one pass."""
+    import torch
+
+    s = np.asarray(scores, dtype=np.result_type(np.asarray(scores).dtype, np.float32))
+    nan = np.isnan(s)
+    banned = None if exclude is None else _dense_bool(exclude, s.shape)
+    if banned is not None or nan.any():
+        s = s.copy()  # the caller's scores stay as they are
+        s[nan] = -np.inf
+        if banned is not None:
+            s[banned] = -np.inf
     n_rows, n = s.shape
     k = min(k, n)
     if k <= 0 or n_rows == 0:
         return np.zeros((n_rows, max(k, 0)), dtype=np.int64)
-    kth = np.partition(s, n - k, axis=1)[:, n - k]  # the k-th largest score of each row
-    above = s > kth[:, None]
-    tied = s == kth[:, None]
-    room = k - above.sum(axis=1)
-    chosen = above | tied
-    excess = np.flatnonzero(tied.sum(axis=1) > room)  # rows with more tied columns than places
-    if len(excess):  # ... take the tied columns with the smallest index there
-        sub = tied[excess]
-        chosen[excess] = above[excess] | (sub & (np.cumsum(sub, axis=1) <= room[excess, None]))
-    cols = np.nonzero(chosen)[1].reshape(n_rows, k)  # row-major: ascending index within each row
-    order = np.argsort(-np.take_along_axis(s, cols, axis=1), axis=1, kind="stable")
-    cols = np.take_along_axis(cols, order, axis=1)
-    return np.where(np.take_along_axis(banned, cols, axis=1), -1, cols)
+    vals, idx = torch.topk(torch.from_numpy(s), k, dim=1)
+    vals, idx = vals.numpy(), idx.numpy().astype(np.int64)
+    kth = vals[:, -1]
+    cut = np.flatnonzero((s == kth[:, None]).sum(axis=1) > (vals == kth[:, None]).sum(axis=1))
+    for r in cut:  # the k-th score is tied with columns left out: take the tied columns of smallest index
+        above = idx[r][vals[r] > kth[r]]
+        idx[r] = np.r_[above, np.flatnonzero(s[r] == kth[r])[: k - len(above)]]
+        vals[r] = s[r, idx[r]]
+    order = np.lexsort((idx, -vals), axis=-1)  # by score, then by index
+    idx = np.take_along_axis(idx, order, axis=1)
+    if banned is None:
+        return idx
+    return np.where(np.take_along_axis(banned, idx, axis=1), -1, idx)
+
+
+def _csr(cells: Cells, shape: tuple[int, int]) -> sp.csr_matrix:
+    if cells is None:
+        return sp.csr_matrix(shape, dtype=np.float32)
+    m = sp.csr_matrix(cells, dtype=np.float32)
+    m.data[:] = 1.0
+    return m
 
 
 def retrieval_at_k(
@@ -223,14 +238,23 @@ def retrieval_at_k(
 ) -> dict[str, np.ndarray]:
     """Per row: ``recall@k`` = |top-k ∩ T| / |T| and ``ndcg@k`` (binary gains, ideal = min(|T|, k) hits),
     where T = the row's target cells that are not excluded. Rows with an empty T are dropped; ``row``
-    gives the index of each row kept and ``n_targets`` its |T|."""
+    gives the index of each row kept and ``n_targets`` its |T|. Targets and exclusions are handled
+    sparsely (they are a few cells a row), the ranking by :func:`top_k`."""
     shape = np.shape(scores)
-    t = _dense_bool(targets, shape) & ~_dense_bool(exclude, shape)
-    n_t = t.sum(axis=1)
+    x = _csr(exclude, shape)
+    t = _csr(targets, shape)
+    t = t - t.multiply(x)
+    t.eliminate_zeros()
+    n_t = np.diff(t.indptr)
     keep = np.flatnonzero(n_t > 0)
+    s = np.array(np.asarray(scores)[keep], dtype=np.result_type(np.asarray(scores).dtype, np.float32))
+    xk = x[keep].tocoo()
+    s[xk.row, xk.col] = -np.inf  # excluded cells are never ranked above an eligible one
     kmax = max([*recall_ks, *ndcg_ks])
-    top = top_k(np.asarray(scores)[keep], kmax, None if exclude is None else _dense_bool(exclude, shape)[keep])
-    hits = np.where(top >= 0, np.take_along_axis(t[keep], np.maximum(top, 0), axis=1), False)
+    top = top_k(s, kmax)
+    tk = t[keep]
+    rows = np.repeat(np.arange(len(keep)), top.shape[1])
+    hits = np.asarray(tk[rows, top.ravel()]).reshape(top.shape) > 0
     n = n_t[keep]
     out: dict[str, np.ndarray] = {f"recall@{k}": hits[:, :k].sum(axis=1) / n for k in recall_ks}
     disc = 1.0 / np.log2(np.arange(2, kmax + 2))
@@ -250,11 +274,10 @@ def catalog_recall(
     column indices of the relevant / excluded (already seen) items. Clients with no target are skipped."""
     shape = scores.shape
 
-    def cells(per_row: list[np.ndarray]) -> np.ndarray:
-        m = np.zeros(shape, dtype=bool)
-        for r, c in enumerate(per_row):
-            m[r, np.asarray(c, dtype=np.int64)] = True
-        return m
+    def cells(per_row: list[np.ndarray]) -> sp.csr_matrix:
+        rows = np.repeat(np.arange(len(per_row)), [len(c) for c in per_row])
+        cols = np.concatenate([np.asarray(c, dtype=np.int64) for c in per_row]) if per_row else np.zeros(0, int)
+        return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=shape)
 
     out = retrieval_at_k(scores, cells(targets), cells(exclude), recall_ks=ks, ndcg_ks=())
     return {f"catalog_recall@{k}": out[f"recall@{k}"] for k in ks}

@@ -140,9 +140,8 @@ def evaluate(
                     blocks["oracle"] = truth(
                         np.repeat(cids[sl], len(cat_ids)), np.tile(cat_ids, len(cids[sl]))
                     ).reshape(len(cids[sl]), len(cat_ids))
-            t, x = targets[sl].toarray().astype(bool), exclude[sl].toarray().astype(bool)
             for m, sc in blocks.items():
-                per_row = retrieval_at_k(sc, t, x, recall_ks=ks, ndcg_ks=())
+                per_row = retrieval_at_k(sc, targets[sl], exclude[sl], recall_ks=ks, ndcg_ks=())
                 for k in ks:
                     cat_acc[m][f"catalog_recall@{k}"].append(per_row[f"recall@{k}"])
     out_rows = []
