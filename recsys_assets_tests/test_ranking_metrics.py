@@ -162,3 +162,14 @@ def test_mrr_first_and_auc_per_client_equal_plain_definitions():
             aucs.append(roc_auc_score(label[m], score[m]))
     assert abs(row["mrr_first"] - np.mean(mrr_first)) < 1e-12
     assert abs(row["auc_per_client"] - np.mean(aucs)) < 1e-12
+
+
+def test_in_unit_interval_ignores_nan_and_catches_out_of_range():
+    import polars as pl
+
+    from recsys_assets.stages.ranking_metrics import in_unit_interval
+
+    ok = pl.DataFrame({"auc": [0.5, float("nan")], "recall@10": [1.0, 0.0]})
+    assert in_unit_interval(ok, ["auc", "recall@10"]) == (True, {"metrics": 3})
+    assert in_unit_interval(ok.with_columns(auc=pl.Series([1.2, 0.1])), ["auc"])[0] is False
+    assert in_unit_interval(ok.clear(), ["auc"]) == (True, {"metrics": 0})

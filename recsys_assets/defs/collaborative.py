@@ -10,6 +10,7 @@ import polars as pl
 
 from ..stages import als_evaluation as als_eval
 from ..stages import als_factors as als
+from ..stages.ranking_metrics import in_unit_interval
 from .checks import Check, CheckSet
 from .evaluation import next_day_inputs
 from .metadata import frame_metadata, markdown_table, to_metadata
@@ -182,11 +183,9 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 "clients_evaluated": int(sum(c["clients_evaluated"] for c in counts)),
             },
         )
-        values = table.select(metrics).to_numpy()
-        finite = values[~(values != values)]
         yield from EVAL_CHECKS.results(
             {
-                "metrics_in_unit_interval": (bool(((finite >= 0) & (finite <= 1)).all()), {"metrics": len(finite)}),
+                "metrics_in_unit_interval": in_unit_interval(table, metrics),
                 "als_beats_popularity_recall_at_50": (
                     bool(als_r50 > pop_r50),
                     {"als_recall@50": float(als_r50), "popularity_recall@50": float(pop_r50)},

@@ -6,6 +6,7 @@ Seed 001's event set: every *played* event of ``raw_interactions`` (not seed 000
 which neutral rows and high-CTR clients are gone), label ``pcc > 0.9``, the seed's client and item filters.
 """
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -19,7 +20,7 @@ from ..artifacts import ModelArtifact
 from ..stages import plots
 from ..stages import two_tower as tt
 from ..stages import two_tower_evaluation as tte
-from ..stages.ranking_metrics import ALL_METRICS, LEGEND, METRICS
+from ..stages.ranking_metrics import ALL_METRICS, LEGEND, METRICS, in_unit_interval
 from .checks import Check, CheckSet
 from .evaluation import next_day_inputs
 from .io_manager import MODEL_IO
@@ -391,11 +392,10 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             meta["oracle_auc"] = float(by["oracle"]["auc"])
             meta["auc_over_oracle"] = float(tw["auc"] / by["oracle"]["auc"])
         yield dg.Output(table, metadata=to_metadata(meta))
-        vals = table.select(*ALL_METRICS, pl.col("^catalog_recall.*$")).to_numpy()
-        vals = vals[np.isfinite(vals)]
+        catalog = [c for c in table.columns if c.startswith("catalog_recall@")]
         yield from EVAL_CHECKS.results(
             {
-                "metrics_in_unit_interval": (bool(((vals >= 0) & (vals <= 1)).all()), {"metrics": int(vals.size)}),
+                "metrics_in_unit_interval": in_unit_interval(table, [*ALL_METRICS, *catalog]),
                 "beats_popularity_and_random_auc": (
                     tw["auc"] > by["popularity"]["auc"] and tw["auc"] > by["random"]["auc"],
                     {m: float(by[m]["auc"]) for m in by},
@@ -446,7 +446,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         for name in config.variants:
             if name == "inbatch_softmax":
                 features = tt.project(items, tt.pca_from_artifact(next(iter(pca.values()))))
-                params = tt.ModelParams(**{**base.__dict__, "loss": "inbatch_softmax"})
+                params = dataclasses.replace(base, loss="inbatch_softmax")
                 variants.append((name, inputs.models["two_tower_dataset"], features, params))
             elif name == "true_content":
                 if true_vectors is None:
@@ -479,7 +479,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 max_catalog_clients=config.max_catalog_clients,
                 baselines=False,
             )
-            cfg = {**params.__dict__, "hidden": list(params.hidden), "features": name}
+            cfg = {**dataclasses.asdict(params), "hidden": list(params.hidden), "features": name}
             tables.append(
                 _describe(
                     table.with_columns(method=pl.lit(f"ablation:{name}")),
@@ -502,10 +502,6 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 }
             ),
         )
-        vals = out.select(*ALL_METRICS).to_numpy() if out.height else np.zeros(0)
-        vals = vals[np.isfinite(vals)]
-        yield from ABLATION_CHECKS.results(
-            {"metrics_in_unit_interval": (bool(((vals >= 0) & (vals <= 1)).all()), {"metrics": int(vals.size)})}
-        )
+        yield from ABLATION_CHECKS.results({"metrics_in_unit_interval": in_unit_interval(out, ALL_METRICS)})
 
     return [item_pca, two_tower_dataset, two_tower_model, two_tower_evaluation, two_tower_ablations]

@@ -39,6 +39,9 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import rankdata
 
+if typing.TYPE_CHECKING:
+    import polars as pl
+
 METRICS = (
     "auc",
     "avg_prec@10",
@@ -281,3 +284,11 @@ def catalog_recall(
 
     out = retrieval_at_k(scores, cells(targets), cells(exclude), recall_ks=ks, ndcg_ks=())
     return {f"catalog_recall@{k}": out[f"recall@{k}"] for k in ks}
+
+
+def in_unit_interval(table: "pl.DataFrame", columns: typing.Sequence[str]) -> tuple[bool, dict[str, int]]:
+    """The verdict of every evaluation's ``metrics_in_unit_interval`` check: each finite value of
+    ``columns`` lies in [0, 1] (NaN = not measurable, e.g. no client with a positive, is not a failure)."""
+    values = table.select(columns).to_numpy().astype(np.float64).ravel() if table.height else np.zeros(0)
+    values = values[np.isfinite(values)]
+    return bool(((values >= 0) & (values <= 1)).all()), {"metrics": int(values.size)}
