@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from .defs import cold_start, collaborative, content, data_prep, retrieval
+from .defs import cold_start, collaborative, content, conventions, data_prep, retrieval
 from .defs.instance import dead_run_sensor
 from .defs.io_manager import MODEL_IO, PolarsParquetIOManager, SafetensorsIOManager
 from .defs.partitions import daily_partitions
@@ -101,13 +101,19 @@ def build_definitions(env: "Env | Settings" = os.environ) -> dg.Definitions:
     settings = _settings(env)
     partitions = daily_partitions(settings.start_date)
     data_prep_assets = data_prep.build_assets(partitions)
+    data_prep_assets = conventions.apply(data_prep_assets)
     daily_assets = [
         *data_prep_assets,
-        *collaborative.build_assets(partitions),
-        *content.build_assets(partitions),
-        *cold_start.build_assets(partitions),
-        *retrieval.build_assets(partitions),
+        *conventions.apply(
+            [
+                *collaborative.build_assets(partitions),
+                *content.build_assets(partitions),
+                *cold_start.build_assets(partitions),
+                *retrieval.build_assets(partitions),
+            ]
+        ),
     ]
+    report_assets = conventions.apply(retrieval.REPORT_ASSETS)
     daily_job = dg.define_asset_job(
         "daily_job",
         selection=dg.AssetSelection.assets(*daily_assets),
@@ -124,12 +130,12 @@ def build_definitions(env: "Env | Settings" = os.environ) -> dg.Definitions:
         ),
         dg.define_asset_job(
             "report_job",
-            selection=dg.AssetSelection.assets(*retrieval.REPORT_ASSETS),
+            selection=dg.AssetSelection.assets(*report_assets),
             description="The experiment table across every evaluated day (not partitioned).",
         ),
     ]
     return dg.Definitions(
-        assets=[*daily_assets, *retrieval.REPORT_ASSETS],
+        assets=[*daily_assets, *report_assets],
         jobs=jobs,
         schedules=[dg.build_schedule_from_partitioned_job(daily_job, hour_of_day=3)],
         sensors=[dead_run_sensor],

@@ -14,11 +14,11 @@ from ..stages import content_encoder as ce
 from ..stages import content_encoder_evaluation as cee
 from ..stages import item_collab_embeddings as ice
 from .checks import Check, CheckSet
-from .evaluation import next_day_inputs
+from .evaluation import evaluation_asset, next_day_inputs
 from .io_manager import MODEL_IO
 from .metadata import frame_metadata, markdown_table, to_metadata
 from .params import config_from, to_params
-from .partitions import EVAL_WINDOW, PREVIOUS_DAY, TRAIN_WINDOW
+from .partitions import EVAL_WINDOW, PREVIOUS_DAY, TRAIN_WINDOW, after_previous_day
 
 GROUP = "cold_start"
 
@@ -86,10 +86,10 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             "als_factors": dg.AssetIn("als_factors"),
             "pair_blip_scores": dg.AssetIn("pair_blip_scores"),
         },
+        deps=[after_previous_day("content_encoder")],
         partitions_def=partitions,
         check_specs=ENCODER_CHECKS.specs(partitions),
         group_name=GROUP,
-        compute_kind="torch",
         io_manager_key=MODEL_IO,
     )
     def content_encoder(
@@ -163,7 +163,6 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         partitions_def=partitions,
         check_specs=COLLAB_CHECKS.specs(partitions),
         group_name=GROUP,
-        compute_kind="torch",
     )
     def item_collab_embeddings(
         context: dg.AssetExecutionContext,
@@ -196,16 +195,16 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         )
         yield from COLLAB_CHECKS.results(ice.validate(table, items))
 
-    @dg.asset(
+    @evaluation_asset(
         ins={
             "collab": dg.AssetIn("item_collab_embeddings", partition_mapping=PREVIOUS_DAY),
             "users": dg.AssetIn("als_user_factors", partition_mapping=PREVIOUS_DAY),
             "filtered_interactions": dg.AssetIn("filtered_interactions", partition_mapping=EVAL_WINDOW),
         },
+        deps=[after_previous_day("content_encoder_evaluation")],
         partitions_def=partitions,
         check_specs=EVAL_CHECKS.specs(partitions),
         group_name=GROUP,
-        compute_kind="numpy",
     )
     def content_encoder_evaluation(
         context: dg.AssetExecutionContext,
@@ -234,6 +233,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         ratio = r50.get("predicted", float("nan")) / r50["true_als"] if r50.get("true_als") else float("nan")
         yield dg.Output(
             table,
+            output_name="content_encoder_evaluation",
             metadata=to_metadata(
                 {
                     **frame_metadata(table, preview_rows=0),

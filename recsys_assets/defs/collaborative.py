@@ -12,10 +12,10 @@ from ..stages import als_evaluation as als_eval
 from ..stages import als_factors as als
 from ..stages.ranking_metrics import in_unit_interval
 from .checks import Check, CheckSet
-from .evaluation import next_day_inputs
+from .evaluation import evaluation_asset, next_day_inputs
 from .metadata import frame_metadata, markdown_table, to_metadata
 from .params import config_from, to_params
-from .partitions import EVAL_WINDOW, PREVIOUS_DAY, TRAIN_WINDOW, window_metadata
+from .partitions import EVAL_WINDOW, PREVIOUS_DAY, TRAIN_WINDOW, after_previous_day, window_metadata
 from .resources import AlsEngineResource
 
 GROUP = "collaborative"
@@ -66,10 +66,10 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             "window": dg.AssetIn("filtered_interactions", partition_mapping=TRAIN_WINDOW),
             "video_catalog": dg.AssetIn("video_catalog"),
         },
+        deps=[after_previous_day("als_factors")],
         partitions_def=partitions,
         check_specs=ALS_CHECKS.specs(partitions),
         group_name=GROUP,
-        compute_kind="implicit",
     )
     def als_factors(
         context: dg.AssetExecutionContext,
@@ -128,16 +128,16 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         )
         yield from ALS_CHECKS.results(als.validate(result.item_factors, result.stats, config.max_norm))
 
-    @dg.asset(
+    @evaluation_asset(
         ins={
             "model": dg.AssetIn("als_factors", partition_mapping=PREVIOUS_DAY),
             "users": dg.AssetIn("als_user_factors", partition_mapping=PREVIOUS_DAY),
             "filtered_interactions": dg.AssetIn("filtered_interactions", partition_mapping=EVAL_WINDOW),
         },
+        deps=[after_previous_day("als_evaluation")],
         partitions_def=partitions,
         check_specs=EVAL_CHECKS.specs(partitions),
         group_name=GROUP,
-        compute_kind="numpy",
     )
     def als_evaluation(
         context: dg.AssetExecutionContext,
@@ -172,6 +172,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         pop_r50 = by_method.get("popularity", {}).get("recall@50", float("nan"))
         yield dg.Output(
             table,
+            output_name="als_evaluation",
             metadata={
                 **frame_metadata(table, preview_rows=0),
                 "model_partition": inputs.model_partition,

@@ -63,7 +63,6 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         partitions_def=partitions,
         check_specs=EMBEDDING_CHECKS.specs(partitions),
         group_name=GROUP,
-        compute_kind="torch",
     )
     def item_content_embeddings(
         context: dg.AssetExecutionContext,
@@ -120,7 +119,6 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         partitions_def=partitions,
         check_specs=PAIR_CHECKS.specs(partitions),
         group_name=GROUP,
-        compute_kind="polars",
     )
     def pair_blip_scores(
         context: dg.AssetExecutionContext,

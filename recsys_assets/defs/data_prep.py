@@ -113,7 +113,6 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         partitions_def=partitions,
         check_specs=RAW_CHECKS.specs(partitions),
         group_name=GROUP,
-        compute_kind="polars",
     )
     def raw_interactions(
         context: dg.AssetExecutionContext, config: RawInteractionsConfig, snapshots: SnapshotSource
@@ -145,7 +144,6 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         partitions_def=partitions,
         check_specs=CATALOG_CHECKS.specs(partitions),
         group_name=GROUP,
-        compute_kind="delta",
     )
     def video_catalog(context: dg.AssetExecutionContext, catalog: CatalogSource) -> typing.Iterator:
         """The video catalog (``josh-meta/video``) as of the partition's day: items uploaded on or before it."""
@@ -166,7 +164,6 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         partitions_def=partitions,
         check_specs=PHASE1_CHECKS.specs(partitions),
         group_name=GROUP,
-        compute_kind="polars",
     )
     def filtered_interactions(
         context: dg.AssetExecutionContext, config: Phase1Config, raw_interactions: pl.DataFrame
@@ -196,7 +193,6 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         partitions_def=partitions,
         check_specs=PHASE2_CHECKS.specs(partitions),
         group_name=GROUP,
-        compute_kind="polars",
     )
     def item_meta(
         context: dg.AssetExecutionContext,
@@ -226,7 +222,6 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         partitions_def=partitions,
         check_specs=PHASE3_CHECKS.specs(partitions),
         group_name=GROUP,
-        compute_kind="polars",
     )
     def item_pairs(
         context: dg.AssetExecutionContext,

@@ -1,5 +1,9 @@
 """The skeleton every next-day evaluation shares: the model(s) of D-1 scored on day D.
 
+:func:`evaluation_asset` declares one: a single-output ``multi_asset`` with ``can_subset`` so that its checks
+are optional outputs -- an evaluation with nothing to evaluate yields its (empty, ``skipped``) table and no
+check results, which the UI shows as *skipped*, not passed.
+
 An evaluation asset of partition D reads its models through ``PREVIOUS_DAY`` and its data through
 ``EVAL_WINDOW`` (D-7 .. D). :func:`next_day_inputs` unwraps those inputs, or -- on the first partition,
 where no model of D-1 exists -- returns the outputs that record the evaluation as skipped, with the
@@ -8,6 +12,7 @@ reason, so each asset handles that case the same way.
 
 import dataclasses
 import datetime as dt
+import inspect
 import typing
 
 import dagster as dg
@@ -15,6 +20,17 @@ import polars as pl
 
 from .checks import CheckSet
 from .partitions import partition_date
+
+
+def evaluation_asset(**kwargs: typing.Any) -> typing.Callable[[typing.Callable], dg.AssetsDefinition]:
+    """``@dg.asset(**kwargs)`` for an evaluation (see module docstring); outputs are named after the asset."""
+
+    def decorate(fn: typing.Callable) -> dg.AssetsDefinition:
+        name = fn.__name__
+        out = dg.AssetOut(is_required=True, description=inspect.getdoc(fn))
+        return dg.multi_asset(name=name, outs={name: out}, can_subset=True, **kwargs)(fn)
+
+    return decorate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +60,11 @@ def next_day_inputs(
         reason = f"no {' / '.join(missing)} partition for {previous} (the first partition has no model before it)"
         context.log.warning(f"{context.asset_key.to_user_string()} {day}: skipped, {reason}")
         return None, [
-            dg.Output(pl.DataFrame(schema=dict(empty_schema)), metadata={"skipped": reason}),
-            *checks.results({name: (True, {"skipped": reason}) for name in checks.checks}),
+            dg.Output(
+                pl.DataFrame(schema=dict(empty_schema)),
+                output_name=checks.asset.path[-1],
+                metadata={"skipped": reason},
+            )
         ]
     earlier = [frame for key, frame in sorted(window.items()) if key != day.isoformat()]
     history = pl.concat(earlier, how="vertical_relaxed") if earlier else window[day.isoformat()].clear()

@@ -14,22 +14,108 @@ import dagster as dg
 WINDOW_DAYS = 7
 """The trailing training window of every model (seed 000 and seed 001: one week)."""
 
-# Partitions before the first one do not exist and are left out (the assets say so in their metadata);
-# allow_nonexistent_upstream_partitions is beta in Dagster 1.13.
+
+class DayWindow(dg.PartitionMapping):
+    """Day D of an asset reads days D+start_offset .. D+end_offset of its upstream -- a trailing window.
+
+    Why not ``TimeWindowPartitionMapping(start_offset=-6)``: Dagster's host processes (the UI's
+    Materialize dialog, the backfill daemon) extend a backfill downstream through every mapping they can
+    see, so with the built-in mapping "all assets, 2 days" became 8-9 days of every windowed asset, most of
+    whose same-day inputs did not exist (issue 16). What a user means by a day range is *those days*, each
+    window built from the days that exist. So this mapping is resolved in the code location only:
+
+    * upstream (what a run loads): the window, exactly as the built-in mapping with
+      ``allow_nonexistent_upstream_partitions`` computes it -- days before the first partition are left
+      out, days never materialized are skipped by the IO manager and reported by the asset;
+    * downstream (what a change of day X reaches): day X only.
+
+    Dagster does not send mappings other than its own to the host processes (``external_data.py`` keeps
+    only built-in types), which therefore see a same-day edge: a backfill of a range targets exactly that
+    range. The order across days comes from :func:`after_previous_day` instead: each windowed asset also
+    depends on its own previous day, so a backfill advances one day at a time and day D runs after every
+    upstream day inside its window that the same backfill rebuilds.
+    """
+
+    def __init__(self, start_offset: int, end_offset: int, name: str):
+        self.start_offset, self.end_offset, self.name = start_offset, end_offset, name
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dg.BetaWarning)
+            self._upstream = dg.TimeWindowPartitionMapping(
+                start_offset=start_offset, end_offset=end_offset, allow_nonexistent_upstream_partitions=True
+            )
+        self._same_day = dg.TimeWindowPartitionMapping()
+
+    def validate_partition_mapping(self, upstream_partitions_def, downstream_partitions_def) -> None:
+        self._upstream.validate_partition_mapping(upstream_partitions_def, downstream_partitions_def)
+
+    def get_upstream_mapped_partitions_result_for_partitions(
+        self,
+        downstream_partitions_subset,
+        downstream_partitions_def,
+        upstream_partitions_def,
+        current_time=None,
+        dynamic_partitions_store=None,
+    ):
+        return self._upstream.get_upstream_mapped_partitions_result_for_partitions(
+            downstream_partitions_subset,
+            downstream_partitions_def,
+            upstream_partitions_def,
+            current_time,
+            dynamic_partitions_store,
+        )
+
+    def get_downstream_partitions_for_partitions(
+        self,
+        upstream_partitions_subset,
+        upstream_partitions_def,
+        downstream_partitions_def,
+        current_time=None,
+        dynamic_partitions_store=None,
+    ):
+        return self._same_day.get_downstream_partitions_for_partitions(
+            upstream_partitions_subset,
+            upstream_partitions_def,
+            downstream_partitions_def,
+            current_time,
+            dynamic_partitions_store,
+        )
+
+    @property
+    def description(self) -> str:
+        if self.start_offset == self.end_offset:
+            return f"{self.name}: day D{self.end_offset:+d} of the upstream"
+        return f"{self.name}: days D{self.start_offset:+d} .. D{self.end_offset:+d} of the upstream"
+
+    def __repr__(self) -> str:
+        return f"DayWindow({self.start_offset}, {self.end_offset}, {self.name!r})"
+
+
+def _day_window(start_offset: int, end_offset: int, name: str) -> DayWindow:
+    with warnings.catch_warnings():
+        # "Non-built-in PartitionMappings ... will not work with asset reconciliation": intended, see DayWindow.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return DayWindow(start_offset, end_offset, name)
+
+
+TRAIN_WINDOW = _day_window(-(WINDOW_DAYS - 1), 0, "training window")
+"""A model of day D trains on the daily partitions D-6 .. D."""
+PREVIOUS_DAY = _day_window(-1, -1, "previous day")
+"""An evaluation of day D reads the model of D-1 ..."""
+EVAL_WINDOW = _day_window(-WINDOW_DAYS, 0, "evaluation window")
+"""... and D-7 .. D of its data: the model's training window (seen items, popularity) and D itself."""
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.BetaWarning)
-    TRAIN_WINDOW = dg.TimeWindowPartitionMapping(
-        start_offset=-(WINDOW_DAYS - 1), end_offset=0, allow_nonexistent_upstream_partitions=True
-    )
-    """A model of day D trains on the daily partitions D-6 .. D."""
-    PREVIOUS_DAY = dg.TimeWindowPartitionMapping(
+    _SELF_PREVIOUS_DAY = dg.TimeWindowPartitionMapping(
         start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
     )
-    """An evaluation of day D reads the model of D-1 ..."""
-    EVAL_WINDOW = dg.TimeWindowPartitionMapping(
-        start_offset=-WINDOW_DAYS, end_offset=0, allow_nonexistent_upstream_partitions=True
-    )
-    """... and D-7 .. D of its data: the model's training window (seen items, popularity) and D itself."""
+
+
+def after_previous_day(asset_key: str) -> dg.AssetDep:
+    """The ordering dependency of an asset whose inputs reach other days (see :class:`DayWindow`): its day D
+    runs after its day D-1. Built-in, so the backfill daemon sees it and walks a range day by day; Dagster
+    never extends a backfill along an asset's dependency on itself."""
+    return dg.AssetDep(asset_key, partition_mapping=_SELF_PREVIOUS_DAY)
 
 
 def daily_partitions(start_date: dt.date | str) -> dg.DailyPartitionsDefinition:

@@ -22,11 +22,19 @@ from ..stages import two_tower as tt
 from ..stages import two_tower_evaluation as tte
 from ..stages.ranking_metrics import ALL_METRICS, LEGEND, METRICS, in_unit_interval
 from .checks import Check, CheckSet
-from .evaluation import next_day_inputs
+from .evaluation import evaluation_asset, next_day_inputs
 from .io_manager import MODEL_IO
 from .metadata import frame_metadata, latest_partition_metadata, markdown_table, png_metadata, to_metadata
 from .params import config_from, to_params
-from .partitions import EVAL_WINDOW, PREVIOUS_DAY, TRAIN_WINDOW, WINDOW_DAYS, partition_date, train_window_start
+from .partitions import (
+    EVAL_WINDOW,
+    PREVIOUS_DAY,
+    TRAIN_WINDOW,
+    WINDOW_DAYS,
+    after_previous_day,
+    partition_date,
+    train_window_start,
+)
 from .resources import ReportStoreResource, TruthResource, TwoTowerRulesResource
 
 GROUP = "retrieval"
@@ -118,7 +126,6 @@ def _describe(table: pl.DataFrame, **columns: typing.Any) -> pl.DataFrame:
         ),
     },
     group_name=GROUP,
-    compute_kind="polars",
 )
 def experiment_report(
     context: dg.AssetExecutionContext,
@@ -173,9 +180,9 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             "window": dg.AssetIn("raw_interactions", partition_mapping=TRAIN_WINDOW),
             "embeddings": dg.AssetIn("item_content_embeddings", partition_mapping=TRAIN_WINDOW),
         },
+        deps=[after_previous_day("item_pca")],
         partitions_def=partitions,
         group_name=GROUP,
-        compute_kind="scikit-learn",
         io_manager_key=MODEL_IO,
     )
     def item_pca(
@@ -214,10 +221,10 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             "embeddings": dg.AssetIn("item_content_embeddings", partition_mapping=TRAIN_WINDOW),
             "item_pca": dg.AssetIn("item_pca", input_manager_key=MODEL_IO),
         },
+        deps=[after_previous_day("two_tower_dataset")],
         partitions_def=partitions,
         check_specs=DATASET_CHECKS.specs(partitions),
         group_name=GROUP,
-        compute_kind="polars",
     )
     def two_tower_dataset(
         context: dg.AssetExecutionContext,
@@ -253,7 +260,6 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         partitions_def=partitions,
         check_specs=MODEL_CHECKS.specs(partitions),
         group_name=GROUP,
-        compute_kind="torch",
         io_manager_key=MODEL_IO,
     )
     def two_tower_model(
@@ -310,17 +316,17 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             }
         )
 
-    @dg.asset(
+    @evaluation_asset(
         ins={
             "model": dg.AssetIn("two_tower_model", partition_mapping=PREVIOUS_DAY, input_manager_key=MODEL_IO),
             "pca": dg.AssetIn("item_pca", partition_mapping=PREVIOUS_DAY, input_manager_key=MODEL_IO),
             "interactions": dg.AssetIn("raw_interactions", partition_mapping=EVAL_WINDOW),
             "embeddings": dg.AssetIn("item_content_embeddings", partition_mapping=EVAL_WINDOW),
         },
+        deps=[after_previous_day("two_tower_evaluation")],
         partitions_def=partitions,
         check_specs=EVAL_CHECKS.specs(partitions),
         group_name=GROUP,
-        compute_kind="numpy",
     )
     def two_tower_evaluation(
         context: dg.AssetExecutionContext,
@@ -391,7 +397,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         if "oracle" in by:
             meta["oracle_auc"] = float(by["oracle"]["auc"])
             meta["auc_over_oracle"] = float(tw["auc"] / by["oracle"]["auc"])
-        yield dg.Output(table, metadata=to_metadata(meta))
+        yield dg.Output(table, output_name="two_tower_evaluation", metadata=to_metadata(meta))
         catalog = [c for c in table.columns if c.startswith("catalog_recall@")]
         yield from EVAL_CHECKS.results(
             {
@@ -403,7 +409,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             }
         )
 
-    @dg.asset(
+    @evaluation_asset(
         ins={
             "dataset": dg.AssetIn("two_tower_dataset", partition_mapping=PREVIOUS_DAY),
             "model": dg.AssetIn("two_tower_model", partition_mapping=PREVIOUS_DAY, input_manager_key=MODEL_IO),
@@ -411,10 +417,10 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             "interactions": dg.AssetIn("raw_interactions", partition_mapping=EVAL_WINDOW),
             "embeddings": dg.AssetIn("item_content_embeddings", partition_mapping=EVAL_WINDOW),
         },
+        deps=[after_previous_day("two_tower_ablations")],
         partitions_def=partitions,
         check_specs=ABLATION_CHECKS.specs(partitions),
         group_name=GROUP,
-        compute_kind="torch",
     )
     def two_tower_ablations(
         context: dg.AssetExecutionContext,
@@ -494,6 +500,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         by = {r["method"]: r for r in out.iter_rows(named=True)}
         yield dg.Output(
             out,
+            output_name="two_tower_ablations",
             metadata=to_metadata(
                 {
                     **frame_metadata(out.select("method", "auc", "recall@50", "catalog_recall@50")),
