@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from .defs import cold_start, collaborative, content, conventions, data_prep, retrieval
+from .defs.automation import NotifierResource, build_freshness, build_snapshot_sensor, run_failure_notifier
 from .defs.instance import dead_run_sensor
 from .defs.io_manager import MODEL_IO, PolarsParquetIOManager, SafetensorsIOManager
 from .defs.partitions import daily_partitions
@@ -93,6 +94,7 @@ def build_resources(env: "Env | Settings" = os.environ) -> dict[str, typing.Any]
         "embedding_cache": EmbeddingCacheResource(
             base_url=storage_url.rstrip("/") + "/_cache/item_content_embeddings", s3=s3
         ),
+        "notifier": NotifierResource(log_path=settings.notify_log, webhook_url=settings.notify_webhook),
     }
 
 
@@ -134,11 +136,18 @@ def build_definitions(env: "Env | Settings" = os.environ) -> dg.Definitions:
             description="The experiment table across every evaluated day (not partitioned).",
         ),
     ]
+    freshness_checks, freshness_sensor = build_freshness(daily_assets, settings.model_freshness_hours)
     return dg.Definitions(
         assets=[*daily_assets, *report_assets],
+        asset_checks=freshness_checks,
         jobs=jobs,
         schedules=[dg.build_schedule_from_partitioned_job(daily_job, hour_of_day=3)],
-        sensors=[dead_run_sensor],
+        sensors=[
+            build_snapshot_sensor(daily_job, partitions, settings.sensor_lookback_days),
+            freshness_sensor,
+            run_failure_notifier,
+            dead_run_sensor,
+        ],
         resources=build_resources(settings),
     )
 

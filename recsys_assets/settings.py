@@ -33,6 +33,11 @@ read them through ``dg.EnvVar`` at run time (see ``definitions.py``).
 ``RECSYS_MEDIA_ALLOWED_NETWORKS``   comma list of CIDRs an allowed media host may resolve into although
                                     not public (an internal CDN); loopback/private/link-local are refused
                                     otherwise, metadata endpoints always
+``RECSYS_SENSOR_LOOKBACK_DAYS``     days (up to the last partition) the snapshot sensor watches (default 14)
+``RECSYS_MODEL_FRESHNESS_HOURS``    a model of day D is overdue at D+1 this hour, UTC (default 6)
+``RECSYS_NOTIFY_LOG``               failed-run notices, one JSON line each (default
+                                    ``$RECSYS_DATA_DIR/notifications.jsonl``)
+``RECSYS_NOTIFY_WEBHOOK``           also POST each notice there (Slack-style ``{"text": ...}``; optional)
 ``DAGSTER_HOME``                    the Dagster instance of ``recsys-assets`` (default ``./.dagster_home``)
 ==================================  =====================================================================
 """
@@ -74,6 +79,10 @@ class Settings:
     media_allowed_hosts: tuple[str, ...]
     media_allowed_roots: tuple[str, ...]
     media_allowed_networks: tuple[str, ...]
+    sensor_lookback_days: int
+    model_freshness_hours: int
+    notify_log: str
+    notify_webhook: typing.Optional[str]
     s3_env_set: tuple[str, ...]
     """Which of :data:`S3_ENV` are set (their values are read at run time through ``dg.EnvVar``)."""
     dagster_home: Path
@@ -100,6 +109,9 @@ class Settings:
             start = dt.date.fromisoformat(env.get("RECSYS_START_DATE", "2026-11-01"))
         except ValueError:
             raise ValueError(f"RECSYS_START_DATE must be YYYY-MM-DD, not {env['RECSYS_START_DATE']!r}") from None
+        hours = integer("RECSYS_MODEL_FRESHNESS_HOURS", 6)
+        if not 0 <= hours <= 23:
+            raise ValueError(f"RECSYS_MODEL_FRESHNESS_HOURS must be an hour of the day (0-23), not {hours}")
         return cls(
             data_dir=data_dir,
             storage_url=env.get("RECSYS_STORAGE_URL", str(data_dir / "assets")),
@@ -120,6 +132,10 @@ class Settings:
             media_allowed_hosts=_csv(env.get("RECSYS_MEDIA_ALLOWED_HOSTS", "")),
             media_allowed_roots=_csv(env.get("RECSYS_MEDIA_ALLOWED_ROOTS", "")),
             media_allowed_networks=_csv(env.get("RECSYS_MEDIA_ALLOWED_NETWORKS", "")),
+            sensor_lookback_days=integer("RECSYS_SENSOR_LOOKBACK_DAYS", 14),
+            model_freshness_hours=hours,
+            notify_log=env.get("RECSYS_NOTIFY_LOG", str(data_dir / "notifications.jsonl")),
+            notify_webhook=env.get("RECSYS_NOTIFY_WEBHOOK") or None,
             s3_env_set=tuple(n for n in S3_ENV if env.get(n)),
             dagster_home=Path(env.get("DAGSTER_HOME") or ".dagster_home").resolve(),
         )

@@ -31,6 +31,7 @@ class ObjectStore(Protocol):
     def read_bytes(self, key: str) -> bytes: ...
     def write_file(self, key: str, local_path: str) -> None: ...
     def list(self, prefix: str) -> list[str]: ...
+    def version(self, key: str) -> str | None: ...
     def delete(self, key: str) -> None: ...
 
 
@@ -94,6 +95,14 @@ class LocalStore:
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+    def version(self, key: str) -> str | None:
+        """What changes when the object is rewritten (size and modification time); None if absent."""
+        try:
+            st = self.path(key).stat()
+        except FileNotFoundError:
+            return None
+        return f"{st.st_size}-{st.st_mtime_ns}"
 
     def temp_path_for(self, key: str) -> str:
         """A temp file beside ``key``'s target, so that :meth:`write_file` can rename it into place."""
@@ -174,6 +183,18 @@ class S3Store:
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def version(self, key: str) -> str | None:
+        """The object's ETag and last-modified time (a rewrite changes them); None if absent."""
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return f"{head['ETag'].strip(chr(34))}-{head['LastModified'].timestamp():.0f}"
 
     def temp_path_for(self, key: str) -> str:
         fd, tmp = tempfile.mkstemp(suffix=".tmp")

@@ -15,10 +15,11 @@ from ..stages import content_encoder_evaluation as cee
 from ..stages import item_collab_embeddings as ice
 from .checks import Check, CheckSet
 from .evaluation import evaluation_asset, next_day_inputs
+from .guards import GPU_POOL
 from .io_manager import MODEL_IO
 from .metadata import frame_metadata, markdown_table, to_metadata
 from .params import config_from, to_params
-from .partitions import EVAL_WINDOW, PREVIOUS_DAY, TRAIN_WINDOW, after_previous_day
+from .partitions import EVAL_WINDOW, PREVIOUS_DAY, TRAIN_WINDOW, after_previous_day, window_input
 
 GROUP = "cold_start"
 
@@ -82,11 +83,12 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
 
     @dg.asset(
         ins={
-            "embeddings": dg.AssetIn("item_content_embeddings", partition_mapping=TRAIN_WINDOW),
+            "embeddings": window_input("item_content_embeddings", TRAIN_WINDOW),
             "als_factors": dg.AssetIn("als_factors"),
             "pair_blip_scores": dg.AssetIn("pair_blip_scores"),
         },
         deps=[after_previous_day("content_encoder")],
+        pool=GPU_POOL,
         partitions_def=partitions,
         check_specs=ENCODER_CHECKS.specs(partitions),
         group_name=GROUP,
@@ -197,9 +199,9 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
 
     @evaluation_asset(
         ins={
-            "collab": dg.AssetIn("item_collab_embeddings", partition_mapping=PREVIOUS_DAY),
-            "users": dg.AssetIn("als_user_factors", partition_mapping=PREVIOUS_DAY),
-            "filtered_interactions": dg.AssetIn("filtered_interactions", partition_mapping=EVAL_WINDOW),
+            "collab": window_input("item_collab_embeddings", PREVIOUS_DAY),
+            "users": window_input("als_user_factors", PREVIOUS_DAY),
+            "filtered_interactions": window_input("filtered_interactions", EVAL_WINDOW),
         },
         deps=[after_previous_day("content_encoder_evaluation")],
         partitions_def=partitions,
@@ -236,7 +238,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             output_name="content_encoder_evaluation",
             metadata=to_metadata(
                 {
-                    **frame_metadata(table, preview_rows=0),
+                    **frame_metadata(table, preview_rows=10),
                     "model_partition": inputs.model_partition,
                     "overall": dg.MetadataValue.md(markdown_table(overall)),
                     "per_language": dg.MetadataValue.md(markdown_table(table, max_rows=50)),

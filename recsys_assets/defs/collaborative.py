@@ -15,7 +15,7 @@ from .checks import Check, CheckSet
 from .evaluation import evaluation_asset, next_day_inputs
 from .metadata import frame_metadata, markdown_table, to_metadata
 from .params import config_from, to_params
-from .partitions import EVAL_WINDOW, PREVIOUS_DAY, TRAIN_WINDOW, after_previous_day, window_metadata
+from .partitions import EVAL_WINDOW, PREVIOUS_DAY, TRAIN_WINDOW, after_previous_day, window_input, window_metadata
 from .resources import AlsEngineResource
 
 GROUP = "collaborative"
@@ -63,7 +63,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             ),
         },
         ins={
-            "window": dg.AssetIn("filtered_interactions", partition_mapping=TRAIN_WINDOW),
+            "window": window_input("filtered_interactions", TRAIN_WINDOW),
             "video_catalog": dg.AssetIn("video_catalog"),
         },
         deps=[after_previous_day("als_factors")],
@@ -130,9 +130,9 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
 
     @evaluation_asset(
         ins={
-            "model": dg.AssetIn("als_factors", partition_mapping=PREVIOUS_DAY),
-            "users": dg.AssetIn("als_user_factors", partition_mapping=PREVIOUS_DAY),
-            "filtered_interactions": dg.AssetIn("filtered_interactions", partition_mapping=EVAL_WINDOW),
+            "model": window_input("als_factors", PREVIOUS_DAY),
+            "users": window_input("als_user_factors", PREVIOUS_DAY),
+            "filtered_interactions": window_input("filtered_interactions", EVAL_WINDOW),
         },
         deps=[after_previous_day("als_evaluation")],
         partitions_def=partitions,
@@ -174,7 +174,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             table,
             output_name="als_evaluation",
             metadata={
-                **frame_metadata(table, preview_rows=0),
+                **frame_metadata(table, preview_rows=10),
                 "model_partition": inputs.model_partition,
                 "overall": dg.MetadataValue.md(markdown_table(overall)),
                 "per_language": dg.MetadataValue.md(markdown_table(table)),

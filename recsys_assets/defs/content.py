@@ -11,6 +11,7 @@ import polars as pl
 from ..stages import item_content_embeddings as ice
 from ..stages import pair_blip_scores as pbs
 from .checks import Check, CheckSet
+from .guards import GPU_POOL, IO_RETRY, only_transient_retries
 from .metadata import frame_metadata, markdown_table, to_metadata
 from .params import config_from, to_params
 from .resources import ContentModelsResource, EmbeddingCacheResource, MediaFetchResource
@@ -63,6 +64,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         partitions_def=partitions,
         check_specs=EMBEDDING_CHECKS.specs(partitions),
         group_name=GROUP,
+        retry_policy=IO_RETRY,
+        pool=GPU_POOL,
     )
     def item_content_embeddings(
         context: dg.AssetExecutionContext,
@@ -74,7 +77,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     ) -> typing.Iterator:
         """Per item of the day: BLIP (open_clip frames, pooled) and Whisper audio embeddings, per-frame vectors,
         and a status/reason for items whose media could not be fetched or decoded."""
-        encoders = content_models.load()
+        with only_transient_retries():  # weights from a path/URL; media failures are per item (status, reason)
+            encoders = content_models.load()
         random_parts = [k for k, v in encoders.random_weights.items() if v]
         if random_parts:
             context.log.warning(RANDOM_WEIGHTS_NOTICE.format(which=" and ".join(random_parts)))

@@ -16,6 +16,7 @@ from ..stages import item_meta as phase2
 from ..stages import item_pairs as phase3
 from ..stages.raw_interactions import DayRecord, SnapshotRules, content_hash, enforce_schema, validate_day
 from .checks import Check, CheckSet
+from .guards import IO_RETRY, only_transient_retries
 from .metadata import frame_metadata, latest_partition_metadata, markdown_table, to_metadata
 from .params import config_from, to_params
 from .partitions import partition_date
@@ -113,13 +114,15 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         partitions_def=partitions,
         check_specs=RAW_CHECKS.specs(partitions),
         group_name=GROUP,
+        retry_policy=IO_RETRY,
     )
     def raw_interactions(
         context: dg.AssetExecutionContext, config: RawInteractionsConfig, snapshots: SnapshotSource
     ) -> typing.Iterator:
         day = partition_date(context)
         rules = to_params(config, SnapshotRules)
-        raw = snapshots.load(day)
+        with only_transient_retries():
+            raw = snapshots.load(day)
         enforced = enforce_schema(raw, rules)
         clean, quarantine = enforced.clean, enforced.quarantine
         reasons = enforced.reason_counts()
@@ -131,6 +134,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             metadata={
                 **frame_metadata(clean),
                 "source": snapshots.describe(day),
+                "snapshot_marker": snapshots.marker(day) or "none",
                 "rows_in_snapshot": raw.height,
                 "rows_quarantined": quarantine.height,
                 "quarantine_reasons": dg.MetadataValue.json(reasons),
@@ -144,16 +148,19 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         partitions_def=partitions,
         check_specs=CATALOG_CHECKS.specs(partitions),
         group_name=GROUP,
+        retry_policy=IO_RETRY,
     )
     def video_catalog(context: dg.AssetExecutionContext, catalog: CatalogSource) -> typing.Iterator:
         """The video catalog (``josh-meta/video``) as of the partition's day: items uploaded on or before it."""
-        cat = phase2.prepare_catalog(catalog.load(), as_of=partition_date(context))
+        with only_transient_retries():
+            cat = phase2.prepare_catalog(catalog.load(), as_of=partition_date(context))
         by_language = cat["language"].value_counts(sort=True)
         yield dg.Output(
             cat,
             metadata={
                 **frame_metadata(cat),
                 "source": catalog.describe(),
+                "catalog_version": catalog.version(),
                 "items_by_language": dg.MetadataValue.md(markdown_table(by_language)),
                 "uploaded_on_this_day": int((cat["upload_date"] == partition_date(context)).sum()),
             },

@@ -66,6 +66,12 @@ def next_day_inputs(
                 metadata={"skipped": reason},
             )
         ]
+    if day.isoformat() not in window:
+        raise dg.Failure(
+            f"{context.asset_key.to_user_string()} {day}: the day to evaluate on has no data "
+            f"(its input window holds {', '.join(sorted(window)) or 'no day'}); materialize {day} upstream first",
+            allow_retries=False,
+        )
     earlier = [frame for key, frame in sorted(window.items()) if key != day.isoformat()]
     history = pl.concat(earlier, how="vertical_relaxed") if earlier else window[day.isoformat()].clear()
     unwrapped = {name: next(iter(value.values())) for name, value in models.items()}

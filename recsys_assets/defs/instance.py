@@ -3,7 +3,7 @@
 * :func:`open_instance`: the instance at ``DAGSTER_HOME``, created under a file lock, so two first runs
   started at once on a fresh home do not both create the SQLite schemas (one used to die with ``table
   runs already exists`` / ``UNIQUE constraint failed: alembic_version``). It writes ``dagster.yaml`` when
-  there is none (:data:`INSTANCE_YAML`: run monitoring on).
+  there is none (:data:`INSTANCE_YAML`, the shipped ``recsys_assets/dagster.yaml``).
 * :func:`fail_dead_runs`: a run whose process was killed (``kill -9``, OOM) never writes RUN_FAILURE and
   would stay STARTED for ever. Runs of this machine whose recorded process is gone are marked failed,
   with the pid in the message. ``recsys-assets`` does it when it starts, and the ``dead_run_sensor`` does
@@ -21,15 +21,8 @@ import dagster as dg
 import psutil
 from filelock import FileLock
 
-INSTANCE_YAML = """\
-telemetry:
-  enabled: false
-run_monitoring:
-  enabled: true
-  start_timeout_seconds: 300
-  max_runtime_seconds: 86400
-  poll_interval_seconds: 120
-"""
+INSTANCE_YAML = (Path(__file__).resolve().parents[1] / "dagster.yaml").read_text()
+"""The shipped ``recsys_assets/dagster.yaml``: run queue limits, the GPU pool's limit, run monitoring."""
 HOST_TAG = "recsys/host"
 """Set on the runs ``recsys-assets`` executes, so that only this machine judges whether their process lives."""
 

@@ -6,7 +6,8 @@
   previous version intact and runs of different partitions can write at the same time.
 * An input that maps to several partitions (a trailing window) arrives as
   ``dict[partition_key, DataFrame]``; partitions never materialized raise, unless the input's
-  metadata says ``allow_missing_partitions: True``.
+  metadata says ``allow_missing_partitions: True`` (every ``partitions.window_input`` does).
+* The stored size is reported as ``parquet_bytes`` (tables) or ``safetensors_bytes`` (models).
 
 Why not dagster-polars: its parquet reader cannot read on polars 2.x (dagster-polars 0.27.12 passes
 ``rechunk=`` to ``pl.scan_parquet``, which polars 2.0 removed; its writer works).
@@ -80,7 +81,10 @@ class _PartitionedObjectIOManager(dg.ConfigurableIOManager):
         key = self.key_for(context.asset_key, keys[0])
         size = self._write(key, obj)
         context.add_output_metadata(
-            {"path": dg.MetadataValue.path(f"{self.store.url}/{key}"), "parquet_bytes": dg.MetadataValue.int(size)}
+            {
+                "path": dg.MetadataValue.path(f"{self.store.url}/{key}"),
+                f"{self._suffix.lstrip('.')}_bytes": dg.MetadataValue.int(size),
+            }
         )
 
     def _load_one(self, context: dg.InputContext, asset_key: dg.AssetKey, pk: typing.Optional[str]) -> pl.DataFrame:

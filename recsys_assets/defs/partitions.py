@@ -111,6 +111,13 @@ with warnings.catch_warnings():
     )
 
 
+def window_input(asset_key: str, mapping: DayWindow, **kwargs: typing.Any) -> dg.AssetIn:
+    """An input that reads other days of ``asset_key`` through ``mapping``: a ``dict[day, value]`` of the days
+    that exist -- a day never materialized is left out with a warning (``allow_missing_partitions``) and the
+    asset reports how many it used (:func:`window_metadata`)."""
+    return dg.AssetIn(asset_key, partition_mapping=mapping, metadata={"allow_missing_partitions": True}, **kwargs)
+
+
 def after_previous_day(asset_key: str) -> dg.AssetDep:
     """The ordering dependency of an asset whose inputs reach other days (see :class:`DayWindow`): its day D
     runs after its day D-1. Built-in, so the backfill daemon sees it and walks a range day by day; Dagster

@@ -22,7 +22,7 @@ import polars as pl
 
 from ..simulator.platform import Platform, get_platform
 from ..simulator.publish import catalog_uri, publish_catalog, publish_day, snapshot_template
-from ..sources.lake import read_catalog, read_snapshot
+from ..sources.lake import catalog_version, read_catalog, read_snapshot, snapshot_marker
 from ..stages.als_factors import AlsEngine, ImplicitAls
 from ..stages.content_models import ContentEncoders, ModelSpec, load_encoders
 from ..stages.item_content_embeddings import EmbeddingCache
@@ -53,9 +53,13 @@ class SimulatedPlatformResource(dg.ConfigurableResource):
 
 
 class SnapshotSource(dg.ConfigurableResource):
-    """Interface: ``load(day)`` returns that day's raw interaction snapshot, untyped."""
+    """Interface: ``load(day)`` returns that day's raw interaction snapshot, untyped; ``marker(day)`` the
+    fingerprint of its ``_SUCCESS`` marker, or None while the day is incomplete (the lake sensor's signal)."""
 
     def load(self, day: dt.date) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def marker(self, day: dt.date) -> typing.Optional[str]:
         raise NotImplementedError
 
     def describe(self, day: dt.date) -> str:
@@ -71,6 +75,9 @@ class ParquetSnapshotSource(SnapshotSource):
     def load(self, day: dt.date) -> pl.DataFrame:
         return read_snapshot(self.url_template, day, **self.s3.options())
 
+    def marker(self, day: dt.date) -> typing.Optional[str]:
+        return snapshot_marker(self.url_template, day, **self.s3.options())
+
     def describe(self, day: dt.date) -> str:
         return self.url_template.format(date=day.isoformat(), yyyymmdd=day.strftime("%Y%m%d"))
 
@@ -82,6 +89,10 @@ class SimulatedSnapshotSource(SnapshotSource):
         self.simulator.publish_day(day)
         return read_snapshot(snapshot_template(self.simulator.root), day)
 
+    def marker(self, day: dt.date) -> typing.Optional[str]:
+        """Only days the simulator has published (``recsys-assets publish``, or a run that read them)."""
+        return snapshot_marker(snapshot_template(self.simulator.root), day)
+
     def describe(self, day: dt.date) -> str:
         return f"simulator[{self.simulator.profile}, seed {self.simulator.seed}] " + snapshot_template(
             self.simulator.root
@@ -89,9 +100,13 @@ class SimulatedSnapshotSource(SnapshotSource):
 
 
 class CatalogSource(dg.ConfigurableResource):
-    """Interface: ``load()`` returns the video catalog (item_id, language, download_url, ...)."""
+    """Interface: ``load()`` returns the video catalog (item_id, language, download_url, ...); ``version()``
+    its current Delta version without reading it (None while there is no table)."""
 
     def load(self) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def version(self) -> typing.Optional[int]:
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -99,14 +114,19 @@ class CatalogSource(dg.ConfigurableResource):
 
 
 class DeltaCatalogSource(CatalogSource):
-    """The ``josh-meta/video`` Delta table, local or ``s3://``; ``version`` pins a Delta version."""
+    """The ``josh-meta/video`` Delta table, local or ``s3://``; ``version_pin`` pins a Delta version."""
 
     table_uri: str
-    version: typing.Optional[int] = None
+    version_pin: typing.Optional[int] = None
     s3: S3Config = S3Config()
 
     def load(self) -> pl.DataFrame:
-        return read_catalog(self.table_uri, self.version, **self.s3.options())
+        return read_catalog(self.table_uri, self.version_pin, **self.s3.options())
+
+    def version(self) -> typing.Optional[int]:
+        if self.version_pin is not None:
+            return self.version_pin
+        return catalog_version(self.table_uri, **self.s3.options())
 
     def describe(self) -> str:
         return self.table_uri
@@ -117,6 +137,9 @@ class SimulatedCatalogSource(CatalogSource):
 
     def load(self) -> pl.DataFrame:
         return read_catalog(self.simulator.publish_catalog())
+
+    def version(self) -> typing.Optional[int]:
+        return catalog_version(catalog_uri(self.simulator.root))
 
     def describe(self) -> str:
         return f"simulator[{self.simulator.profile}, seed {self.simulator.seed}] " + catalog_uri(self.simulator.root)

@@ -23,6 +23,7 @@ from ..stages import two_tower_evaluation as tte
 from ..stages.ranking_metrics import ALL_METRICS, LEGEND, METRICS, in_unit_interval
 from .checks import Check, CheckSet
 from .evaluation import evaluation_asset, next_day_inputs
+from .guards import GPU_POOL
 from .io_manager import MODEL_IO
 from .metadata import frame_metadata, latest_partition_metadata, markdown_table, png_metadata, to_metadata
 from .params import config_from, to_params
@@ -34,6 +35,7 @@ from .partitions import (
     after_previous_day,
     partition_date,
     train_window_start,
+    window_input,
 )
 from .resources import ReportStoreResource, TruthResource, TwoTowerRulesResource
 
@@ -152,7 +154,7 @@ def experiment_report(
     seed_cols = ["experiment_id", "event_type", "train_data", "val_data", *METRICS, "mrr_first", "auc_per_client"]
     summary_cols = ["val_data", "method", "auc", "auc_per_client", "ndcg@10", "recall@50", "catalog_recall@50"]
     meta: dict[str, typing.Any] = {
-        **frame_metadata(report, preview_rows=0),
+        **frame_metadata(report.select([c for c in report.columns if c != "model_config"]), preview_rows=10),
         "results": dg.MetadataValue.md(
             markdown_table(main.select([c for c in seed_cols if c in main.columns]), max_rows=200)
         ),
@@ -177,8 +179,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
 
     @dg.asset(
         ins={
-            "window": dg.AssetIn("raw_interactions", partition_mapping=TRAIN_WINDOW),
-            "embeddings": dg.AssetIn("item_content_embeddings", partition_mapping=TRAIN_WINDOW),
+            "window": window_input("raw_interactions", TRAIN_WINDOW),
+            "embeddings": window_input("item_content_embeddings", TRAIN_WINDOW),
         },
         deps=[after_previous_day("item_pca")],
         partitions_def=partitions,
@@ -217,8 +219,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
 
     @dg.asset(
         ins={
-            "window": dg.AssetIn("raw_interactions", partition_mapping=TRAIN_WINDOW),
-            "embeddings": dg.AssetIn("item_content_embeddings", partition_mapping=TRAIN_WINDOW),
+            "window": window_input("raw_interactions", TRAIN_WINDOW),
+            "embeddings": window_input("item_content_embeddings", TRAIN_WINDOW),
             "item_pca": dg.AssetIn("item_pca", input_manager_key=MODEL_IO),
         },
         deps=[after_previous_day("two_tower_dataset")],
@@ -258,6 +260,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             "item_pca": dg.AssetIn("item_pca", input_manager_key=MODEL_IO),
         },
         partitions_def=partitions,
+        pool=GPU_POOL,
         check_specs=MODEL_CHECKS.specs(partitions),
         group_name=GROUP,
         io_manager_key=MODEL_IO,
@@ -318,10 +321,10 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
 
     @evaluation_asset(
         ins={
-            "model": dg.AssetIn("two_tower_model", partition_mapping=PREVIOUS_DAY, input_manager_key=MODEL_IO),
-            "pca": dg.AssetIn("item_pca", partition_mapping=PREVIOUS_DAY, input_manager_key=MODEL_IO),
-            "interactions": dg.AssetIn("raw_interactions", partition_mapping=EVAL_WINDOW),
-            "embeddings": dg.AssetIn("item_content_embeddings", partition_mapping=EVAL_WINDOW),
+            "model": window_input("two_tower_model", PREVIOUS_DAY, input_manager_key=MODEL_IO),
+            "pca": window_input("item_pca", PREVIOUS_DAY, input_manager_key=MODEL_IO),
+            "interactions": window_input("raw_interactions", EVAL_WINDOW),
+            "embeddings": window_input("item_content_embeddings", EVAL_WINDOW),
         },
         deps=[after_previous_day("two_tower_evaluation")],
         partitions_def=partitions,
@@ -411,11 +414,11 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
 
     @evaluation_asset(
         ins={
-            "dataset": dg.AssetIn("two_tower_dataset", partition_mapping=PREVIOUS_DAY),
-            "model": dg.AssetIn("two_tower_model", partition_mapping=PREVIOUS_DAY, input_manager_key=MODEL_IO),
-            "pca": dg.AssetIn("item_pca", partition_mapping=PREVIOUS_DAY, input_manager_key=MODEL_IO),
-            "interactions": dg.AssetIn("raw_interactions", partition_mapping=EVAL_WINDOW),
-            "embeddings": dg.AssetIn("item_content_embeddings", partition_mapping=EVAL_WINDOW),
+            "dataset": window_input("two_tower_dataset", PREVIOUS_DAY),
+            "model": window_input("two_tower_model", PREVIOUS_DAY, input_manager_key=MODEL_IO),
+            "pca": window_input("item_pca", PREVIOUS_DAY, input_manager_key=MODEL_IO),
+            "interactions": window_input("raw_interactions", EVAL_WINDOW),
+            "embeddings": window_input("item_content_embeddings", EVAL_WINDOW),
         },
         deps=[after_previous_day("two_tower_ablations")],
         partitions_def=partitions,

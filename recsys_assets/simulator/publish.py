@@ -1,6 +1,7 @@
 """Publish the simulated platform the way the real one is laid out, so the real readers are exercised.
 
-* ``{root}/snapshots/dt=YYYY-MM-DD/part-00000.parquet`` -- the daily snapshot (``Daily-Snapshot``);
+* ``{root}/snapshots/dt=YYYY-MM-DD/part-00000.parquet`` -- the daily snapshot (``Daily-Snapshot``), then
+  ``_SUCCESS`` beside it when the day is complete (what the lake sensor waits for);
 * ``{root}/catalog`` -- the video catalog as a Delta table (``josh-meta/video``);
 * ``{root}/media/{item_id}.mp4`` -- each item's video, which the catalog's ``download_url`` names.
 """
@@ -8,11 +9,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import time
 from pathlib import Path
 
 from filelock import FileLock
 
+from ..sources.lake import SUCCESS_MARKER
 from ..storage import LocalStore, write_parquet
 from .media import render_many
 from .platform import Platform
@@ -28,12 +32,19 @@ def catalog_uri(root: str | os.PathLike) -> str:
     return str(Path(root).resolve() / "catalog")
 
 
-def publish_day(platform: Platform, root: str | os.PathLike, day: dt.date) -> str:
-    """Write the day's snapshot unless it is there already (atomic: concurrent callers are safe)."""
+def publish_day(platform: Platform, root: str | os.PathLike, day: dt.date, redeliver: bool = False) -> str:
+    """Write the day's snapshot, then its ``_SUCCESS`` marker, unless they are there already (atomic:
+    concurrent callers are safe). ``redeliver`` writes both again, as a platform re-delivering a day does."""
     store = LocalStore(root)
-    key = f"snapshots/dt={day.isoformat()}/part-00000.parquet"
-    if not store.exists(key):
-        write_parquet(store, key, platform.interactions(day))
+    folder = f"snapshots/dt={day.isoformat()}"
+    key = f"{folder}/part-00000.parquet"
+    if redeliver or not store.exists(key):
+        frame = platform.interactions(day)
+        write_parquet(store, key, frame)
+        delivery = {"day": day.isoformat(), "rows": frame.height, "redelivery": bool(redeliver), "at": time.time_ns()}
+        store.write_bytes(f"{folder}/{SUCCESS_MARKER}", json.dumps(delivery).encode())
+    elif not store.exists(f"{folder}/{SUCCESS_MARKER}"):  # a snapshot written before markers existed
+        store.write_bytes(f"{folder}/{SUCCESS_MARKER}", b"{}")
     return str(store.path(key))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import hashlib
 import re
 from urllib.parse import urlparse
 
@@ -52,6 +53,34 @@ def snapshot_keys(url: str, **s3_options) -> tuple[str, list[str]]:
     return base, sorted(k for k in keys if not is_writer_leftover(k))
 
 
+SUCCESS_MARKER = "_SUCCESS"
+"""Written by the snapshot's writer (Spark, Hadoop, the simulator) after the day's last file: the day is complete."""
+
+
+def marker_key(url: str) -> tuple[str, str]:
+    """``(base, key)`` of the completeness marker of a snapshot URL: ``_SUCCESS`` in the day's folder (the
+    folder the URL names, or the one holding its file or glob)."""
+    parts = url.rstrip("/").split("/")
+    first_glob = next((i for i, p in enumerate(parts) if _GLOB.search(p)), None)
+    if first_glob is not None:
+        parts = parts[:first_glob]
+    elif parts[-1].endswith(".parquet"):
+        parts = parts[:-1]
+    return "/".join(parts), SUCCESS_MARKER
+
+
+def snapshot_marker(url_template: str, day: dt.date, **s3_options) -> str | None:
+    """The day's ``_SUCCESS`` marker as a fingerprint (object version and content digest), or None while the
+    day is incomplete. A re-delivered day rewrites its marker, so its fingerprint changes."""
+    base, key = marker_key(snapshot_url(url_template, day))
+    store = open_store(base, **s3_options)
+    version = store.version(key)
+    if version is None:
+        return None
+    digest = hashlib.sha256(store.read_bytes(key)).hexdigest()[:12]
+    return f"{version}-{digest}"
+
+
 def snapshot_url(url_template: str, day: dt.date) -> str:
     """``url_template`` names the day with ``{date}`` (YYYY-MM-DD) or ``{yyyymmdd}``."""
     if "{date}" not in url_template and "{yyyymmdd}" not in url_template:
@@ -90,6 +119,17 @@ def delta_storage_options(
     if endpoint_url and urlparse(endpoint_url).scheme == "http":
         out["AWS_ALLOW_HTTP"] = "true"
     return out
+
+
+def catalog_version(table_uri: str, **s3_options) -> int | None:
+    """The Delta table's current version (its log only, no data read); None if there is no table yet."""
+    import deltalake
+
+    opts = delta_storage_options(**s3_options) if table_uri.startswith("s3://") else None
+    try:
+        return int(deltalake.DeltaTable(table_uri, storage_options=opts).version())
+    except deltalake.exceptions.TableNotFoundError:
+        return None
 
 
 def read_catalog(table_uri: str, version: int | None = None, **s3_options) -> pl.DataFrame:

@@ -289,6 +289,10 @@ def train_encoder(
             temperature=float(1.0 / model.logit_scale.detach().exp()),
         )
         history.append(row)
+        log(
+            f"epoch {epoch}: train loss {sum(row[f'train_{k}'] for k in sums):.4f}, val loss {val_loss:.4f}, "
+            f"temperature {row['temperature']:.3f}"
+        )
         if val_loss < best - 1e-6:
             best, best_epoch, stale = val_loss, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -33,6 +33,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from ..progress import Progress
 from .content_models import ContentEncoders
 from .media_decode import DecodedMedia, MediaJob, fetch_and_decode
 from .media_fetch import FetchPolicy
@@ -124,6 +125,8 @@ class EmbedParams:
     item_timeout_s: float = 600.0
     """Wall-clock limit of one item's fetch + decode in a worker; past it the item fails with ``timeout``
     (the fetch has its own ``deadline_s`` too)."""
+    progress_every_s: float = 30.0
+    """Seconds between progress lines (videos done, rate, ETA) while the day's videos are embedded."""
     model_threads: int = 0
     """CPU threads of this process while the pool decodes; 0 = automatic: torch's default (all cores) on
     CPU, 2 on a GPU (the models run there; the cores go to the decoders). With small models on CPU,
@@ -256,7 +259,7 @@ def embed_items(
     try:
         t_models = 0.0
         t_first = time.perf_counter()
-        done = 0
+        progress = Progress(log, "embedding", len(jobs), unit="videos", every_s=params.progress_every_s)
         first_result = None
         for decoded in _decoded_stream(jobs, params):
             if first_result is None:
@@ -266,14 +269,15 @@ def embed_items(
                 t = time.perf_counter()
                 rows += _rows_for_batch(batch, encoders)
                 t_models += time.perf_counter() - t
-                done += len(batch)
+                progress.update(len(batch))
                 batch = []
-                if done % (params.batch_size * 20) == 0:
-                    log(f"embedded {done}/{len(jobs)} ({done / (time.perf_counter() - t_first):.1f} videos/s)")
         if batch:
             t = time.perf_counter()
             rows += _rows_for_batch(batch, encoders)
             t_models += time.perf_counter() - t
+            progress.update(len(batch))
+        if jobs:
+            progress.finish()
     finally:
         torch.set_num_threads(threads_before)
     fresh = _to_frame(rows, schema)
