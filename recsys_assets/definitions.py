@@ -137,8 +137,12 @@ def build_definitions(env: "Env | Settings" = os.environ) -> dg.Definitions:
         ),
     ]
     freshness_checks, freshness_sensor = build_freshness(daily_assets, settings.model_freshness_hours)
+    resources = build_resources(settings)
+    sources = data_prep.source_specs(
+        partitions, resources["snapshots"].describe_template(), resources["catalog"].describe()
+    )
     return dg.Definitions(
-        assets=[*daily_assets, *report_assets],
+        assets=[*sources, *daily_assets, *report_assets],
         asset_checks=freshness_checks,
         jobs=jobs,
         schedules=[dg.build_schedule_from_partitioned_job(daily_job, hour_of_day=3)],
@@ -148,7 +152,7 @@ def build_definitions(env: "Env | Settings" = os.environ) -> dg.Definitions:
             run_failure_notifier,
             dead_run_sensor,
         ],
-        resources=build_resources(settings),
+        resources=resources,
     )
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from .data_prep import SNAPSHOTS
 from .resources import CatalogSource, SnapshotSource
 
 LOOKBACK_DAYS = 14
@@ -50,7 +51,7 @@ def build_snapshot_sensor(
     )
     def snapshot_sensor(context: dg.SensorEvaluationContext, snapshots: SnapshotSource, catalog: CatalogSource):
         seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-        keys = partitions.get_partition_keys(current_time=context.evaluation_time)[-lookback_days:]
+        keys = partitions.get_partition_keys()[-lookback_days:]
         catalog_version = None
         requests, waiting = [], []
         for key in keys:
@@ -77,10 +78,23 @@ def build_snapshot_sensor(
                     },
                 )
             )
-        context.update_cursor(json.dumps(seen, sort_keys=True))
         if not requests:
+            context.update_cursor(json.dumps(seen, sort_keys=True))
             return dg.SkipReason(f"no new or re-delivered day; incomplete: {', '.join(waiting[-3:]) or 'none'}")
-        return requests
+        delivered = [
+            dg.AssetMaterialization(
+                asset_key=SNAPSHOTS,
+                partition=r.partition_key,
+                metadata={
+                    "snapshot_marker": r.tags["recsys/snapshot_marker"],
+                    "catalog_version": r.tags["recsys/catalog_version"],
+                    "trigger": r.tags["recsys/trigger"],
+                    "source": snapshots.describe(dt.date.fromisoformat(r.partition_key)),
+                },
+            )
+            for r in requests
+        ]
+        return dg.SensorResult(run_requests=requests, asset_events=delivered, cursor=json.dumps(seen, sort_keys=True))
 
     return snapshot_sensor
 

@@ -67,6 +67,12 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             "video_catalog": dg.AssetIn("video_catalog"),
         },
         deps=[after_previous_day("als_factors")],
+        # the ordering dependency is als_factors' own: on als_user_factors it would be a dependency on another
+        # asset's previous day, which Dagster extends backfills through
+        internal_asset_deps={
+            "als_factors": {dg.AssetKey(k) for k in ("filtered_interactions", "video_catalog", "als_factors")},
+            "als_user_factors": {dg.AssetKey(k) for k in ("filtered_interactions", "video_catalog")},
+        },
         partitions_def=partitions,
         check_specs=ALS_CHECKS.specs(partitions),
         group_name=GROUP,

@@ -158,13 +158,14 @@ def apply(assets: typing.Sequence[dg.AssetsDefinition]) -> list[dg.AssetsDefinit
     out = []
     for assets_def in assets:
         version = code_version_of(assets_def)
-        own_keys = set(assets_def.keys)  # a multi-asset orders its outputs by one of them
+        # a multi-asset is ordered by one of its outputs' dependency on its own previous day
+        self_ordered = any(dep.asset_key == spec.key for spec in assets_def.specs for dep in spec.deps)
 
-        def update(spec: dg.AssetSpec, version: str = version, own_keys: set = own_keys) -> dg.AssetSpec:
+        def update(spec: dg.AssetSpec, version: str = version, self_ordered: bool = self_ordered) -> dg.AssetSpec:
             name = spec.key.to_user_string()
             group = spec.group_name or "default"
             ordered = reaches_other_days(spec) and spec.partitions_def is not None
-            if ordered and not own_keys & {dep.asset_key for dep in spec.deps}:
+            if ordered and not self_ordered:
                 raise dg.DagsterInvalidDefinitionError(
                     f"{name} reads other days (a DayWindow input) but has no after_previous_day({name!r}) "
                     "dependency: a backfill could run its day D before D-1's inputs exist"

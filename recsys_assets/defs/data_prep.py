@@ -97,6 +97,34 @@ def _other_days(context: dg.AssetExecutionContext, day: dt.date, window_days: in
     ]
 
 
+SNAPSHOTS, CATALOG = "interaction_snapshots", "video_catalog_delta"
+
+
+def source_specs(partitions: dg.PartitionsDefinition, snapshots_at: str, catalog_at: str) -> list[dg.AssetSpec]:
+    """The two sources of the graph as external assets, so the lineage starts where the data does. The
+    snapshot sensor records a materialization of ``interaction_snapshots`` for each delivered day."""
+    return [
+        dg.AssetSpec(
+            SNAPSHOTS,
+            partitions_def=partitions,
+            group_name="sources",
+            description=f"The platform's daily interaction snapshots (``Daily-Snapshot``), complete when the day's "
+            f"``_SUCCESS`` marker is written: {snapshots_at}",
+            kinds={"parquet", "s3"},
+            owners=["team:data-platform"],
+            tags={"stage": "sources", "tier": "source"},
+        ),
+        dg.AssetSpec(
+            CATALOG,
+            group_name="sources",
+            description=f"The video catalog Delta table (``josh-meta/video``): {catalog_at}",
+            kinds={"delta", "s3"},
+            owners=["team:data-platform"],
+            tags={"stage": "sources", "tier": "source"},
+        ),
+    ]
+
+
 def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """This stage's daily assets, partitioned by ``partitions`` (see ``defs/partitions.py``)."""
 
@@ -111,6 +139,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 is_required=True,
             ),
         },
+        deps=[SNAPSHOTS],
         partitions_def=partitions,
         check_specs=RAW_CHECKS.specs(partitions),
         group_name=GROUP,
@@ -145,6 +174,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         yield from RAW_CHECKS.results(verdicts)
 
     @dg.asset(
+        deps=[CATALOG],
         partitions_def=partitions,
         check_specs=CATALOG_CHECKS.specs(partitions),
         group_name=GROUP,

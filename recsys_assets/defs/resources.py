@@ -62,6 +62,9 @@ class SnapshotSource(dg.ConfigurableResource):
     def marker(self, day: dt.date) -> typing.Optional[str]:
         raise NotImplementedError
 
+    def describe_template(self) -> str:
+        return self.describe(dt.date(2000, 1, 1)).replace("2000-01-01", "{date}").replace("20000101", "{yyyymmdd}")
+
     def describe(self, day: dt.date) -> str:
         raise NotImplementedError
 
