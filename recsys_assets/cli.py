@@ -149,6 +149,30 @@ def materialize(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if failed else 0
 
 
+def publish(args: argparse.Namespace, settings: Settings) -> int:
+    """The simulated platform delivering days "live": each day's snapshot and then its ``_SUCCESS`` marker,
+    one day every ``--every`` seconds, for ``snapshot_sensor`` to pick up (``--redeliver`` rewrites them)."""
+    import time
+
+    from .simulator.platform import get_platform
+    from .simulator.publish import publish_day
+
+    if settings.source != "simulator":
+        print("publish: only the simulator publishes (RECSYS_SOURCE=simulator)", file=sys.stderr)
+        return 2
+    first, last = settings.default_range()
+    start, end = args.start or first, args.end or last
+    platform = get_platform(settings.sim_profile, settings.sim_seed)
+    day = start
+    while day <= end:
+        path = publish_day(platform, settings.sim_root, day, redeliver=args.redeliver)
+        print(f"published {day}: {path} + _SUCCESS", flush=True)
+        day += dt.timedelta(days=1)
+        if day <= end and args.every > 0:
+            time.sleep(args.every)
+    return 0
+
+
 def main(argv: list[str] | None = None, env: typing.Mapping[str, str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="recsys-assets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -159,10 +183,17 @@ def main(argv: list[str] | None = None, env: typing.Mapping[str, str] | None = N
     m.add_argument("--end", type=dt.date.fromisoformat)
     m.add_argument("--job", default="daily_job")
     m.add_argument("--log-level", default="WARNING")
+    p = sub.add_parser("publish", help="simulator: deliver days with _SUCCESS markers, for snapshot_sensor")
+    p.add_argument("--start", type=dt.date.fromisoformat)
+    p.add_argument("--end", type=dt.date.fromisoformat)
+    p.add_argument("--every", type=float, default=0.0, help="seconds between days (0 = all at once)")
+    p.add_argument("--redeliver", action="store_true", help="write the days again (a re-delivery)")
     args = ap.parse_args(argv)
     settings = Settings.from_env(os.environ if env is None else env)
     if args.cmd == "materialize":
         return materialize(args, settings)
+    if args.cmd == "publish":
+        return publish(args, settings)
     return 2
 
 

@@ -153,6 +153,7 @@ def build_definitions(env: "Env | Settings" = os.environ) -> dg.Definitions:
             dead_run_sensor,
         ],
         resources=resources,
+        executor=dg.in_process_executor if settings.executor == "in_process" else dg.multiprocess_executor,
     )
 
 

@@ -33,6 +33,9 @@ read them through ``dg.EnvVar`` at run time (see ``definitions.py``).
 ``RECSYS_MEDIA_ALLOWED_NETWORKS``   comma list of CIDRs an allowed media host may resolve into although
                                     not public (an internal CDN); loopback/private/link-local are refused
                                     otherwise, metadata endpoints always
+``RECSYS_EXECUTOR``                 ``in_process`` (default: a run's steps in its one process; a backfill's runs are
+                                    mostly one asset each, so a process per step would only add start-up)
+                                    or ``multiprocess`` (a process per step, independent steps in parallel)
 ``RECSYS_SENSOR_LOOKBACK_DAYS``     days (up to the last partition) the snapshot sensor watches (default 14)
 ``RECSYS_MODEL_FRESHNESS_HOURS``    a model of day D is overdue at D+1 this hour, UTC (default 6)
 ``RECSYS_NOTIFY_LOG``               failed-run notices, one JSON line each (default
@@ -79,6 +82,7 @@ class Settings:
     media_allowed_hosts: tuple[str, ...]
     media_allowed_roots: tuple[str, ...]
     media_allowed_networks: tuple[str, ...]
+    executor: str
     sensor_lookback_days: int
     model_freshness_hours: int
     notify_log: str
@@ -109,6 +113,9 @@ class Settings:
             start = dt.date.fromisoformat(env.get("RECSYS_START_DATE", "2026-11-01"))
         except ValueError:
             raise ValueError(f"RECSYS_START_DATE must be YYYY-MM-DD, not {env['RECSYS_START_DATE']!r}") from None
+        executor = env.get("RECSYS_EXECUTOR", "in_process")
+        if executor not in ("in_process", "multiprocess"):
+            raise ValueError(f"RECSYS_EXECUTOR must be 'in_process' or 'multiprocess', not {executor!r}")
         hours = integer("RECSYS_MODEL_FRESHNESS_HOURS", 6)
         if not 0 <= hours <= 23:
             raise ValueError(f"RECSYS_MODEL_FRESHNESS_HOURS must be an hour of the day (0-23), not {hours}")
@@ -132,6 +139,7 @@ class Settings:
             media_allowed_hosts=_csv(env.get("RECSYS_MEDIA_ALLOWED_HOSTS", "")),
             media_allowed_roots=_csv(env.get("RECSYS_MEDIA_ALLOWED_ROOTS", "")),
             media_allowed_networks=_csv(env.get("RECSYS_MEDIA_ALLOWED_NETWORKS", "")),
+            executor=executor,
             sensor_lookback_days=integer("RECSYS_SENSOR_LOOKBACK_DAYS", 14),
             model_freshness_hours=hours,
             notify_log=env.get("RECSYS_NOTIFY_LOG", str(data_dir / "notifications.jsonl")),

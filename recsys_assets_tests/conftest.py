@@ -1,14 +1,21 @@
 import datetime as dt
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 import typing
 from pathlib import Path
 
 import polars as pl
 import pytest
+import requests
 
 from recsys_assets.defs.partitions import daily_partitions
 from recsys_assets.simulator.platform import Platform
 
+REPO = Path(__file__).resolve().parents[1]
 DAY = dt.date(2026, 11, 2)
 PARTITIONS = daily_partitions("2026-11-01")
 """The partitions the test assets are built for (the simulator's profiles start on 2026-11-01)."""
@@ -41,8 +48,9 @@ def tiny_assets(*stages: typing.Any) -> list:
     return [a for stage in stages for a in stage.build_assets(PARTITIONS)]
 
 
-SERVER_FIXTURES = {"moto_server", "s3_env", "http_base"}
-"""Fixtures that start a server (moto's S3 API, a loopback HTTP server): tests using them are ``slow``."""
+SERVER_FIXTURES = {"moto_server", "s3_env", "http_base", "dagster_dev"}
+"""Fixtures that start a server (moto's S3 API, a loopback HTTP server, ``dagster dev``): tests using them
+are ``slow``."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -125,3 +133,49 @@ def interactions(rows: list[dict], **defaults) -> pl.DataFrame:
             "liked": pl.Boolean,
         },
     )
+
+
+@pytest.fixture
+def dagster_dev(tmp_path):
+    """``dagster dev -w workspace.yaml`` (webserver and daemons) on the tiny simulator, with the shipped
+    ``dagster.yaml``; yields ``(url, DAGSTER_HOME, tmp_path)``."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((REPO / "recsys_assets" / "dagster.yaml").read_text())
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "RECSYS_DATA_DIR": str(tmp_path / "data"),
+        "RECSYS_SIM_PROFILE": "tiny",
+        "RECSYS_SIM_SEED": "3",
+    }
+    port = free_port()
+    log = open(tmp_path / "dagster_dev.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            assert proc.poll() is None, (tmp_path / "dagster_dev.log").read_text()[-4000:]
+            try:
+                if requests.get(f"{url}/server_info", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.time() < deadline, "dagster dev did not come up in 180 s"
+            time.sleep(1)
+        yield url, home, tmp_path
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()

@@ -1,20 +1,12 @@
 """`dagster dev` (webserver + daemons, the shipped dagster.yaml) for real: backfills launched through GraphQL
 as the UI launches them -- a range of data-prep and ALS partitions, and every asset of the graph over 3 days."""
 
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import dagster as dg
 import pytest
 import requests
 
-from .conftest import free_port
-
-REPO = Path(__file__).resolve().parents[1]
 ASSETS = [
     "raw_interactions",
     "raw_interactions_quarantine",
@@ -52,50 +44,6 @@ def gql(url: str, query: str, variables: dict) -> dict:
     body = r.json()
     assert "errors" not in body, body["errors"]
     return body["data"]
-
-
-@pytest.fixture
-def dagster_dev(tmp_path):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((REPO / "recsys_assets" / "dagster.yaml").read_text())
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "RECSYS_DATA_DIR": str(tmp_path / "data"),
-        "RECSYS_SIM_PROFILE": "tiny",
-        "RECSYS_SIM_SEED": "3",
-    }
-    port = free_port()
-    log = open(tmp_path / "dagster_dev.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while True:
-            assert proc.poll() is None, (tmp_path / "dagster_dev.log").read_text()[-4000:]
-            try:
-                if requests.get(f"{url}/server_info", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.time() < deadline, "dagster dev did not come up in 180 s"
-            time.sleep(1)
-        yield url, home, tmp_path
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 @pytest.mark.slow
@@ -171,6 +119,7 @@ ASSET_KEYS = """{ assetNodes { assetKey { path } isMaterializable isPartitioned 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_whole_graph_backfill_of_three_days_as_the_ui_launches_it(dagster_dev, monkeypatch):
     """The Materialize dialog with every asset selected and a day range sends ``partitionNames``: Dagster
     applies them to the root assets and extends them downstream through the partition mappings the host

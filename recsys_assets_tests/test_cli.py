@@ -1,6 +1,8 @@
 """`recsys-assets materialize` on the tiny simulator: runs a job per day into a real instance and prints
 the summary table."""
 
+import datetime as dt
+
 import pytest
 
 from recsys_assets import cli
@@ -38,3 +40,19 @@ def test_a_lake_without_a_range_is_refused_with_the_reason(tmp_path, monkeypatch
     }
     with pytest.raises(SystemExit, match="--start and --end are required"):
         cli.main(["materialize"], env=env)
+
+
+def test_publish_delivers_days_with_markers_and_redelivers(tmp_path, capsys):
+    from recsys_assets.simulator.publish import snapshot_template
+    from recsys_assets.sources.lake import snapshot_marker
+
+    env = tiny_env(tmp_path)
+    assert cli.main(["publish", "--start", "2026-11-01", "--end", "2026-11-02"], env=env) == 0
+    assert "published 2026-11-02" in capsys.readouterr().out
+    template = snapshot_template(tmp_path / "platform")
+    first = snapshot_marker(template, dt.date(2026, 11, 2))
+    assert first and snapshot_marker(template, dt.date(2026, 11, 3)) is None
+    assert cli.main(["publish", "--start", "2026-11-02", "--end", "2026-11-02"], env=env) == 0
+    assert snapshot_marker(template, dt.date(2026, 11, 2)) == first  # already delivered: untouched
+    assert cli.main(["publish", "--start", "2026-11-02", "--end", "2026-11-02", "--redeliver"], env=env) == 0
+    assert snapshot_marker(template, dt.date(2026, 11, 2)) != first

@@ -6,6 +6,8 @@ import typing
 import dagster as dg
 import polars as pl
 
+from .columns import describe
+
 
 def markdown_table(rows: typing.Sequence[typing.Mapping[str, typing.Any]] | pl.DataFrame, max_rows: int = 20) -> str:
     if isinstance(rows, pl.DataFrame):
@@ -49,7 +51,7 @@ def frame_metadata(df: pl.DataFrame, preview_rows: int = 5) -> dict[str, typing.
     return {
         "dagster/row_count": dg.MetadataValue.int(df.height),
         "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(name, str(dtype)) for name, dtype in df.schema.items()]
+            columns=[dg.TableColumn(name, str(dtype), description=describe(name)) for name, dtype in df.schema.items()]
         ),
         "preview": dg.MetadataValue.md(markdown_table(df, preview_rows)),
     }
