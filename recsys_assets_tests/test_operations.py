@@ -165,7 +165,7 @@ def _sensor_run(sensor, instance, resources, cursor=None):
 
 def test_snapshot_sensor_runs_a_day_when_its_marker_lands_and_again_when_redelivered(tmp_path):
     defs = build_definitions(tiny_env(tmp_path, RECSYS_SENSOR_LOOKBACK_DAYS="400"))
-    sensor = defs.get_sensor_def("snapshot_sensor")
+    sensor = defs.resolve_sensor_def("snapshot_sensor")
     resources = tiny_resources(tmp_path)
     resources = {"snapshots": resources["snapshots"], "catalog": resources["catalog"]}
     platform = Platform("tiny", seed=3)
@@ -193,7 +193,7 @@ def test_snapshot_sensor_skips_a_day_already_materialized_from_the_same_delivery
     from recsys_assets.defs import data_prep
 
     defs = build_definitions(tiny_env(tmp_path, RECSYS_SENSOR_LOOKBACK_DAYS="400"))
-    sensor = defs.get_sensor_def("snapshot_sensor")
+    sensor = defs.resolve_sensor_def("snapshot_sensor")
     resources = tiny_resources(tmp_path)
     raw = [a for a in data_prep.build_assets(PARTITIONS) if "raw_interactions" in {k.to_user_string() for k in a.keys}]
     with dg.instance_for_test() as instance:
