@@ -116,9 +116,11 @@ def build_definitions(env: "Env | Settings" = os.environ) -> dg.Definitions:
         ),
     ]
     report_assets = conventions.apply(retrieval.REPORT_ASSETS)
+    freshness_checks, freshness_sensor = build_freshness(daily_assets, settings.model_freshness_hours)
     daily_job = dg.define_asset_job(
         "daily_job",
-        selection=dg.AssetSelection.assets(*daily_assets),
+        # freshness is judged by its sensor against the clock, not inside a run of some (maybe past) day
+        selection=dg.AssetSelection.assets(*daily_assets) - dg.AssetSelection.checks(*freshness_checks),
         partitions_def=partitions,
         description="Every daily asset for one day, in dependency order (what the daily schedule runs).",
     )
@@ -136,7 +138,6 @@ def build_definitions(env: "Env | Settings" = os.environ) -> dg.Definitions:
             description="The experiment table across every evaluated day (not partitioned).",
         ),
     ]
-    freshness_checks, freshness_sensor = build_freshness(daily_assets, settings.model_freshness_hours)
     resources = build_resources(settings)
     sources = data_prep.source_specs(
         partitions, resources["snapshots"].describe_template(), resources["catalog"].describe()

@@ -294,6 +294,8 @@ def test_freshness_checks_cover_the_models(tmp_path):
     defs = build_definitions(tiny_env(tmp_path, RECSYS_MODEL_FRESHNESS_HOURS="4"))
     checked = {k.asset_key.to_user_string() for c in defs.asset_checks for k in c.check_keys}
     assert checked == {*automation.MODELS, "als_user_factors"}  # the ALS multi-asset is one check per output
+    job_checks = defs.resolve_job_def("daily_job").asset_layer.asset_graph.asset_check_keys
+    assert not [k for k in job_checks if "freshness" in k.name]  # judged by the sensor, not inside a day's run
     with pytest.raises(ValueError, match="RECSYS_MODEL_FRESHNESS_HOURS"):
         build_definitions(tiny_env(tmp_path, RECSYS_MODEL_FRESHNESS_HOURS="30"))
 
