@@ -69,6 +69,24 @@ def _wait(predicate, timeout: float, what: str, every: float = 5.0):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def _choose_partitions(page, text: str, launch: str) -> None:
+    """Type ``text`` into the open Materialize dialog's partition box and press ``launch`` once the dialog has
+    taken it (the box is ready only after the partition statuses load, slow on a busy machine)."""
+    dialog = page.get_by_role("dialog")
+    box = dialog.locator("input[type=text]").first
+    button = dialog.get_by_role("button", name=launch)
+    for _ in range(6):
+        box.wait_for(state="visible")
+        box.fill(text)
+        box.press("Enter")
+        deadline = time.time() + 20
+        while time.time() < deadline and not (button.count() and button.first.is_enabled()):
+            page.wait_for_timeout(500)
+        if button.count() and button.first.is_enabled():
+            break  # otherwise the box was not ready: type it again
+    button.first.click()
+
+
 def _open(page, url: str) -> None:
     page.goto(url)
     page.wait_for_load_state("networkidle")
@@ -88,15 +106,13 @@ def test_ui_materializes_a_partition_and_backfills_the_whole_graph(dagster_dev):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=shutil.which(CHROMIUM), args=ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.set_default_timeout(120_000)  # a busy 2-core machine renders slowly
         try:
             # 1. one partition from the asset's page
             started = time.time()
             _open(page, f"{url}/assets/video_catalog")
             page.get_by_role("button", name="Materialize…").click()
-            dialog = page.get_by_role("dialog")
-            dialog.locator("input[type=text]").first.fill("2026-11-01")
-            dialog.locator("input[type=text]").first.press("Enter")
-            dialog.get_by_role("button", name="Launch 1 run").click()
+            _choose_partitions(page, "2026-11-01", "Launch 1 run")
             runs = _wait(lambda: _runs(url, "dagster/partition", "2026-11-01"), 60, "the run to be created")
             _wait(
                 lambda: _runs(url, "dagster/partition", "2026-11-01")[0]["status"] in ("SUCCESS", "FAILURE"),
@@ -114,11 +130,7 @@ def test_ui_materializes_a_partition_and_backfills_the_whole_graph(dagster_dev):
             page.screenshot(path=str(tmp_path / "ui_lineage_by_group.png"))
             # "Materialize all (20)…": the two sources are external, not materializable
             page.locator("button", has_text=re.compile(r"^Materialize all")).first.click()
-            dialog = page.get_by_role("dialog")
-            dialog.locator("input[type=text]").first.fill("[2026-11-01...2026-11-02]")
-            dialog.locator("input[type=text]").first.press("Enter")
-            page.screenshot(path=str(tmp_path / "ui_backfill_dialog.png"))
-            dialog.get_by_role("button", name="Launch backfill").click()
+            _choose_partitions(page, "[2026-11-01...2026-11-02]", "Launch backfill")
             (backfill,) = _wait(
                 lambda: _gql(url, BACKFILLS)["partitionBackfillsOrError"]["results"], 60, "the backfill to be created"
             )
@@ -158,6 +170,10 @@ def test_ui_materializes_a_partition_and_backfills_the_whole_graph(dagster_dev):
             _open(page, f"{url}/asset-groups")
             page.wait_for_timeout(5000)  # the groups' status counts load after the page
             page.screenshot(path=str(tmp_path / "ui_lineage_after.png"))
+        except Exception:
+            page.screenshot(path=str(tmp_path / "ui_failure.png"))
+            print(f"browser test failed; screenshot {tmp_path / 'ui_failure.png'}")
+            raise
         finally:
             browser.close()
     print("browser test timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
