@@ -102,8 +102,7 @@ def build_definitions(env: "Env | Settings" = os.environ) -> dg.Definitions:
     """The code location for one deployment: partitions from ``RECSYS_START_DATE``, resources as above."""
     settings = _settings(env)
     partitions = daily_partitions(settings.start_date)
-    data_prep_assets = data_prep.build_assets(partitions)
-    data_prep_assets = conventions.apply(data_prep_assets)
+    data_prep_assets = conventions.apply(data_prep.build_assets(partitions))
     daily_assets = [
         *data_prep_assets,
         *conventions.apply(

@@ -166,6 +166,7 @@ def _sensor_run(sensor, instance, resources, cursor=None):
 def test_snapshot_sensor_runs_a_day_when_its_marker_lands_and_again_when_redelivered(tmp_path):
     defs = build_definitions(tiny_env(tmp_path, RECSYS_SENSOR_LOOKBACK_DAYS="400"))
     sensor = defs.resolve_sensor_def("snapshot_sensor")
+    assert sensor.job_name == "daily_job"
     resources = tiny_resources(tmp_path)
     resources = {"snapshots": resources["snapshots"], "catalog": resources["catalog"]}
     platform = Platform("tiny", seed=3)
@@ -178,7 +179,6 @@ def test_snapshot_sensor_runs_a_day_when_its_marker_lands_and_again_when_redeliv
         assert [r.partition_key for r in requests] == ["2026-11-02"]
         assert requests[0].tags["recsys/trigger"] == "new_day"
         assert requests[0].tags["recsys/catalog_version"] == "None"  # the catalog is not published yet
-        assert requests[0].job_name is None or requests[0].job_name == "daily_job"
         requests, cursor, _ = _sensor_run(sensor, instance, resources, cursor)
         assert requests == []  # a cursor: the same delivery never runs twice
         publish_day(platform, root, dt.date(2026, 11, 2), redeliver=True)

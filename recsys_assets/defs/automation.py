@@ -22,18 +22,10 @@ from pathlib import Path
 import dagster as dg
 
 from .data_prep import SNAPSHOTS
+from .metadata import latest_partition_metadata
 from .resources import CatalogSource, SnapshotSource
 
-LOOKBACK_DAYS = 14
-"""Days (up to the last partition) whose markers the sensor looks at on each tick."""
 MODELS = ("als_factors", "content_encoder", "item_pca", "two_tower_model")
-
-
-def _latest_marker(instance: dg.DagsterInstance, day: str) -> typing.Optional[str]:
-    from .metadata import latest_partition_metadata
-
-    md = latest_partition_metadata(instance, dg.AssetKey("raw_interactions"), [day]).get(day, {})
-    return md.get("snapshot_marker")
 
 
 def build_snapshot_sensor(
@@ -51,20 +43,23 @@ def build_snapshot_sensor(
     )
     def snapshot_sensor(context: dg.SensorEvaluationContext, snapshots: SnapshotSource, catalog: CatalogSource):
         seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-        keys = partitions.get_partition_keys()[-lookback_days:]
+        markers = {
+            key: snapshots.marker(dt.date.fromisoformat(key))
+            for key in partitions.get_partition_keys()[-lookback_days:]
+        }
+        waiting = [key for key, marker in markers.items() if marker is None]
+        changed = {key: marker for key, marker in markers.items() if marker is not None and seen.get(key) != marker}
+        # days new to the cursor may have been materialized from this very delivery already (by hand, a backfill)
+        materialized = latest_partition_metadata(
+            context.instance, dg.AssetKey("raw_interactions"), [k for k in changed if k not in seen]
+        )
         catalog_version = None
-        requests, waiting = [], []
-        for key in keys:
-            marker = snapshots.marker(dt.date.fromisoformat(key))
-            if marker is None:
-                waiting.append(key)
-                continue
-            if seen.get(key) == marker:
-                continue
+        requests = []
+        for key, marker in changed.items():
             redelivery = key in seen
             seen[key] = marker
-            if not redelivery and _latest_marker(context.instance, key) == marker:
-                continue  # already materialized from this very delivery
+            if not redelivery and materialized.get(key, {}).get("snapshot_marker") == marker:
+                continue
             if catalog_version is None:
                 catalog_version = catalog.version()
             requests.append(

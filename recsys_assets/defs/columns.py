@@ -103,10 +103,11 @@ def describe(column: str) -> str:
     m = _METRIC.match(column)
     if m:
         name, k = m.groups()
-        if k.startswith("gt_"):
-            return LEGEND["recall@gt_k"].replace("k", k[3:])
         if k == "all_pos":
             return LEGEND["recall@all_pos"]
-        template = LEGEND.get(f"{name}@k") or LEGEND.get(f"{name}@10", "")
-        return template.replace("@k", f"@{k}").replace("top k", f"top {k}")
+        if k.startswith("gt_"):
+            template, k = LEGEND["recall@gt_k"], k[3:]
+        else:
+            template = LEGEND.get(f"{name}@k") or LEGEND.get(f"{name}@10", "").replace("10", "k")
+        return re.sub(r"\bk\b", k, template)
     return ""

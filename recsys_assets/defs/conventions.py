@@ -93,27 +93,23 @@ def _names(code: types.CodeType) -> set[str]:
     return names
 
 
+def _stage_module(value: typing.Any) -> typing.Optional[types.ModuleType]:
+    """The ``recsys_assets.stages`` module ``value`` is, or was defined in; None for anything else."""
+    module = value if isinstance(value, types.ModuleType) else sys.modules.get(getattr(value, "__module__", ""))
+    return module if module is not None and module.__name__.startswith("recsys_assets.stages.") else None
+
+
 def _stage_modules(fn: typing.Callable) -> list[types.ModuleType]:
     """The ``recsys_assets.stages`` modules that the asset function refers to, directly (``phase1.x``) or
     through a name imported from one (``in_unit_interval``), and the stage modules those import."""
     scope = {**vars(sys.modules[fn.__module__]), **dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))}
-    found = {}
-    for name in _names(fn.__code__):
-        value = scope.get(name)
-        module = value if isinstance(value, types.ModuleType) else sys.modules.get(getattr(value, "__module__", ""))
-        if module is not None and module.__name__.startswith("recsys_assets.stages."):
+    todo = [scope.get(name) for name in _names(fn.__code__)]
+    found: dict[str, types.ModuleType] = {}
+    while todo:
+        module = _stage_module(todo.pop())
+        if module is not None and module.__name__ not in found:
             found[module.__name__] = module
-    todo = list(found.values())
-    while todo:  # and the stage modules those import
-        for value in vars(todo.pop()).values():
-            module = value if isinstance(value, types.ModuleType) else sys.modules.get(getattr(value, "__module__", ""))
-            if (
-                module is not None
-                and module.__name__.startswith("recsys_assets.stages.")
-                and module.__name__ not in found
-            ):
-                found[module.__name__] = module
-                todo.append(module)
+            todo.extend(vars(module).values())  # and the stage modules it imports
     return [found[k] for k in sorted(found)]
 
 

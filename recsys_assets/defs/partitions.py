@@ -90,18 +90,18 @@ class DayWindow(dg.PartitionMapping):
         return f"DayWindow({self.start_offset}, {self.end_offset}, {self.name!r})"
 
 
-def _day_window(start_offset: int, end_offset: int, name: str) -> DayWindow:
-    with warnings.catch_warnings():
-        # "Non-built-in PartitionMappings ... will not work with asset reconciliation": intended, see DayWindow.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return DayWindow(start_offset, end_offset, name)
+# Dagster warns "Non-built-in PartitionMappings, such as DayWindow ... will not work with asset reconciliation"
+# each time an asset with such an input is defined. That is the point of DayWindow (see its docstring), so
+# exactly that warning is silenced, wherever the assets are built.
+warnings.filterwarnings(
+    "ignore", message="Non-built-in PartitionMappings, such as DayWindow", category=DeprecationWarning
+)
 
-
-TRAIN_WINDOW = _day_window(-(WINDOW_DAYS - 1), 0, "training window")
+TRAIN_WINDOW = DayWindow(-(WINDOW_DAYS - 1), 0, "training window")
 """A model of day D trains on the daily partitions D-6 .. D."""
-PREVIOUS_DAY = _day_window(-1, -1, "previous day")
+PREVIOUS_DAY = DayWindow(-1, -1, "previous day")
 """An evaluation of day D reads the model of D-1 ..."""
-EVAL_WINDOW = _day_window(-WINDOW_DAYS, 0, "evaluation window")
+EVAL_WINDOW = DayWindow(-WINDOW_DAYS, 0, "evaluation window")
 """... and D-7 .. D of its data: the model's training window (seen items, popularity) and D itself."""
 
 with warnings.catch_warnings():
