@@ -52,6 +52,7 @@ def materialize(args: argparse.Namespace, settings: Settings) -> int:
     job = defs.resolve_job_def(args.job)
     run_config = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
     rows, failed = [], 0
+    new_eval: dict[dt.date, str | None] = {}  # evaluation D scores the never-played uploads of D-1
     t0 = time.time()
     for day in days:
         t = time.time()
@@ -73,6 +74,13 @@ def materialize(args: argparse.Namespace, settings: Settings) -> int:
 
         def r50(k: str, ev: dict = ev) -> str | None:
             return f"{ev[k]:.3f}" if isinstance(ev.get(k), float) else None
+
+        cee = md.get("content_encoder_evaluation", {})
+        new_r50 = [cee.get(f"new_{v}_recall@50") for v in ("predicted", "random", "oracle")]
+        if isinstance(new_r50[0], float):
+            new_eval[day - dt.timedelta(days=1)] = "/".join("-" if v is None else f"{v:.2f}" for v in new_r50)
+        collab = md.get("item_collab_embeddings", {})
+        fresh = collab.get("new_uploads_never_interacted")
 
         rows.append(
             [
@@ -96,6 +104,8 @@ def materialize(args: argparse.Namespace, settings: Settings) -> int:
                     md.get("pair_blip_scores", {}).get("paired_share_positive_more_similar")
                 ),
                 _ratio(md.get("content_encoder_evaluation", {}), "predicted_recall@50", "true_als_recall@50"),
+                f"{collab.get('new_uploads_never_interacted_with_vector')}/{fresh}" if fresh is not None else None,
+                None,  # the next day's evaluation fills it in
                 _ratio(md.get("two_tower_evaluation", {}), "auc", "oracle_auc"),
                 f"{len(checks) - len(bad)}/{len(checks)}",
                 f"{time.time() - t:.1f}s",
@@ -122,10 +132,15 @@ def materialize(args: argparse.Namespace, settings: Settings) -> int:
         "media failed",
         "pos>neg sim",
         "cold r@50 pred/ALS",
+        "unplayed uploads w/ vector",
+        "their next-day r@50 pred/rand/oracle",
         "2T auc/oracle",
         "checks ok",
         "time",
     ]
+    column = header.index("their next-day r@50 pred/rand/oracle")
+    for r in rows:
+        r[column] = new_eval.get(dt.date.fromisoformat(r[0]))
     table = [header] + [[_fmt(v) for v in r] for r in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     print()

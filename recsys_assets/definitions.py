@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from .defs import cold_start, collaborative, content, conventions, data_prep, retrieval
+from .defs import cold_start, collaborative, content, conventions, data_prep, retrieval, serving
 from .defs.automation import NotifierResource, build_freshness, build_snapshot_sensor, run_failure_notifier
 from .defs.instance import dead_run_sensor
 from .defs.io_manager import MODEL_IO, PolarsParquetIOManager, SafetensorsIOManager
@@ -111,6 +111,7 @@ def build_definitions(env: "Env | Settings" = os.environ) -> dg.Definitions:
                 *content.build_assets(partitions),
                 *cold_start.build_assets(partitions),
                 *retrieval.build_assets(partitions),
+                *serving.build_assets(partitions),
             ]
         ),
     ]

@@ -1,10 +1,13 @@
 """item_content_embeddings / pair_blip_scores materialized for real on the tiny simulator's mp4 media."""
 
+import datetime as dt
+
 import dagster as dg
 import polars as pl
 import pytest
 
 from recsys_assets.defs import content, data_prep
+from recsys_assets.stages.pair_blip_scores import ScoreRules, window_pairs
 from recsys_assets.storage import LocalStore, read_parquet
 
 from .conftest import tiny_assets, tiny_resources
@@ -56,7 +59,15 @@ def test_embeddings_cover_every_item_and_say_which_model(run):
     for day in DAYS:
         emb = read_parquet(store, f"item_content_embeddings/{day}.parquet")
         meta = read_parquet(store, f"item_meta/{day}.parquet")
-        assert sorted(emb["item_id"]) == sorted(meta["item_id"])
+        catalog = read_parquet(store, f"video_catalog/{day}.parquet")
+        first = dt.date.fromisoformat(day) - dt.timedelta(days=6)
+        active = catalog.filter(pl.col("upload_date") >= first)["item_id"]
+        # the watched items and every upload of the last 7 days, watched or not
+        assert set(emb["item_id"]) == set(meta["item_id"]) | set(active)
+        assert set(emb.filter(pl.col("watched_on_day"))["item_id"]) == set(meta["item_id"])
+        uploaded_today = catalog.filter(pl.col("upload_date") == dt.date.fromisoformat(day))["item_id"]
+        assert len(uploaded_today) and set(uploaded_today) <= set(emb["item_id"])
+        assert not set(uploaded_today) <= set(meta["item_id"])  # some uploads had no play on their first day
         assert (emb["status"] == "ok").all()
         md = metadata(results[day], "item_content_embeddings")
         assert md["random_weights"] is True and "RANDOM WEIGHTS" in md["random_weights_notice"]
@@ -76,14 +87,16 @@ def test_rematerializing_decodes_nothing(run):
     assert md["model_fingerprint"] == metadata(results[DAYS[0]], "item_content_embeddings")["model_fingerprint"]
 
 
-def test_pair_scores_cover_the_positive_pairs(run):
+def test_pair_scores_cover_the_window_pairs(run):
     root, results, _ = run
     store = LocalStore(root / "assets")
-    for day in DAYS:
+    for n, day in enumerate(DAYS):
         scores = read_parquet(store, f"pair_blip_scores/{day}.parquet")
-        pairs = read_parquet(store, f"item_pairs/{day}.parquet").filter(pl.col("pair_type") == "positive")
-        assert scores.filter(pl.col("pair_type") == "positive").height == pairs.height
-        assert scores.filter(pl.col("pair_type") == "negative").height > 0.9 * pairs.height
+        window = pl.concat([read_parquet(store, f"filtered_interactions/{d}.parquet") for d in DAYS[: n + 1]])
+        pairs = window_pairs(window, ScoreRules())
+        assert scores.filter(pl.col("pair_type") == "positive").height == pairs.pairs.height > 0
+        assert scores.filter(pl.col("pair_type") == "negative").height > 0.9 * pairs.pairs.height
         md = metadata(results[day], "pair_blip_scores")
+        assert md["window_days"] == n + 1 and md["min_cowatch_clients"] == 2
         assert 0.0 <= md["paired_share_positive_more_similar"] <= 1.0
         assert "similarity" in md["similarity_histogram"] and len(md["bucket_edges"]) == 9

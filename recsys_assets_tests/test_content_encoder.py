@@ -138,8 +138,12 @@ def test_train_all_per_language_artifact_round_trip_and_cold_items():
     assert [s["language"] for s in res.stats if not s["trained"]] == ["odia"]
     checks = ce.validate(res)
     assert checks["item_split_never_leaks"][0] and checks["weights_finite"][0]
-    art = ce.to_artifact(res.models, res.config)
-    back = ce.from_artifact(from_bytes(to_bytes(art)))
+    art = from_bytes(to_bytes(ce.to_artifact(res.models, res.config, res.results)))
+    back = ce.from_artifact(art)
+    split = ce.split_of(art)
+    assert split.height == sum(len(r.train_ids) + len(r.val_ids) for r in res.results.values())
+    stored = dict(split.select("item_id", "encoder_split").iter_rows())
+    assert {stored[i] for i in res.results["hindi"].val_ids} == {"validation"}
     sub = feats.take(np.arange(10))
     np.testing.assert_array_equal(ce.predict(back["hindi"], sub), ce.predict(res.models["hindi"], sub))
     # item_collab_embeddings: items without ALS vectors get predicted ones, flagged; failed media get none
@@ -148,14 +152,16 @@ def test_train_all_per_language_artifact_round_trip_and_cold_items():
     emb_with_failure = emb.with_columns(
         status=pl.when(pl.col("item_id") == feats.item_ids[1]).then(pl.lit("failed")).otherwise(pl.col("status"))
     )
-    table = assemble(items, emb_with_failure, cold, back, res.config["val_share"], res.config["split_seed"])
+    odia_item = [i for i, lang in zip(feats.item_ids, langs) if lang == "odia"][0]
+    table = assemble(items, emb_with_failure, cold, back, split)
     row = {r["item_id"]: r for r in table.iter_rows(named=True)}
     hindi_odd = [i for i, lang in zip(feats.item_ids, langs) if i % 2 and lang == "hindi" and i != feats.item_ids[1]][0]
     assert (
         row[hindi_odd]["source"] == "predicted"
         and row[hindi_odd]["is_predicted"]
-        and row[hindi_odd]["encoder_split"] == "unseen"
+        and row[hindi_odd]["encoder_split"] == stored[hindi_odd]  # the split stored with the encoder
     )
+    assert row[odia_item]["encoder_split"] == "unseen"  # odia had no encoder: never seen
     assert row[feats.item_ids[0]]["source"] == "als" and not row[feats.item_ids[0]]["is_predicted"]
     assert row[feats.item_ids[1]]["source"] == "none" and row[feats.item_ids[1]]["reason"] == "no_content_embedding"
     odia_odd = [i for i, lang in zip(feats.item_ids, langs) if i % 2 and lang == "odia"][0]

@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from recsys_assets.defs import cold_start, collaborative, content, data_prep, retrieval
+from recsys_assets.defs import cold_start, collaborative, content, data_prep, retrieval, serving
 
 from .conftest import tiny_assets, tiny_resources
 
@@ -25,7 +25,7 @@ CONFIG = {
 
 def materialize_all(root) -> dg.DagsterInstance:
     resources = tiny_resources(root)
-    assets = tiny_assets(data_prep, collaborative, content, cold_start, retrieval)
+    assets = tiny_assets(data_prep, collaborative, content, cold_start, retrieval, serving)
     instance = dg.DagsterInstance.ephemeral()
     for day in DAYS:
         assert dg.materialize(

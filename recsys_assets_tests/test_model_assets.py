@@ -3,10 +3,12 @@
 two_tower_dataset, two_tower_model, two_tower_evaluation) and the experiment report."""
 
 import dagster as dg
+import numpy as np
 import polars as pl
 import pytest
 
-from recsys_assets.defs import cold_start, collaborative, content, data_prep, retrieval
+from recsys_assets.defs import cold_start, collaborative, content, data_prep, retrieval, serving
+from recsys_assets.serving import load_index
 from recsys_assets.stages.ranking_metrics import METRICS
 from recsys_assets.storage import LocalStore, read_parquet
 
@@ -30,7 +32,7 @@ def run(tmp_path_factory):
         }
     }
     instance = dg.DagsterInstance.ephemeral()
-    assets = tiny_assets(data_prep, collaborative, content, cold_start, retrieval)
+    assets = tiny_assets(data_prep, collaborative, content, cold_start, retrieval, serving)
     results = {
         day: dg.materialize(assets, partition_key=day, resources=resources, instance=instance, run_config=config)
         for day in DAYS
@@ -78,8 +80,20 @@ def test_every_item_gets_a_vector_and_cold_ones_are_flagged(run):
     store = LocalStore(root / "assets")
     for day in DAYS:
         collab = read_parquet(store, f"item_collab_embeddings/{day}.parquet")
-        meta = read_parquet(store, f"item_meta/{day}.parquet")
-        assert sorted(collab["item_id"]) == sorted(meta["item_id"])
+        emb = read_parquet(store, f"item_content_embeddings/{day}.parquet")
+        assert sorted(collab["item_id"]) == sorted(emb["item_id"])  # watched items and active uploads
+        # a video uploaded today that nobody played ends the day with a predicted vector, flagged
+        raw = pl.concat(
+            [read_parquet(store, f"{a}/{day}.parquet") for a in ("raw_interactions", "raw_interactions_quarantine")],
+            how="diagonal_relaxed",
+        )
+        fresh = collab.filter(pl.col("new_upload") & ~pl.col("item_id").is_in(raw["item_id"].drop_nulls().implode()))
+        assert fresh.height > 0 and (fresh["interactions_on_day"] == 0).all()
+        assert fresh["is_predicted"].any()
+        # ... every one that has an encoder for its language; the rest say why
+        assert fresh.filter(~pl.col("is_predicted"))["reason"].to_list() == ["no_encoder_for_language"] * (
+            fresh.height - int(fresh["is_predicted"].sum())
+        )
         als = read_parquet(store, f"als_factors/{day}.parquet")
         assert collab.filter(pl.col("source") == "als").height == collab.join(als, on="item_id", how="semi").height
         predicted = collab.filter(pl.col("is_predicted"))
@@ -93,6 +107,32 @@ def test_evaluation_reports_ceiling_prediction_and_floor(run):
     assert {"true_als", "predicted", "random"} <= set(table["variant"])
     md = metadata(results[DAYS[-1]], "content_encoder_evaluation")
     assert 0 <= md["predicted_recall@50"] <= 1 and md["predicted_over_true_recall@50"] > 0
+    # the previous day's never-watched uploads: predicted vs random vs the simulator's oracle, per language
+    new = table.filter(pl.col("variant").str.starts_with("new_"))
+    assert {"new_predicted", "new_random", "new_oracle"} <= set(new["variant"]) and new["candidates"].min() > 0
+    assert 0 < md["new_items_with_predicted_vector"] <= md["new_items"]
+    assert all(0 <= md[f"{v}_recall@50"] <= 1 for v in ("new_predicted", "new_random", "new_oracle"))
+
+
+def test_indexes_serve_every_item_of_the_day(run):
+    root, results = run
+    store = LocalStore(root / "assets")
+    day = DAYS[-1]
+    collab = read_parquet(store, f"item_collab_embeddings/{day}.parquet").filter(pl.col("vector").is_not_null())
+    index = load_index(str(root / "assets"), "item_collab_index", day)
+    assert sum(index.size(lang) for lang in index.languages) == collab.height
+    # a never-watched upload of the day is retrievable by its own predicted vector
+    fresh = collab.filter(pl.col("new_upload") & (pl.col("interactions_on_day") == 0) & pl.col("is_predicted"))
+    row = fresh.row(0, named=True)
+    same = collab.filter(pl.col("language") == row["language"])
+    want = same["item_id"].to_numpy()[np.argsort(-(same["vector"].to_numpy() @ np.asarray(row["vector"])))[:10]]
+    ids, _ = index.search(row["language"], np.asarray([row["vector"]]), k=10)
+    assert ids[0].tolist() == want.tolist() and row["item_id"] in index.ids(row["language"])
+    tt_index = load_index(str(root / "assets"), "two_tower_item_index", day)
+    assert tt_index.config["model_partition"] == day and tt_index.config["pca_partition"] == day
+    for asset in ("item_collab_index", "two_tower_item_index"):
+        md = metadata(results[day], asset)
+        assert md["recall@100"] >= 0.95 and md["items"] > 0
 
 
 def test_two_tower_dataset_model_and_evaluation(run):
@@ -137,3 +177,9 @@ def test_experiment_report_has_one_experiment_per_evaluated_day(run):
     ev = read_parquet(LocalStore(root / "assets"), f"two_tower_evaluation/{DAYS[-1]}.parquet")
     assert set(ev["experiment_id"]) <= set(report["experiment_id"])
     assert md["auc_by_day"].startswith("![auc_by_day](data:image/png;base64,")
+    # the cold-start evaluation beside it, per day, variant and language
+    cold = pl.read_csv(root / "assets" / "reports" / "cold_start_report.csv")
+    assert set(cold["val_data"]) == set(DAYS[1:]) and {"predicted", "new_predicted", "new_oracle"} <= set(
+        cold["variant"]
+    )
+    assert "new_random" in md["cold_start_results"]

@@ -67,7 +67,14 @@ def test_the_host_sees_same_day_edges_and_the_ordering_dependency(tmp_path):
     assert als["filtered_interactions"] is None and als["video_catalog"] is None  # inferred: same day
     assert isinstance(als["als_factors"], dg.TimeWindowPartitionMapping)
     assert (als["als_factors"].start_offset, als["als_factors"].end_offset) == (-1, -1)
-    for name in ("als_evaluation", "item_pca", "two_tower_dataset", "two_tower_evaluation", "content_encoder"):
+    for name in (
+        "als_evaluation",
+        "item_pca",
+        "two_tower_dataset",
+        "two_tower_evaluation",
+        "content_encoder",
+        "pair_blip_scores",
+    ):
         parents = {e.parent_asset_key.to_user_string() for e in nodes[name].parent_edges}
         assert name in parents, name
 
@@ -84,7 +91,7 @@ def test_every_asset_carries_owners_kinds_tags_code_version_and_automation(tmp_p
             assert node.owners == ["team:data-platform"] and node.group_name == "sources"
             continue
         assert node.owners and node.code_version and len(node.code_version) == 12, name
-        assert node.tags["tier"] in ("dataset", "features", "model", "evaluation", "report"), name
+        assert node.tags["tier"] in ("dataset", "features", "model", "evaluation", "report", "index"), name
         assert len(node.kinds) == 2 and node.kinds & {"parquet", "safetensors"}, (name, node.kinds)
         automated = node.is_partitioned and name not in conventions.AUTOMATED_BY_SENSOR
         assert (node.automation_condition is not None) == automated, name

@@ -3,7 +3,7 @@
 import numpy as np
 import polars as pl
 
-from recsys_assets.stages.pair_blip_scores import ScoreRules, histogram, score_pairs, summary, validate
+from recsys_assets.stages.pair_blip_scores import ScoreRules, histogram, score_pairs, summary, validate, window_pairs
 
 VEC = {1: [1, 0, 0], 2: [0.6, 0.8, 0], 3: [0, 1, 0], 4: [0, 0, 1], 5: [-1, 0, 0], 6: [0, -0.6, 0.8]}
 
@@ -140,3 +140,128 @@ def test_random_day_against_plain_python():
     assert all(
         v[0] for k, v in validate(res, item_pairs, served).items() if k != "positives_more_similar_than_negatives"
     )
+
+
+def window_frame(rows):
+    """rows: (client, session, item, is_positive, session_all_positive)."""
+    return pl.DataFrame(
+        rows,
+        schema={
+            "client_id": pl.Int64,
+            "session_id": pl.Int64,
+            "item_id": pl.Int64,
+            "is_positive": pl.Boolean,
+            "session_all_positive": pl.Boolean,
+        },
+        orient="row",
+    )
+
+
+def test_window_pairs_count_distinct_clients_across_sessions_and_filter_by_cowatch():
+    rows = [
+        # client 1 watches 1 and 2 in different sessions (days): one co-watch of (1, 2)
+        (1, 10, 1, True, False),
+        (1, 10, 9, False, False),
+        (1, 11, 2, True, False),
+        # client 2 watches (1, 2) twice in two sessions: still one client
+        (2, 20, 1, True, False),
+        (2, 20, 2, True, False),
+        (2, 20, 8, False, False),
+        (2, 21, 1, True, False),
+        (2, 21, 2, True, False),
+        (2, 21, 3, True, False),
+        (2, 21, 8, False, False),
+        # client 3: (2, 3) and (1, 3), but only in an all-positive session: not counted
+        (3, 30, 1, True, True),
+        (3, 30, 2, True, True),
+        (3, 30, 3, True, True),
+        # client 4: (1, 3) in a qualifying session
+        (4, 40, 1, True, False),
+        (4, 40, 3, True, False),
+        (4, 40, 7, False, False),
+    ]
+    window = window_frame(rows)
+    # plain Python: per qualifying client, its positive items; pairs counted by distinct clients
+    items_of = {}
+    for c, _, i, pos, allpos in rows:
+        if pos and not allpos:
+            items_of.setdefault(c, set()).add(i)
+    counts = {}
+    for items in items_of.values():
+        for a in items:
+            for b in items:
+                if a < b:
+                    counts[(a, b)] = counts.get((a, b), 0) + 1
+    assert counts == {(1, 2): 2, (1, 3): 2, (2, 3): 1}
+    for min_cowatch in (1, 2, 3):
+        got = window_pairs(window, ScoreRules(min_cowatch_clients=min_cowatch)).pairs
+        want = {k: v for k, v in counts.items() if v >= min_cowatch}
+        assert dict(zip(zip(got["item_id_1"], got["item_id_2"]), got["num_clients"])) == want
+        assert set(got["pair_type"].cast(pl.String)) <= {"positive"}
+
+
+def test_a_witness_from_an_all_positive_session_is_never_used():
+    # pair (1, 2): client 5 had both positive only in an all-positive session, client 6 in a qualifying one.
+    # Client 5's seeded hash may sort first; it must never be the witness.
+    rows = [(5, 50, 1, True, True), (5, 50, 2, True, True), (6, 60, 1, True, False), (6, 60, 2, True, False)]
+    rows += [(6, 60, 3, False, False)]
+    window = window_frame(rows)
+    pairs = pl.DataFrame({"item_id_1": [1], "item_id_2": [2], "pair_type": ["positive"], "num_clients": [1]})
+    served = window.select("client_id", "item_id")
+    vectors = {i: np.eye(4)[i % 4].tolist() for i in range(1, 9)}
+    for seed in range(8):
+        res = score_pairs(pairs, embeddings(vectors, failed=()), window, served, ScoreRules(seed=seed))
+        pos = res.pairs.filter(pl.col("pair_type") == "positive")
+        assert pos["witness_client_id"].to_list() == [6], seed
+        assert validate(res, pairs, served, window)["witnesses_qualify"][0]
+    # without the session flag client 5 may be chosen; with it, only a qualifying witness passes the check
+    forged = res.pairs.with_columns(witness_client_id=pl.lit(5, pl.Int64))
+    res.pairs = forged
+    assert validate(res, pairs, served, window)["witnesses_qualify"][0] is False
+
+
+def test_a_quarantined_interaction_blocks_the_item_as_a_negative():
+    # the witness (client 1) has a quarantined row on item 4: only item 5 may be its negative
+    window = window_frame([(1, 10, 1, True, False), (1, 10, 2, True, False), (1, 10, 3, False, False)])
+    quarantined = pl.DataFrame(
+        {"client_id": [1, None], "item_id": [4, 6]}, schema={"client_id": pl.Int64, "item_id": pl.Int64}
+    )
+    served = pl.concat([window.select("client_id", "item_id"), quarantined])
+    pairs = pl.DataFrame({"item_id_1": [1], "item_id_2": [2], "pair_type": ["positive"], "num_clients": [1]})
+    vectors = {i: np.eye(6)[i - 1].tolist() for i in range(1, 6)}
+    for seed in range(10):
+        res = score_pairs(
+            pairs, embeddings(vectors, failed=()), window, served, ScoreRules(seed=seed, negative_attempts=32)
+        )
+        neg = res.pairs.filter(pl.col("pair_type") == "negative")
+        assert neg["item_id_2"].to_list() == [5], seed
+        assert validate(res, pairs, served, window)["negatives_not_interacted"][0]
+
+
+def test_identical_output_for_the_same_inputs_in_any_row_order():
+    rng = np.random.default_rng(11)
+    rows = [
+        (int(c), int(c) * 10 + int(s), int(i), bool(rng.random() < 0.6), False)
+        for c in range(30)
+        for s in range(2)
+        for i in rng.choice(np.arange(1, 41), 6, replace=False)
+    ]
+    window = window_frame(rows).unique(["client_id", "session_id", "item_id"], keep="first", maintain_order=True)
+    served = window.select("client_id", "item_id")
+    emb = embeddings({i: rng.standard_normal(8).tolist() for i in range(1, 41)}, failed=())
+    rules = ScoreRules(min_cowatch_clients=1)
+
+    def run(w, s, e):
+        pairs = window_pairs(w, rules).pairs
+        return score_pairs(pairs, e, w, s, rules).pairs
+
+    first = run(window, served, emb)
+    assert first.height > 40
+    for seed in range(3):
+        again = run(
+            window.sample(fraction=1.0, shuffle=True, seed=seed),
+            served.sample(fraction=1.0, shuffle=True, seed=seed),
+            emb.sample(fraction=1.0, shuffle=True, seed=seed),
+        )
+        assert again.equals(first)
+        assert again.write_ipc(None).getvalue() == first.write_ipc(None).getvalue()  # bit-identical

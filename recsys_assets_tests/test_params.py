@@ -7,13 +7,13 @@ import typing
 import dagster as dg
 import pytest
 
-from recsys_assets.defs import cold_start, collaborative, content, data_prep, resources, retrieval
+from recsys_assets.defs import cold_start, collaborative, content, data_prep, resources, retrieval, serving
 from recsys_assets.defs.params import SOURCES, config_from, field_docs, to_params
 
 
 def generated_configs() -> list[type]:
     found = {}
-    for module in (data_prep, collaborative, content, cold_start, retrieval, resources):
+    for module in (data_prep, collaborative, content, cold_start, retrieval, serving, resources):
         for obj in vars(module).values():
             if isinstance(obj, type) and getattr(obj, SOURCES, None):
                 found[f"{obj.__module__}.{obj.__qualname__}"] = obj
@@ -37,6 +37,7 @@ def test_every_stage_with_a_params_dataclass_is_covered():
         "ModelParams",
         "FetchPolicy",
         "ModelSpec",
+        "IndexParams",
     }
 
 

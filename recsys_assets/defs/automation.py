@@ -25,7 +25,8 @@ from .data_prep import SNAPSHOTS
 from .metadata import latest_partition_metadata
 from .resources import CatalogSource, SnapshotSource
 
-MODELS = ("als_factors", "content_encoder", "item_pca", "two_tower_model")
+MODELS = ("als_factors", "content_encoder", "item_pca", "two_tower_model", "item_collab_index", "two_tower_item_index")
+"""What serving depends on being fresh: the models and the retrieval indexes built from them."""
 
 
 def build_snapshot_sensor(
@@ -97,7 +98,8 @@ def build_snapshot_sensor(
 def build_freshness(
     assets: typing.Sequence[dg.AssetsDefinition], hours: int
 ) -> tuple[list[dg.AssetChecksDefinition], dg.SensorDefinition]:
-    """A time-partition freshness check on every model: day D's partition must exist by D+1 ``hours``:00 UTC."""
+    """A time-partition freshness check on every model and index: day D's partition must exist by D+1
+    ``hours``:00 UTC."""
     models = [a for a in assets if any(k.to_user_string() in MODELS for k in a.keys)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # freshness checks are marked beta/preview in 1.13

@@ -19,7 +19,16 @@ from .guards import GPU_POOL
 from .io_manager import MODEL_IO
 from .metadata import frame_metadata, markdown_table, to_metadata
 from .params import config_from, to_params
-from .partitions import EVAL_WINDOW, PREVIOUS_DAY, TRAIN_WINDOW, after_previous_day, window_input
+from .partitions import (
+    EVAL_WINDOW,
+    PREVIOUS_AND_SAME_DAY,
+    PREVIOUS_DAY,
+    TRAIN_WINDOW,
+    after_previous_day,
+    partition_date,
+    window_input,
+)
+from .resources import TruthResource
 
 GROUP = "cold_start"
 
@@ -35,7 +44,7 @@ ENCODER_CHECKS = CheckSet(
 )
 COLLAB_CHECKS = CheckSet(
     "item_collab_embeddings",
-    Check("every_item_listed", "Every item of item_meta has one row."),
+    Check("every_item_listed", "Every item of item_content_embeddings (watched or active upload) has one row."),
     Check("vectors_finite", "Every vector is finite."),
     Check("source_flag_consistent", "is_predicted is true exactly for predicted vectors; source none iff no vector."),
 )
@@ -44,6 +53,11 @@ EVAL_CHECKS = CheckSet(
     Check(
         "predicted_beats_random_recall_at_50",
         "Predicted vectors recommend held-out items better than random vectors.",
+        blocking=False,
+    ),
+    Check(
+        "new_items_predicted_beats_random_recall_at_50",
+        "Among the previous day's never-watched uploads, predicted vectors beat random vectors at recall@50.",
         blocking=False,
     ),
 )
@@ -120,7 +134,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             context.log.warning(
                 f"content encoder: no language could be trained: {[s.get('skipped') for s in result.stats]}"
             )
-        artifact = ce.to_artifact(result.models, result.config)
+        artifact = ce.to_artifact(result.models, result.config, result.results)
         main = max(result.results, key=lambda lang: len(result.results[lang].train_ids)) if result.results else None
         cols = [
             "language",
@@ -161,6 +175,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             "content_encoder": dg.AssetIn("content_encoder", input_manager_key=MODEL_IO),
             "item_content_embeddings": dg.AssetIn("item_content_embeddings"),
             "als_factors": dg.AssetIn("als_factors"),
+            "raw_interactions": dg.AssetIn("raw_interactions"),
+            "raw_interactions_quarantine": dg.AssetIn("raw_interactions_quarantine"),
         },
         partitions_def=partitions,
         check_specs=COLLAB_CHECKS.specs(partitions),
@@ -171,37 +187,65 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         content_encoder: ModelArtifact,
         item_content_embeddings: pl.DataFrame,
         als_factors: pl.DataFrame,
+        raw_interactions: pl.DataFrame,
+        raw_interactions_quarantine: pl.DataFrame,
     ) -> typing.Iterator:
-        """Every item of the day in ALS space: its ALS vector, or (cold items) the content encoder's prediction."""
+        """Every embedded item of the day (watched, or an active upload nobody has played yet) in ALS space:
+        its ALS vector, or the content encoder's prediction, flagged (is_predicted)."""
         models = ce.from_artifact(content_encoder)
-        items = item_content_embeddings.select("item_id", "language")
+        day = partition_date(context)
         table = ice.assemble(
-            items,
+            item_content_embeddings.select("item_id", "language", "upload_date"),
             item_content_embeddings,
             als_factors,
             models,
-            content_encoder.config["val_share"],
-            content_encoder.config["split_seed"],
+            ce.split_of(content_encoder),
+            day=day,
+            interactions=ice.interaction_counts(
+                raw_interactions.select("item_id"), raw_interactions_quarantine.select("item_id")
+            ),
         )
         counts = dict(table.group_by("source").len().select(pl.col("source").cast(pl.String), "len").iter_rows())
         by_lang = table.group_by("language", "source").len().sort("language", "source")
+        new = ice.new_upload_summary(table)
+        totals = new.select(pl.exclude("language").sum()).row(0, named=True) if new.height else {}
+        if totals:
+            context.log.info(
+                f"new uploads of {day}: {totals['new_uploads']}, {totals['never_interacted']} never interacted with, "
+                f"{totals['never_interacted_with_vector']} of those with a predicted vector"
+            )
         yield dg.Output(
             table,
             metadata=to_metadata(
                 {
-                    **frame_metadata(table.select("item_id", "language", "source", "encoder_split", "reason")),
+                    **frame_metadata(
+                        table.select(
+                            "item_id",
+                            "language",
+                            "source",
+                            "encoder_split",
+                            "reason",
+                            "new_upload",
+                            "interactions_on_day",
+                        )
+                    ),
                     **{f"items_{k}": int(v) for k, v in counts.items()},
                     "by_language": dg.MetadataValue.md(markdown_table(by_lang, max_rows=50)),
+                    "new_uploads": int(totals.get("new_uploads", 0)),
+                    "new_uploads_never_interacted": int(totals.get("never_interacted", 0)),
+                    "new_uploads_never_interacted_with_vector": int(totals.get("never_interacted_with_vector", 0)),
+                    "new_uploads_by_language": dg.MetadataValue.md(markdown_table(new, max_rows=50)),
                 }
             ),
         )
-        yield from COLLAB_CHECKS.results(ice.validate(table, items))
+        yield from COLLAB_CHECKS.results(ice.validate(table, item_content_embeddings.select("item_id")))
 
     @evaluation_asset(
         ins={
             "collab": window_input("item_collab_embeddings", PREVIOUS_DAY),
-            "users": window_input("als_user_factors", PREVIOUS_DAY),
+            "users": window_input("als_user_factors", PREVIOUS_AND_SAME_DAY),
             "filtered_interactions": window_input("filtered_interactions", EVAL_WINDOW),
+            "als_today": dg.AssetIn("als_factors"),
         },
         deps=[after_previous_day("content_encoder_evaluation")],
         partitions_def=partitions,
@@ -210,28 +254,43 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     )
     def content_encoder_evaluation(
         context: dg.AssetExecutionContext,
+        truth: TruthResource,
         collab: dict[str, pl.DataFrame],
         users: dict[str, pl.DataFrame],
         filtered_interactions: dict[str, pl.DataFrame],
+        als_today: pl.DataFrame,
     ) -> typing.Iterator:
         """Partition D: D's positives ranked among items held out from the D-1 encoder: true ALS vectors
-        (ceiling), predicted vectors, random vectors (floor); and brand-new items: predicted vs random."""
+        (ceiling), predicted vectors, random vectors (floor); items unseen by the encoder: predicted vs random;
+        and the truly new items of D-1 (uploaded, never interacted with): predicted vs random vs oracle."""
+        day = partition_date(context)
+        users_today = users.get(day.isoformat())
         inputs, skipped = next_day_inputs(
             context,
             EVAL_CHECKS,
             cee.table_schema(),
             filtered_interactions,
             item_collab_embeddings=collab,
-            als_user_factors=users,
+            als_user_factors={k: v for k, v in users.items() if k != day.isoformat()},
         )
         if inputs is None:
             yield from skipped
             return
-        table = cee.evaluate(
-            inputs.models["item_collab_embeddings"], inputs.models["als_user_factors"], inputs.history, inputs.today
+        collab_prev, users_prev = inputs.models["item_collab_embeddings"], inputs.models["als_user_factors"]
+        held_out = cee.evaluate(collab_prev, users_prev, inputs.history, inputs.today)
+        new = cee.evaluate_new(
+            collab_prev,
+            users_prev,
+            inputs.history,
+            inputs.today,
+            truth=truth.affinity_fn(),
+            als_next=als_today,
+            users_next=users_today,
         )
+        table = pl.concat([held_out, new])
         overall = cee.overall(table)
         r50 = {r["variant"]: r["recall@50"] for r in overall.iter_rows(named=True)}
+        new_items = cee.new_items(collab_prev)
         ratio = r50.get("predicted", float("nan")) / r50["true_als"] if r50.get("true_als") else float("nan")
         yield dg.Output(
             table,
@@ -244,6 +303,11 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                     "per_language": dg.MetadataValue.md(markdown_table(table, max_rows=50)),
                     **{f"{k}_recall@50": float(v) for k, v in r50.items()},
                     "predicted_over_true_recall@50": float(ratio),
+                    "new_items": new_items.height,
+                    "new_items_with_predicted_vector": int(new_items["predicted_vector"].is_not_null().sum()),
+                    "new_items_per_language": dg.MetadataValue.md(
+                        markdown_table(table.filter(pl.col("variant").str.starts_with("new_")), max_rows=50)
+                    ),
                 }
             ),
         )
@@ -256,7 +320,14 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                         "random_recall@50": r50.get("random"),
                         "true_als_recall@50": r50.get("true_als"),
                     },
-                )
+                ),
+                "new_items_predicted_beats_random_recall_at_50": (
+                    "new_predicted" not in r50 or r50["new_predicted"] > r50.get("new_random", 0.0),
+                    {
+                        "new_items": new_items.height,
+                        **{f"{k}_recall@50": r50.get(k) for k in cee.NEW_VARIANTS},
+                    },
+                ),
             }
         )
 

@@ -58,10 +58,13 @@ COLUMNS: dict[str, str] = {
     # collaborative vectors
     "vector": "The ALS latent vector (item or client factors).",
     "als_vector": "The item's ALS vector, when ALS trained it.",
-    "predicted_vector": "The vector the content encoder of D-1 predicts from the item's content.",
+    "predicted_vector": "The vector the content encoder of the same day predicts from the item's content.",
     "is_predicted": "Whether the serving vector is the predicted one (no ALS vector).",
     "source": "Where the serving vector comes from: als, predicted or none.",
-    "encoder_split": "The item's split in the encoder's training: train, validation or unseen.",
+    "encoder_split": "The item's split as stored with the encoder: train, validation, or unseen (never seen by it).",
+    "new_upload": "Whether the video was uploaded on the partition's day.",
+    "interactions_on_day": "Snapshot rows of the item on the day, quarantined ones included (0: never played).",
+    "watched_on_day": "Whether the item was watched that day (in item_meta); false for an active upload nobody played.",
     # two-tower dataset
     "label": "The training label: the client played the item (seed 001's event set).",
     "weight": "The row's weight in the loss.",
@@ -72,7 +75,8 @@ COLUMNS: dict[str, str] = {
     "n_neg_hist": "Items in the client's negative history.",
     # evaluations
     "method": "The ranking method (model, or a baseline: popularity, random, oracle).",
-    "variant": "The vectors ranked: true ALS, predicted, random.",
+    "variant": "The vectors ranked: true ALS, predicted, random; cold_*: items unseen by the encoder; new_*: the "
+    "previous day's never-played uploads among the whole catalog (predicted, random, oracle, true ALS of the day).",
     "clients": "Clients evaluated.",
     "candidates": "Items ranked per client.",
     "targets": "Relevant items (the day's positives) across clients.",

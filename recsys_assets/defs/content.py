@@ -3,6 +3,7 @@ pairs of seed 000 "after inputs". A thin shell over :mod:`recsys_assets.stages.i
 and :mod:`recsys_assets.stages.pair_blip_scores`.
 """
 
+import dataclasses
 import typing
 
 import dagster as dg
@@ -12,8 +13,9 @@ from ..stages import item_content_embeddings as ice
 from ..stages import pair_blip_scores as pbs
 from .checks import Check, CheckSet
 from .guards import GPU_POOL, IO_RETRY, only_transient_retries
-from .metadata import frame_metadata, markdown_table, to_metadata
+from .metadata import frame_metadata, latest_partition_metadata, markdown_table, to_metadata
 from .params import config_from, to_params
+from .partitions import TRAIN_WINDOW, after_previous_day, partition_date, window_input
 from .resources import ContentModelsResource, EmbeddingCacheResource, MediaFetchResource
 
 GROUP = "content"
@@ -22,16 +24,26 @@ EMBEDDING_CHECKS = CheckSet(
     "item_content_embeddings",
     Check("media_coverage", "At least min_coverage of the day's items were fetched, decoded and embedded."),
     Check("embeddings_finite_unit_norm", "Every BLIP and audio embedding is finite and L2-normalised."),
-    Check("every_item_listed_with_reason", "Every item of item_meta has a row; each non-ok row says why."),
+    Check(
+        "every_item_listed_with_reason",
+        "Every item of item_meta and every active catalog upload has a row; each non-ok row says why.",
+    ),
 )
 PAIR_CHECKS = CheckSet(
     "pair_blip_scores",
     Check("scores_finite_in_unit_interval", "Every similarity is finite and in [-1, 1]."),
     Check(
         "every_pair_scored_or_reported",
-        "Each positive pair of item_pairs appears once, scored or with an unscored_reason.",
+        "Each positive pair co-watched over the window appears once, scored or with an unscored_reason.",
     ),
-    Check("negatives_not_interacted", "No negative item was served to (interacted with by) its client that day."),
+    Check(
+        "witnesses_qualify",
+        "Each pair's witness had both items positive in a qualifying session (not all served videos watched/liked).",
+    ),
+    Check(
+        "negatives_not_interacted",
+        "No negative item was interacted with by its witness in the window (quarantined rows count).",
+    ),
     Check(
         "positives_more_similar_than_negatives",
         "Over half the positive pairs are more similar than their own negative (the content signal).",
@@ -51,16 +63,43 @@ class ContentEmbeddingConfig(config_from(ice.EmbedParams, name="EmbedParamsConfi
     """media_coverage fails (blocking) below this share of items embedded."""
     use_cache: bool = True
     """Reuse embeddings already computed for an item under the same model fingerprint."""
+    active_upload_days: int = 7
+    """Besides the day's watched items, embed every catalog video uploaded in the last this many days (the
+    day included), watched or not: new uploads get a content embedding, and so a predicted collaborative
+    vector, on their first day. 0 = only the watched items."""
 
 
-PairScoreConfig = config_from(pbs.ScoreRules, name="PairScoreConfig")
+class PairScoreConfig(config_from(pbs.ScoreRules, name="PairScoreRulesConfig")):
+    bucket_reference_day: str = ""
+    """A day (YYYY-MM-DD) whose materialized pair_blip_scores' bucket_edges every partition reuses, so a
+    bucket means the same similarity range on every day; empty = bucket_edges, or else the quantiles of the
+    partition's own window."""
+
+
+def _reference_edges(context: dg.AssetExecutionContext, config: PairScoreConfig) -> list[float]:
+    day = config.bucket_reference_day
+    md = latest_partition_metadata(context.instance, context.asset_key, [day]).get(day)
+    if not md or "bucket_edges" not in md:
+        raise dg.Failure(
+            f"bucket_reference_day {day}: pair_blip_scores {day} has no materialization with bucket_edges; "
+            "materialize that partition first (its edges are learned from its window)",
+            allow_retries=False,
+        )
+    edges = md["bucket_edges"]
+    return [float(e) for e in (edges.data if hasattr(edges, "data") else edges)]
+
+
+def _concat(window: dict[str, pl.DataFrame], columns: list[str]) -> pl.DataFrame:
+    """A window input's days, in day order, with only ``columns``."""
+    frames = [df.select(columns) for _, df in sorted(window.items())]
+    return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
 
 
 def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """This stage's daily assets, partitioned by ``partitions`` (see ``defs/partitions.py``)."""
 
     @dg.asset(
-        ins={"item_meta": dg.AssetIn("item_meta")},
+        ins={"item_meta": dg.AssetIn("item_meta"), "video_catalog": dg.AssetIn("video_catalog")},
         partitions_def=partitions,
         check_specs=EMBEDDING_CHECKS.specs(partitions),
         group_name=GROUP,
@@ -74,16 +113,20 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         content_models: ContentModelsResource,
         embedding_cache: EmbeddingCacheResource,
         item_meta: pl.DataFrame,
+        video_catalog: pl.DataFrame,
     ) -> typing.Iterator:
-        """Per item of the day: BLIP (open_clip frames, pooled) and Whisper audio embeddings, per-frame vectors,
-        and a status/reason for items whose media could not be fetched or decoded."""
+        """Per item watched on the day and per active catalog upload (watched or not): BLIP (open_clip frames,
+        pooled) and Whisper audio embeddings, per-frame vectors, and a status/reason for items whose media could
+        not be fetched or decoded."""
         with only_transient_retries():  # weights from a path/URL; media failures are per item (status, reason)
             encoders = content_models.load()
         random_parts = [k for k, v in encoders.random_weights.items() if v]
         if random_parts:
             context.log.warning(RANDOM_WEIGHTS_NOTICE.format(which=" and ".join(random_parts)))
+        day = partition_date(context)
+        items = ice.items_to_embed(item_meta, video_catalog, day, config.active_upload_days)
         result = ice.embed_items(
-            item_meta.select("item_id", "language", "download_url"),
+            items,
             encoders,
             media_fetch.policy(),
             to_params(config, ice.EmbedParams),
@@ -96,6 +139,9 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             **frame_metadata(
                 table.select("item_id", "language", "status", "reason", "distinct_frames", "duration_s"), preview_rows=5
             ),
+            "watched_items": int(table["watched_on_day"].sum()),
+            "unwatched_active_uploads": int((~table["watched_on_day"]).sum()),
+            "uploaded_on_day": int((table["upload_date"] == day).sum()),
             "model_fingerprint": encoders.fingerprint,
             "models": dg.MetadataValue.json(encoders.describe()),
             "random_weights": bool(random_parts),
@@ -115,11 +161,12 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
 
     @dg.asset(
         ins={
-            "item_pairs": dg.AssetIn("item_pairs"),
             "item_content_embeddings": dg.AssetIn("item_content_embeddings"),
-            "filtered_interactions": dg.AssetIn("filtered_interactions"),
-            "raw_interactions": dg.AssetIn("raw_interactions"),
+            "filtered_interactions": window_input("filtered_interactions", TRAIN_WINDOW),
+            "raw_interactions": window_input("raw_interactions", TRAIN_WINDOW),
+            "quarantine": window_input("raw_interactions_quarantine", TRAIN_WINDOW),
         },
+        deps=[after_previous_day("pair_blip_scores")],
         partitions_def=partitions,
         check_specs=PAIR_CHECKS.specs(partitions),
         group_name=GROUP,
@@ -127,28 +174,52 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     def pair_blip_scores(
         context: dg.AssetExecutionContext,
         config: PairScoreConfig,
-        item_pairs: pl.DataFrame,
         item_content_embeddings: pl.DataFrame,
-        filtered_interactions: pl.DataFrame,
-        raw_interactions: pl.DataFrame,
+        filtered_interactions: dict[str, pl.DataFrame],
+        raw_interactions: dict[str, pl.DataFrame],
+        quarantine: dict[str, pl.DataFrame],
     ) -> typing.Iterator:
-        """The day's positive pairs and one sampled negative each (an item the pair's client never interacted
-        with), scored by BLIP cosine similarity and bucketed."""
-        served = raw_interactions.select("client_id", "item_id")
+        """Partition D: the positive pairs co-watched over D-6 .. D by at least min_cowatch_clients clients
+        (qualifying sessions only), one sampled negative each (an item its witness never interacted with in
+        the window), scored by BLIP cosine similarity and bucketed by stable edges."""
+        rules = to_params(config, pbs.ScoreRules)
+        if config.bucket_reference_day:
+            rules = dataclasses.replace(rules, bucket_edges=tuple(_reference_edges(context, config)))
+        window = _concat(
+            filtered_interactions, ["client_id", "session_id", "item_id", "is_positive", "session_all_positive"]
+        )
+        served = pl.concat(
+            [
+                _concat(raw_interactions, ["client_id", "item_id"]),
+                _concat(quarantine, ["client_id", "item_id"]).drop_nulls(),
+            ],
+            how="vertical_relaxed",
+        )
+        pairs = pbs.window_pairs(window, rules)
         result = pbs.score_pairs(
-            item_pairs.select("item_id_1", "item_id_2", "pair_type", "num_clients"),
+            pairs.pairs,
             item_content_embeddings.select("item_id", "status", "blip_embedding"),
-            filtered_interactions.select("client_id", "item_id", "is_positive"),
+            window.select("client_id", "item_id", "is_positive", "session_all_positive"),
             served,
-            to_params(config, pbs.ScoreRules),
+            rules,
         )
         stats = result.stats
         summary = pbs.summary(result.pairs)
         meta = {
             **frame_metadata(result.pairs),
             **{k: v for k, v in stats.items() if k != "unscored_by_reason"},
+            **{f"window_{k}": v for k, v in pairs.stats.items()},
+            "window_days": len(filtered_interactions),
+            "min_cowatch_clients": rules.min_cowatch_clients,
             "unscored_by_reason": dg.MetadataValue.json(stats["unscored_by_reason"]),
             "bucket_edges": dg.MetadataValue.json(result.edges),
+            "bucket_edges_from": (
+                f"reference partition {config.bucket_reference_day}"
+                if config.bucket_reference_day
+                else (
+                    "config" if config.bucket_edges else f"quantiles of this window ({len(filtered_interactions)} days)"
+                )
+            ),
             "similarity_by_pair_type": dg.MetadataValue.md(markdown_table(summary)),
             "similarity_histogram": dg.MetadataValue.md(pbs.histogram(result.pairs)),
         }
@@ -157,6 +228,6 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             f"(AUC {stats['auc_positive_vs_negative']:.3f})"
         )
         yield dg.Output(result.pairs, metadata=to_metadata(meta))
-        yield from PAIR_CHECKS.results(pbs.validate(result, item_pairs, served))
+        yield from PAIR_CHECKS.results(pbs.validate(result, pairs.pairs, served, window))
 
     return [item_content_embeddings, pair_blip_scores]

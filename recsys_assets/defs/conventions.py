@@ -31,6 +31,7 @@ OWNERS: dict[str, list[str]] = {
     "content": ["team:ml-content"],
     "cold_start": ["team:ml-content", "team:ml-recsys"],
     "retrieval": ["team:ml-recsys"],
+    "serving": ["team:ml-recsys"],
     "sources": ["team:data-platform"],
 }
 TIER: dict[str, str] = {
@@ -54,8 +55,10 @@ TIER: dict[str, str] = {
     "two_tower_evaluation": "evaluation",
     "two_tower_ablations": "evaluation",
     "experiment_report": "report",
+    "item_collab_index": "index",
+    "two_tower_item_index": "index",
 }
-"""dataset / features / model / evaluation / report: the ``tier`` tag (UI filter ``tag:tier=model``)."""
+"""dataset / features / model / evaluation / report / index: the ``tier`` tag (UI filter ``tag:tier=model``)."""
 ENGINE: dict[str, str] = {
     "raw_interactions": "polars",
     "raw_interactions_quarantine": "polars",
@@ -77,9 +80,17 @@ ENGINE: dict[str, str] = {
     "two_tower_evaluation": "torch",
     "two_tower_ablations": "torch",
     "experiment_report": "polars",
+    "item_collab_index": "faiss",
+    "two_tower_item_index": "faiss",
 }
 """The engine that computes each asset: its first ``kind`` in the UI."""
-STORAGE_KIND = {"content_encoder": "safetensors", "item_pca": "safetensors", "two_tower_model": "safetensors"}
+STORAGE_KIND = {
+    "content_encoder": "safetensors",
+    "item_pca": "safetensors",
+    "two_tower_model": "safetensors",
+    "item_collab_index": "safetensors",
+    "two_tower_item_index": "safetensors",
+}
 """Assets stored by the model IO manager; every other asset is parquet."""
 AUTOMATED_BY_SENSOR = ("raw_interactions", "raw_interactions_quarantine", "video_catalog")
 """Roots: started by the lake sensor when a day lands (``defs/automation.py``), not by conditions."""

@@ -103,6 +103,9 @@ PREVIOUS_DAY = DayWindow(-1, -1, "previous day")
 """An evaluation of day D reads the model of D-1 ..."""
 EVAL_WINDOW = DayWindow(-WINDOW_DAYS, 0, "evaluation window")
 """... and D-7 .. D of its data: the model's training window (seen items, popularity) and D itself."""
+PREVIOUS_AND_SAME_DAY = DayWindow(-1, 0, "previous and same day")
+"""Both D-1 and D of one asset (Dagster allows one input per upstream asset): an evaluation that compares the
+model of D-1 with the one of D."""
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.BetaWarning)

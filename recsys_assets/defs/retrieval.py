@@ -126,6 +126,9 @@ def _describe(table: pl.DataFrame, **columns: typing.Any) -> pl.DataFrame:
         "ablations": dg.AssetIn(
             "two_tower_ablations", partition_mapping=EVERY_PARTITION, metadata={"allow_missing_partitions": True}
         ),
+        "cold_start": dg.AssetIn(
+            "content_encoder_evaluation", partition_mapping=EVERY_PARTITION, metadata={"allow_missing_partitions": True}
+        ),
     },
     group_name=GROUP,
 )
@@ -134,9 +137,11 @@ def experiment_report(
     reports: ReportStoreResource,
     evaluations: dict[str, pl.DataFrame],
     ablations: dict[str, pl.DataFrame],
+    cold_start: dict[str, pl.DataFrame],
 ) -> dg.Output:
     """Every evaluated day, laid out like seed 001's "Results" (two_tower), then every method and ablation
-    with its stable experiment id, model config, embedding fingerprint and partitions (CSV), and a plot."""
+    with its stable experiment id, model config, embedding fingerprint and partitions (CSV), and a plot; beside
+    it the cold-start evaluation per day, variant and language (held-out items and the never-played uploads)."""
     frames = [
         t
         for _, t in sorted(
@@ -165,6 +170,16 @@ def experiment_report(
         "experiments": int(main.height),
         "csv": dg.MetadataValue.path(url),
     }
+    cold = [t.with_columns(val_data=pl.lit(day)) for day, t in sorted(cold_start.items()) if t.height]
+    if cold:
+        table = pl.concat(cold, how="diagonal_relaxed").select("val_data", pl.exclude("val_data"))
+        meta["cold_start_results"] = dg.MetadataValue.md(
+            markdown_table(
+                table.select("val_data", "variant", "language", "candidates", "targets", "clients", "recall@50"),
+                max_rows=400,
+            )
+        )
+        meta["cold_start_csv"] = dg.MetadataValue.path(reports.write_csv("cold_start_report.csv", table))
     if report.height and "auc" in report.columns:
         png = plots.metric_by_day(report.to_dicts(), "auc", "AUC on the validation day, per method")
         meta.update(png_metadata(png, reports.write_bytes("experiment_report_auc.png", png), "auc_by_day"))

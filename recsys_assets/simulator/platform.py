@@ -17,6 +17,8 @@ Model
   sessions have every served video fully watched. Feeds are biased to popular and fresh items
   and personalised: each slot serves the best of 3 popularity-drawn candidates by affinity plus
   Gumbel noise (the incumbent recommender), so what a client sees already reflects its taste.
+* A share of each day's uploads is served only from the next day on (``same_day_serve_share``), so
+  those videos end their upload day with no interaction: the cold start of seed 000.
 * Every item has a real mp4 rendered from ``v_i`` (see :mod:`.media`), so content predicts
   behaviour.
 * A small share of rows is dirty on purpose (null ids, NaN/negative values, duplicates), as
@@ -116,6 +118,11 @@ class Platform:
         upload[p.n_items_initial :] = np.repeat(np.arange(p.n_days, dtype=np.int32), p.new_items_per_day)
         self.item_upload_offset = upload
         self.item_creator = rng.integers(0, max(1, n // 8), size=n) + 900_000_000
+        # day from which the feed may serve an item: the upload day, or the next for the uploads still in
+        # processing at the end of their day (an independent stream, so the rest of the universe is unchanged)
+        late = np.random.default_rng([self.seed, 1]).random(n) >= p.same_day_serve_share
+        late[: p.n_items_initial] = False
+        self.item_serve_offset = (upload + late).astype(np.int32)
 
     # ---- ids -------------------------------------------------------------------------------
     @property
@@ -236,7 +243,7 @@ class Platform:
         own = rng.random(n * k) < OWN_LANGUAGE_SHARE
         other = rng.choice(len(self.languages), size=n * k, p=self.language_shares).astype(np.int16)
         slot_lang = np.where(own, self.client_language[cc], other)
-        available = self.item_upload_offset <= off
+        available = self.item_serve_offset <= off
         age = np.maximum(off - self.item_upload_offset, 0)
         weight = self.item_popularity * (1.0 + 4.0 * np.exp(-age / 2.0))
         cand = np.empty(n * k, dtype=np.int64)

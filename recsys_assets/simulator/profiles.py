@@ -43,6 +43,10 @@ class Profile:
     media_seconds: float = 2.0
     media_size: int = 64
     media_fps: int = 8
+    same_day_serve_share: float = 0.5
+    """Share of each day's uploads the feed can serve on their upload day; the rest are served from the next
+    day on (moderation and transcoding take time), so they end their first day with no interaction at all:
+    the never-watched videos cold start is for."""
 
     @property
     def n_items(self) -> int:

@@ -17,6 +17,8 @@ retrieved by either method; they are left out and counted (``targets_outside_any
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
@@ -55,8 +57,12 @@ def evaluate(
     exclude_seen: bool = True,
     ks=KS,
     block: int = 2048,
+    scorer: typing.Optional[typing.Callable[[np.ndarray, np.ndarray], np.ndarray]] = None,
 ) -> tuple[pl.DataFrame, list[dict]]:
-    """One row per (language, method) with the metrics and the counts; plus per-language counts."""
+    """One row per (language, method) with the metrics and the counts; plus per-language counts.
+
+    ``scorer(client_ids, item_ids) -> scores[clients, items]`` replaces ``user . item`` (e.g. the
+    simulator's true affinity); the frames then need no ``vector`` column."""
     rows, counts = [], []
     for lang in sorted(item_factors["language"].unique().to_list()):
         itf = item_factors.filter(pl.col("language") == lang).sort("item_id")
@@ -81,11 +87,12 @@ def evaluate(
         popularity = np.bincount(pop_idx[pop_idx >= 0], minlength=len(item_ids)).astype(np.float64)
         # ties broken towards the smaller item id, deterministically
         pop_scores = popularity - np.arange(len(item_ids)) * 1e-9
-        U, V = uf["vector"].to_numpy(), itf["vector"].to_numpy()
+        U, V = (uf["vector"].to_numpy(), itf["vector"].to_numpy()) if scorer is None else (None, None)
         acc = {m: {} for m in ("als", "popularity")}
         for s in range(0, len(evaluated), block):
             b = evaluated[s : s + block]
-            for method, sc in (("als", U[b] @ V.T), ("popularity", np.tile(pop_scores, (len(b), 1)))):
+            model = U[b] @ V.T if scorer is None else np.asarray(scorer(client_ids[b], item_ids), dtype=np.float64)
+            for method, sc in (("als", model), ("popularity", np.tile(pop_scores, (len(b), 1)))):
                 per_row = retrieval_at_k(sc, targets[b], exclude=seen[b], recall_ks=ks, ndcg_ks=(10,))
                 for name in [f"recall@{k}" for k in ks] + ["ndcg@10"]:
                     acc[method].setdefault(name, []).append(per_row[name])

@@ -22,8 +22,10 @@ Objectives (weights by config):
   client vectors, where an item vector's norm matters, so this term learns the scale.
 
 Items are split by a seeded hash of ``item_id``: a ``val_share`` of items never enters training (nor
-any training pair). Training is seeded and deterministic on CPU; it stops early when the validation
-loss has not improved for ``patience`` epochs and keeps the best epoch's weights.
+any training pair). The split is stored with the weights (:func:`to_artifact`, :func:`split_of`), so what
+reads the model knows which items it was fitted on without recomputing the rule. Training is seeded and
+deterministic on CPU; it stops early when the validation loss has not improved for ``patience`` epochs and
+keeps the best epoch's weights.
 """
 
 from __future__ import annotations
@@ -60,8 +62,10 @@ class EncoderParams:
     """Weight of the MSE scale term (retrieval is a dot product, so the norm matters)."""
     pair_margin: float = 0.0
     """Negatives' cosine is pushed below this margin."""
-    bucket_weights: tuple[float, ...] = ()
-    """Weight of a pair by its BLIP-similarity bucket (index = bucket); empty = 1 for all."""
+    bucket_weights: tuple[float, ...] = (0.5, 0.611, 0.722, 0.833, 0.944, 1.056, 1.167, 1.278, 1.389, 1.5)
+    """Weight of a pair by its BLIP-similarity bucket (index = bucket; the last weight for any higher bucket);
+    empty = 1 for all. The default grows with similarity: a positive pair whose content agrees is a reliable
+    pull, a negative that looks alike is a hard negative (ablation in benchmarks/README.md)."""
     init_temperature: float = 0.07
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -450,9 +454,39 @@ def validate(result: LanguageModels) -> dict[str, tuple[bool, dict]]:
 # --- artifacts: every language's weights + the config, one safetensors file -------------------------
 
 
-def to_artifact(models: dict[str, ContentToCollab], config: dict[str, typing.Any]) -> ModelArtifact:
+SPLIT_PREFIX = "split"
+"""Artifact arrays ``split.{language}.train_ids`` / ``split.{language}.validation_ids``: the items each
+language's encoder was fitted and validated on, stored with its weights (readers never recompute them)."""
+
+
+def to_artifact(
+    models: dict[str, ContentToCollab],
+    config: dict[str, typing.Any],
+    splits: typing.Optional[dict[str, TrainResult]] = None,
+) -> ModelArtifact:
     arrays = {f"{lang}.{k}": v.detach().cpu().numpy() for lang, m in models.items() for k, v in m.state_dict().items()}
+    for lang, r in (splits or {}).items():
+        arrays[f"{SPLIT_PREFIX}.{lang}.train_ids"] = np.asarray(r.train_ids, dtype=np.int64)
+        arrays[f"{SPLIT_PREFIX}.{lang}.validation_ids"] = np.asarray(r.val_ids, dtype=np.int64)
     return ModelArtifact(arrays, config)
+
+
+def split_of(artifact: ModelArtifact) -> pl.DataFrame:
+    """``item_id, language, encoder_split`` (``train`` / ``validation``) as stored with the encoder."""
+    parts = []
+    for lang in sorted(artifact.config.get("languages", {})):
+        for split, name in (("train", "train_ids"), ("validation", "validation_ids")):
+            ids = artifact.arrays.get(f"{SPLIT_PREFIX}.{lang}.{name}")
+            if ids is None:
+                raise ValueError(f"content encoder artifact has no stored {split} split for {lang!r}")
+            parts.append(
+                pl.DataFrame({"item_id": ids.astype(np.int64)}).with_columns(
+                    language=pl.lit(lang), encoder_split=pl.lit(split)
+                )
+            )
+    if not parts:
+        return pl.DataFrame(schema={"item_id": pl.Int64, "language": pl.String, "encoder_split": pl.String})
+    return pl.concat(parts)
 
 
 def from_artifact(artifact: ModelArtifact) -> dict[str, ContentToCollab]:

@@ -3,20 +3,42 @@ encoder's prediction -- so a video nobody has watched yet is retrievable the day
 
 Columns: ``item_id, language, vector`` (what downstream uses), ``source`` (``als`` / ``predicted`` /
 ``none``), ``is_predicted``, ``als_vector`` and ``predicted_vector`` (both kept, for comparison),
-``encoder_split`` (``train`` / ``validation``: the item had an ALS vector when the encoder was
-trained, and was or was not used for fitting; ``unseen``: no ALS vector, so never seen) and
-``reason`` when there is no vector (no content embedding, or no encoder for the language).
+``encoder_split`` (``train`` / ``validation``: the items the encoder was fitted / validated on, as stored
+with the encoder; ``unseen``: the encoder never saw the item -- a new upload, an item without an ALS
+vector), ``reason`` when there is no vector (no content embedding, or no encoder for the language), and
+the item's day: ``upload_date``, ``new_upload`` (uploaded on the partition's day) and
+``interactions_on_day`` (every snapshot row of the item that day, quarantined ones included).
+
+The ALS vectors and the predictions share one space: the encoder of day D is trained on ALS D's vectors.
+An encoder of another day would predict into that day's ALS coordinates, which are not D's (ALS is
+retrained from scratch each day and its factors are identified only up to a rotation).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import typing
+
 import numpy as np
 import polars as pl
 
-from .content_encoder import ContentToCollab, features, is_validation, predict
+from .content_encoder import ContentToCollab, features, predict
 
 SOURCE = pl.Enum(["als", "predicted", "none"])
 SPLIT = pl.Enum(["train", "validation", "unseen"])
+
+
+def interaction_counts(*frames: pl.DataFrame) -> pl.DataFrame:
+    """``item_id, interactions_on_day``: rows per item over the given snapshot frames (null ids skipped)."""
+    parts = [f.select("item_id") for f in frames if f.height]
+    if not parts:
+        return pl.DataFrame(schema={"item_id": pl.Int64, "interactions_on_day": pl.Int64})
+    return (
+        pl.concat(parts, how="vertical_relaxed")
+        .drop_nulls()
+        .group_by("item_id")
+        .agg(interactions_on_day=pl.len().cast(pl.Int64))
+    )
 
 
 def assemble(
@@ -24,10 +46,14 @@ def assemble(
     embeddings: pl.DataFrame,
     als_factors: pl.DataFrame,
     models: dict[str, ContentToCollab],
-    val_share: float,
-    split_seed: int,
+    split: pl.DataFrame,
+    day: typing.Optional[dt.date] = None,
+    interactions: typing.Optional[pl.DataFrame] = None,
 ) -> pl.DataFrame:
-    """``items``: item_id, language (the day's item_meta); ``embeddings``: item_content_embeddings of the day."""
+    """``items``: item_id, language (optionally upload_date): every item of the day's
+    item_content_embeddings; ``embeddings``: item_content_embeddings of the day; ``split``: item_id,
+    encoder_split of the encoder (:func:`~.content_encoder.split_of`); ``interactions``: item_id,
+    interactions_on_day (:func:`interaction_counts`)."""
     dims = (
         {als_factors.schema["vector"].size}
         if als_factors.height
@@ -35,10 +61,20 @@ def assemble(
     )
     dim = next(iter(dims)) if dims else 0
     vec_type = pl.Array(pl.Float32, dim)
+    if "upload_date" not in items.columns:
+        items = items.with_columns(upload_date=pl.lit(None, pl.Date))
+    if interactions is None:
+        interactions = pl.DataFrame(schema={"item_id": pl.Int64, "interactions_on_day": pl.Int64})
     base = (
-        items.select("item_id", "language")
+        items.select("item_id", "language", pl.col("upload_date").cast(pl.Date))
         .join(als_factors.select("item_id", pl.col("vector").alias("als_vector")), on="item_id", how="left")
         .join(embeddings.select("item_id", "status", "frame_embeddings", "audio_embedding"), on="item_id", how="left")
+        .join(
+            split.select("item_id", pl.col("encoder_split").cast(pl.String).alias("stored_split")),
+            on="item_id",
+            how="left",
+        )
+        .join(interactions.select("item_id", "interactions_on_day"), on="item_id", how="left")
         .sort("item_id")
     )
     preds = []
@@ -67,13 +103,7 @@ def assemble(
         (pl.col("als_vector").is_null() & pl.col("predicted_vector").is_not_null()).alias("is_predicted"),
         "als_vector",
         "predicted_vector",
-        pl.when(pl.col("als_vector").is_null())
-        .then(pl.lit("unseen"))
-        .when(is_validation(pl.col("item_id"), val_share, split_seed))
-        .then(pl.lit("validation"))
-        .otherwise(pl.lit("train"))
-        .cast(SPLIT)
-        .alias("encoder_split"),
+        pl.col("stored_split").fill_null("unseen").cast(SPLIT).alias("encoder_split"),
         pl.when(pl.col("als_vector").is_not_null() | pl.col("predicted_vector").is_not_null())
         .then(pl.lit(None, pl.String))
         .when(pl.col("status").is_null() | (pl.col("status") == "failed"))
@@ -82,6 +112,26 @@ def assemble(
         .then(pl.lit("no_encoder_for_language"))
         .otherwise(pl.lit("not_predicted"))
         .alias("reason"),
+        "upload_date",
+        (pl.col("upload_date") == day).fill_null(False).alias("new_upload")
+        if day is not None
+        else pl.lit(False).alias("new_upload"),
+        pl.col("interactions_on_day").fill_null(0).cast(pl.Int64),
+    )
+
+
+def new_upload_summary(table: pl.DataFrame) -> pl.DataFrame:
+    """Per language: the day's uploads, those never interacted with, and how many of those got a vector."""
+    new = table.filter(pl.col("new_upload"))
+    return (
+        new.group_by("language")
+        .agg(
+            new_uploads=pl.len(),
+            never_interacted=(pl.col("interactions_on_day") == 0).sum(),
+            never_interacted_with_vector=((pl.col("interactions_on_day") == 0) & pl.col("vector").is_not_null()).sum(),
+            predicted=pl.col("is_predicted").sum(),
+        )
+        .sort("language")
     )
 
 

@@ -22,6 +22,7 @@ stays flat when the models are slower than decoding.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import multiprocessing as mp
 import os
 import threading
@@ -131,6 +132,28 @@ class EmbedParams:
     """CPU threads of this process while the pool decodes; 0 = automatic: torch's default (all cores) on
     CPU, 2 on a GPU (the models run there; the cores go to the decoders). With small models on CPU,
     fewer threads leave room for the decoders (see benchmarks/README.md)."""
+
+
+def items_to_embed(
+    item_meta: pl.DataFrame, catalog: pl.DataFrame, day: "dt.date", active_upload_days: int
+) -> pl.DataFrame:
+    """The day's items to embed: every item watched that day (``item_meta``) and every *active* catalog
+    item -- uploaded within the last ``active_upload_days`` days up to ``day`` (0: only ``item_meta``) --
+    so a video uploaded today has a content embedding before anyone has played it. The cache keeps the
+    daily cost to the items not yet embedded under the current model.
+
+    Columns: ``item_id, language, download_url, upload_date, watched_on_day``; sorted by ``item_id``."""
+    cols = ["item_id", "language", "download_url", "upload_date"]
+    watched = item_meta.select(*cols).with_columns(pl.col("upload_date").cast(pl.Date), watched_on_day=pl.lit(True))
+    if active_upload_days > 0:
+        first = day - dt.timedelta(days=active_upload_days - 1)
+        active = catalog.filter(pl.col("upload_date").is_between(first, day)).select(*cols)
+    else:
+        active = catalog.clear().select(*cols)
+    fresh = active.with_columns(pl.col("upload_date").cast(pl.Date), watched_on_day=pl.lit(False)).join(
+        watched.select("item_id"), on="item_id", how="anti"
+    )
+    return pl.concat([watched, fresh], how="vertical_relaxed").sort("item_id")
 
 
 @dataclasses.dataclass

@@ -1,17 +1,26 @@
-"""Seed 000 "after inputs": positive pairs and sampled negatives, scored by BLIP similarity and bucketed.
+"""Seed 000 "after inputs": positive pairs over the training window and sampled negatives, scored by BLIP
+similarity and bucketed.
 
-* Positives: the day's ``positive`` pairs of ``item_pairs`` (both items watched/liked by at least
-  one common client; ``negative`` co-skip pairs of ``item_pairs`` are not used here).
-* Negatives, one per positive pair (its *anchor*): the pair's *witness* client is one client who
-  had both items positive that day (the smallest seeded hash among them); the negative pairs
-  ``item_id_1`` with an item drawn uniformly from the day's embedded items that the witness did not
-  interact with at all that day (any served row counts, neutral included), nor either anchor item.
-  ``max_anchors`` caps how many positive pairs get a negative (a seeded hash picks them).
+* Positives (:func:`window_pairs`): over the training window (D-6 .. D), each client's fully watched /
+  liked items of its *qualifying* sessions -- not every served video watched or liked -- are paired
+  across sessions and days; a pair is counted by the distinct clients who co-watched it and kept when
+  at least ``min_cowatch_clients`` did (the seed: "filter based on the number of times they have been
+  full watched/liked together by different users across sessions").
+* Negatives, one per positive pair (its *anchor*): the pair's *witness* is one client who had both items
+  positive in qualifying sessions of the window (the smallest seeded hash among them; a client seen only
+  in all-positive sessions is never a witness); the negative pairs ``item_id_1`` with an item drawn
+  uniformly from the day's embedded items that the witness never interacted with anywhere in the window
+  (any snapshot row counts, neutral and quarantined ones included: a quarantined row is still an
+  interaction), nor either anchor item. ``max_anchors`` caps how many positive pairs get a negative
+  (a seeded hash picks them).
 * Score: cosine of the two ``blip_embedding`` s (unit vectors, so their dot product), in [-1, 1].
-* Bucket: ``searchsorted(edges, similarity, side="right")``; edges are given, or the quantiles of
-  the day's scores (``num_buckets`` equal-count buckets).
+* Bucket: ``searchsorted(edges, similarity, side="right")``. The edges are given (config, or read from a
+  reference partition's stored edges by the asset), else the quantiles of the whole window's scores
+  (``num_buckets`` equal-count buckets); they are stored with the asset either way.
 * Every positive pair appears once: unscored ones (an item without an embedding) keep a null
   ``similarity`` and an ``unscored_reason``.
+* Deterministic: every frame that feeds a random draw is sorted first, so the same inputs in any row
+  order and the same seed give identical output.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import typing
 import numpy as np
 import polars as pl
 
+from . import item_pairs as phase3
 from .ranking_metrics import auc
 
 PAIR_TYPE = pl.Enum(["positive", "negative"])
@@ -29,6 +39,11 @@ PAIR_TYPE = pl.Enum(["positive", "negative"])
 
 @dataclasses.dataclass(frozen=True)
 class ScoreRules:
+    min_cowatch_clients: int = 2
+    """Keep a positive pair co-watched by at least this many distinct clients over the window (ablation in
+    benchmarks/README.md)."""
+    max_positive_items_per_client: int = 200
+    """Cap on a client's positives over the window before pairing (P items make P(P-1)/2 pairs)."""
     num_buckets: int = 10
     bucket_edges: tuple[float, ...] = ()
     """Interior bucket edges (ascending); empty = quantiles of the day's scores."""
@@ -43,6 +58,35 @@ class ScoreResult:
     pairs: pl.DataFrame
     edges: list[float]
     stats: dict[str, typing.Any]
+
+
+def qualifying_positives(interactions: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """``client_id, item_id`` positives of sessions that qualify (not every served video watched or liked)."""
+    lf = interactions.lazy().filter(pl.col("is_positive"))
+    if "session_all_positive" in lf.collect_schema():
+        lf = lf.filter(~pl.col("session_all_positive"))
+    return lf.select("client_id", "item_id").unique().sort("client_id", "item_id").collect()
+
+
+def window_pairs(interactions: pl.DataFrame | pl.LazyFrame, rules: ScoreRules = ScoreRules()) -> phase3.PairsResult:
+    """Positive pairs over a window of ``filtered_interactions`` (client_id, session_id, item_id,
+    is_positive, session_all_positive): phase 3's positive rule -- same client, counted by distinct
+    clients -- across the window's sessions and days, qualifying sessions only, kept from
+    ``min_cowatch_clients`` clients."""
+    positives = interactions.lazy().filter(pl.col("is_positive"))
+    result = phase3.build_pairs(
+        positives,
+        None,
+        phase3.PairRules(
+            exclude_all_positive_sessions=True,
+            min_num_clients=rules.min_cowatch_clients,
+            max_positive_items_per_client=rules.max_positive_items_per_client,
+            sample_seed=rules.seed,
+        ),
+    )
+    pairs = result.pairs.select("item_id_1", "item_id_2", "pair_type", "num_clients")
+    stats = {k: v for k, v in result.stats.items() if "negative" not in k and k != "sessions_capped"}
+    return phase3.PairsResult(pairs, stats)
 
 
 def _cosine(emb: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 1_000_000) -> np.ndarray:
@@ -62,7 +106,7 @@ def _witnesses(anchors: pl.DataFrame, positives: pl.DataFrame, seed: int) -> pl.
         .join(p1.lazy(), on="item_id_1")
         .join(p2.lazy(), on=["client_id", "item_id_2"], how="semi")
         .group_by("anchor")
-        .agg(pl.col("client_id").sort_by(pl.col("client_id").hash(seed)).first())
+        .agg(pl.col("client_id").sort_by(pl.col("client_id").hash(seed), pl.col("client_id")).first())
         .collect()
     )
 
@@ -74,14 +118,17 @@ def score_pairs(
     served: pl.DataFrame,
     rules: ScoreRules = ScoreRules(),
 ) -> ScoreResult:
-    """``embeddings``: item_id, status, blip_embedding; ``filtered_interactions``: client_id, item_id,
-    is_positive; ``served``: client_id, item_id of every interaction of the day (raw)."""
+    """``item_pairs``: item_id_1, item_id_2, pair_type, num_clients (positive rows are used);
+    ``embeddings``: item_id, status, blip_embedding; ``filtered_interactions``: client_id, item_id,
+    is_positive (and session_all_positive: positives of all-positive sessions never make a witness);
+    ``served``: client_id, item_id of every interaction of the window (raw and quarantined rows)."""
     emb = embeddings.filter(pl.col("status") != "failed").select("item_id", "blip_embedding").sort("item_id")
     E = emb["blip_embedding"].to_numpy().astype(np.float32) if emb.height else np.zeros((0, 1), np.float32)
     index = emb.select("item_id", pl.int_range(pl.len(), dtype=pl.Int64).alias("idx"))
     pos = (
         item_pairs.filter(pl.col("pair_type") == "positive")
         .select("item_id_1", "item_id_2", "num_clients")
+        .sort("item_id_1", "item_id_2")  # anchors numbered the same whatever the input's row order
         .with_row_index("anchor")
         .join(index.rename({"item_id": "item_id_1", "idx": "idx_1"}), on="item_id_1", how="left")
         .join(index.rename({"item_id": "item_id_2", "idx": "idx_2"}), on="item_id_2", how="left")
@@ -107,7 +154,7 @@ def score_pairs(
     anchors = scorable
     if anchors.height > rules.max_anchors:
         anchors = anchors.filter(pl.col("anchor").hash(rules.seed).rank("ordinal") <= rules.max_anchors)
-    positives = filtered_interactions.filter(pl.col("is_positive")).select("client_id", "item_id").unique()
+    positives = qualifying_positives(filtered_interactions)
     witness = _witnesses(anchors, positives, rules.seed)
     # sorted: row i of the random draws below must be the same anchor in every run (joins do not keep order)
     anchors = anchors.join(witness, on="anchor", how="inner").sort("anchor")
@@ -142,7 +189,7 @@ def score_pairs(
             .with_columns(pl.col("row").cast(pl.Int64))
         )
         long = long.join(a, on="row")
-        seen = served.select("client_id", "item_id").unique()
+        seen = served.select("client_id", "item_id").drop_nulls().unique()
         long = (
             long.filter((pl.col("item_id") != pl.col("item_id_1")) & (pl.col("item_id") != pl.col("item_id_2")))
             .join(seen, on=["client_id", "item_id"], how="anti")
@@ -274,7 +321,12 @@ def histogram(pairs: pl.DataFrame, bins: int = 20, width: int = 30) -> str:
     return "\n".join(lines)
 
 
-def validate(result: ScoreResult, item_pairs: pl.DataFrame, served: pl.DataFrame) -> dict[str, tuple[bool, dict]]:
+def validate(
+    result: ScoreResult,
+    item_pairs: pl.DataFrame,
+    served: pl.DataFrame,
+    filtered_interactions: typing.Optional[pl.DataFrame] = None,
+) -> dict[str, tuple[bool, dict]]:
     out = result.pairs
     scored = out.filter(pl.col("similarity").is_not_null())["similarity"].to_numpy()
     in_range = bool(np.isfinite(scored).all() and (scored >= -1.0 - 1e-6).all() and (scored <= 1.0 + 1e-6).all())
@@ -289,7 +341,23 @@ def validate(result: ScoreResult, item_pairs: pl.DataFrame, served: pl.DataFrame
     interacted = negs.join(
         served.select("client_id", "item_id").unique(), on=["client_id", "item_id"], how="semi"
     ).height
-    return {
+    out_checks: dict[str, tuple[bool, dict]] = {}
+    if filtered_interactions is not None:
+        ok = qualifying_positives(filtered_interactions)
+        pos = out.filter((pl.col("pair_type") == "positive") & pl.col("witness_client_id").is_not_null())
+        bad = (
+            pos.select(pl.col("witness_client_id").alias("client_id"), pl.col("item_id_1").alias("item_id"))
+            .join(ok, on=["client_id", "item_id"], how="anti")
+            .height
+            + pos.select(pl.col("witness_client_id").alias("client_id"), pl.col("item_id_2").alias("item_id"))
+            .join(ok, on=["client_id", "item_id"], how="anti")
+            .height
+        )
+        out_checks["witnesses_qualify"] = (
+            bad == 0,
+            {"witnessed_pairs": pos.height, "witness_items_not_positive_in_a_qualifying_session": bad},
+        )
+    return out_checks | {
         "scores_finite_in_unit_interval": (in_range, {"scored_pairs": int(scored.size)}),
         "every_pair_scored_or_reported": (
             missing == 0 and duplicated == 0 and unexplained == 0,
