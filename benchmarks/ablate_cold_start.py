@@ -17,7 +17,8 @@ evaluated days (client-weighted over languages) of recall@50 of:
 
 and the window's positive pairs per day. Variants: ``base`` (the defaults: min_cowatch_clients 2,
 bucket weights on), ``cowatch1``, ``cowatch3``, ``cowatch5``, ``buckets_off`` (bucket_weights [] = every
-pair weight 1), ``pairs_off`` (pair_weight 0: no pair loss at all).
+pair weight 1), ``pairs_off`` (pair_weight 0: no pair loss at all), ``calibration_off`` (predicted vectors
+as the encoder outputs them, not rescaled to the ALS norm).
 """
 
 import argparse
@@ -36,6 +37,7 @@ VARIANTS = {
     "cowatch5": {"pair_blip_scores": {"min_cowatch_clients": 5}},
     "buckets_off": {"content_encoder": {"bucket_weights": []}},
     "pairs_off": {"content_encoder": {"pair_weight": 0.0}},
+    "calibration_off": {"item_collab_embeddings": {"calibrate_norm": False}},
 }
 RETRAINED = ("pair_blip_scores", "content_encoder", "item_collab_embeddings")
 

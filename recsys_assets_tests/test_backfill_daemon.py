@@ -107,6 +107,9 @@ def test_whole_graph_backfill_of_three_days_as_the_ui_launches_it(dagster_dev, m
         for check_key in [
             dg.AssetCheckKey(dg.AssetKey("filtered_interactions"), "no_neutral_rows"),
             dg.AssetCheckKey(dg.AssetKey("als_factors"), "factors_finite"),
+            dg.AssetCheckKey(dg.AssetKey("pair_blip_scores"), "witnesses_qualify"),
+            dg.AssetCheckKey(dg.AssetKey("item_collab_index"), "ann_recall_at_100"),
+            dg.AssetCheckKey(dg.AssetKey("two_tower_item_index"), "holds_every_vector"),
         ]:
             history = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=20)
             assert {h.partition: h.status.value for h in history} == {d: "SUCCEEDED" for d in days}, check_key

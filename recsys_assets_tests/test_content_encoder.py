@@ -166,11 +166,18 @@ def test_train_all_per_language_artifact_round_trip_and_cold_items():
     assert row[feats.item_ids[1]]["source"] == "none" and row[feats.item_ids[1]]["reason"] == "no_content_embedding"
     odia_odd = [i for i, lang in zip(feats.item_ids, langs) if i % 2 and lang == "odia"][0]
     assert row[odia_odd]["reason"] == "no_encoder_for_language"
-    np.testing.assert_allclose(
-        row[hindi_odd]["vector"],
-        ce.predict(back["hindi"], feats.take(np.flatnonzero(feats.item_ids == hindi_odd)))[0],
-        atol=1e-6,
-    )
+    raw = ce.predict(back["hindi"], feats.take(np.flatnonzero(feats.item_ids == hindi_odd)))[0]
+    # the served prediction is the encoder's, rescaled to the mean ALS norm of the encoder's training items
+    hindi_train = [i for i, lang in zip(feats.item_ids, langs) if lang == "hindi" and stored.get(i) == "train"]
+    cold_ids = set(cold["item_id"])
+    in_cold = [k for k, i in enumerate(feats.item_ids) if i in hindi_train and i in cold_ids]
+    true_norm = np.linalg.norm(y[in_cold], axis=1).mean()
+    pred_norm = np.linalg.norm(ce.predict(back["hindi"], feats.take(np.asarray(in_cold))), axis=1).mean()
+    scale = row[hindi_odd]["predicted_scale"]
+    assert scale == pytest.approx(true_norm / pred_norm, rel=1e-4)
+    np.testing.assert_allclose(row[hindi_odd]["vector"], raw * scale, rtol=1e-5, atol=1e-6)
+    plain = assemble(items, emb_with_failure, cold, back, split, calibrate_norm=False)
+    np.testing.assert_allclose(plain.filter(pl.col("item_id") == hindi_odd)["vector"][0].to_numpy(), raw, atol=1e-6)
     assert all(passed for passed, _ in validate(table, items).values())
 
 

@@ -70,6 +70,12 @@ class ContentEncoderConfig(config_from(ce.EncoderParams, name="EncoderParamsConf
     """Languages to train; empty = every ALS language with at least min_items items."""
 
 
+class CollabConfig(dg.Config):
+    calibrate_norm: bool = True
+    """Rescale each language's predicted vectors to the mean norm of the true ALS vectors of the encoder's
+    training items (the regression term shrinks predictions; ablation in benchmarks/README.md)."""
+
+
 def _latest_per_item(window: dict[str, pl.DataFrame]) -> pl.DataFrame:
     """The union of a window of item_content_embeddings, one row per item (the latest day's)."""
     frames = [df for _, df in sorted(window.items())]
@@ -184,6 +190,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     )
     def item_collab_embeddings(
         context: dg.AssetExecutionContext,
+        config: CollabConfig,
         content_encoder: ModelArtifact,
         item_content_embeddings: pl.DataFrame,
         als_factors: pl.DataFrame,
@@ -204,6 +211,12 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             interactions=ice.interaction_counts(
                 raw_interactions.select("item_id"), raw_interactions_quarantine.select("item_id")
             ),
+            calibrate_norm=config.calibrate_norm,
+        )
+        scales = (
+            table.filter(pl.col("predicted_scale").is_not_null())
+            .group_by("language")
+            .agg(pl.col("predicted_scale").first())
         )
         counts = dict(table.group_by("source").len().select(pl.col("source").cast(pl.String), "len").iter_rows())
         by_lang = table.group_by("language", "source").len().sort("language", "source")
@@ -231,6 +244,9 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                     ),
                     **{f"items_{k}": int(v) for k, v in counts.items()},
                     "by_language": dg.MetadataValue.md(markdown_table(by_lang, max_rows=50)),
+                    "predicted_scale_by_language": dg.MetadataValue.json(
+                        {k: round(float(v), 4) for k, v in scales.sort("language").iter_rows()}
+                    ),
                     "new_uploads": int(totals.get("new_uploads", 0)),
                     "new_uploads_never_interacted": int(totals.get("never_interacted", 0)),
                     "new_uploads_never_interacted_with_vector": int(totals.get("never_interacted_with_vector", 0)),

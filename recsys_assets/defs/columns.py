@@ -59,6 +59,7 @@ COLUMNS: dict[str, str] = {
     "vector": "The ALS latent vector (item or client factors).",
     "als_vector": "The item's ALS vector, when ALS trained it.",
     "predicted_vector": "The vector the content encoder of the same day predicts from the item's content.",
+    "predicted_scale": "The factor the language's predictions were rescaled by (to the ALS vectors' mean norm).",
     "is_predicted": "Whether the serving vector is the predicted one (no ALS vector).",
     "source": "Where the serving vector comes from: als, predicted or none.",
     "encoder_split": "The item's split as stored with the encoder: train, validation, or unseen (never seen by it).",

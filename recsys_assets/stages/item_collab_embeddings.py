@@ -2,7 +2,8 @@
 encoder's prediction -- so a video nobody has watched yet is retrievable the day it is uploaded.
 
 Columns: ``item_id, language, vector`` (what downstream uses), ``source`` (``als`` / ``predicted`` /
-``none``), ``is_predicted``, ``als_vector`` and ``predicted_vector`` (both kept, for comparison),
+``none``), ``is_predicted``, ``als_vector`` and ``predicted_vector`` (both kept, for comparison; the
+prediction rescaled per language by ``predicted_scale``, :func:`norm_scale`),
 ``encoder_split`` (``train`` / ``validation``: the items the encoder was fitted / validated on, as stored
 with the encoder; ``unseen``: the encoder never saw the item -- a new upload, an item without an ALS
 vector), ``reason`` when there is no vector (no content embedding, or no encoder for the language), and
@@ -28,6 +29,23 @@ SOURCE = pl.Enum(["als", "predicted", "none"])
 SPLIT = pl.Enum(["train", "validation", "unseen"])
 
 
+def norm_scale(rows: pl.DataFrame, predicted: np.ndarray) -> float:
+    """The factor that gives the encoder's predictions the mean norm of the true ALS vectors, fitted on the
+    items the encoder was trained on (``stored_split == "train"``; 1.0 when there are none).
+
+    The encoder's regression term makes its outputs shrink towards the mean under uncertainty (the MSE
+    optimum), so a predicted vector is shorter than the ALS vector of a comparable item. Ranked among the
+    whole catalog by ``user . item``, that alone puts every new upload below warm items; rescaling keeps
+    the directions and puts the new items on the warm items' scale (ablation in benchmarks/README.md)."""
+    train = (rows["stored_split"] == "train") & rows["als_vector"].is_not_null()
+    if not train.any():
+        return 1.0
+    true = rows.filter(train)["als_vector"].to_numpy()
+    pred = predicted[train.to_numpy()]
+    denom = float(np.linalg.norm(pred, axis=1).mean())
+    return float(np.linalg.norm(true, axis=1).mean() / denom) if denom > 0 else 1.0
+
+
 def interaction_counts(*frames: pl.DataFrame) -> pl.DataFrame:
     """``item_id, interactions_on_day``: rows per item over the given snapshot frames (null ids skipped)."""
     parts = [f.select("item_id") for f in frames if f.height]
@@ -49,11 +67,12 @@ def assemble(
     split: pl.DataFrame,
     day: typing.Optional[dt.date] = None,
     interactions: typing.Optional[pl.DataFrame] = None,
+    calibrate_norm: bool = True,
 ) -> pl.DataFrame:
     """``items``: item_id, language (optionally upload_date): every item of the day's
     item_content_embeddings; ``embeddings``: item_content_embeddings of the day; ``split``: item_id,
     encoder_split of the encoder (:func:`~.content_encoder.split_of`); ``interactions``: item_id,
-    interactions_on_day (:func:`interaction_counts`)."""
+    interactions_on_day (:func:`interaction_counts`); ``calibrate_norm``: see :func:`norm_scale`."""
     dims = (
         {als_factors.schema["vector"].size}
         if als_factors.height
@@ -85,8 +104,21 @@ def assemble(
         if rows.height == 0:
             continue
         p = predict(model, features(rows))
-        preds.append(pl.DataFrame({"item_id": rows["item_id"], "predicted_vector": pl.Series(p, dtype=vec_type)}))
-    pred = pl.concat(preds) if preds else pl.DataFrame(schema={"item_id": pl.Int64, "predicted_vector": vec_type})
+        scale = norm_scale(rows, p) if calibrate_norm else 1.0
+        preds.append(
+            pl.DataFrame(
+                {
+                    "item_id": rows["item_id"],
+                    "predicted_vector": pl.Series((p * scale).astype(np.float32), dtype=vec_type),
+                    "predicted_scale": pl.Series([scale] * rows.height, dtype=pl.Float32),
+                }
+            )
+        )
+    pred = (
+        pl.concat(preds)
+        if preds
+        else pl.DataFrame(schema={"item_id": pl.Int64, "predicted_vector": vec_type, "predicted_scale": pl.Float32})
+    )
     out = base.drop("frame_embeddings", "audio_embedding").join(pred, on="item_id", how="left")
     has_model = pl.col("language").is_in(list(models))
     return out.select(
@@ -103,6 +135,7 @@ def assemble(
         (pl.col("als_vector").is_null() & pl.col("predicted_vector").is_not_null()).alias("is_predicted"),
         "als_vector",
         "predicted_vector",
+        "predicted_scale",
         pl.col("stored_split").fill_null("unseen").cast(SPLIT).alias("encoder_split"),
         pl.when(pl.col("als_vector").is_not_null() | pl.col("predicted_vector").is_not_null())
         .then(pl.lit(None, pl.String))
