@@ -101,6 +101,8 @@ def run_variant(name: str, a: argparse.Namespace) -> dict:
     out = {"variant": name, "pairs_per_day": int(sum(pairs) / max(len(pairs), 1)), "days": per_day["day"].n_unique()}
     for v in ("new_predicted", "new_random", "new_oracle", "new_true_als", "predicted", "true_als", "random"):
         out[v] = means.get(v)
+    by_day = per_day.filter(pl.col("variant") == "new_predicted").sort("day")["r50"].to_list()
+    out["new_predicted_by_day"] = "/".join(f"{v:.2f}" for v in by_day)
     out["seconds"] = time.time() - t0
     shutil.rmtree(root)
     return out

@@ -70,9 +70,7 @@ def test_build_is_deterministic():
     table = clustered(25_000)
     a, _ = ri.build(table, ri.IndexParams(kind="ivf"))
     b, _ = ri.build(table.sample(fraction=1.0, shuffle=True, seed=3), ri.IndexParams(kind="ivf"))
-    assert to_bytes(a) != b"" and a.arrays.keys() == b.arrays.keys()
-    for k in a.arrays:
-        np.testing.assert_array_equal(a.arrays[k], b.arrays[k])
+    assert to_bytes(a) == to_bytes(b)  # weights, ids and config: the stored object is the same every run
 
 
 def test_checks_refuse_an_index_missing_vectors():

@@ -56,7 +56,7 @@ def _output(
             {
                 "languages": dg.MetadataValue.md(markdown_table(summary)),
                 "items": int(summary["items"].sum()) if summary.height else 0,
-                "build_seconds": float(sum(v["build_seconds"] for v in artifact.config["languages"].values())),
+                "build_seconds": float(summary["seconds"].sum()) if summary.height else 0.0,
                 "recall@100": verdicts["ann_recall_at_100"][1]["worst_recall"],
                 **{k: v for k, v in artifact.config.items() if k not in ("languages", "params")},
             }
