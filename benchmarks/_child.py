@@ -17,3 +17,12 @@ def run_child(script: str, args: list[str], what: str) -> dict:
     res = json.loads(out.strip().splitlines()[-1])
     res["peak_rss_gib"] = usage.ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
     return res
+
+
+def print_markdown(rows: list[dict]) -> None:
+    """The rows as a markdown table (floats to 3 decimals), columns in the first row's order."""
+    cols = list(rows[0])
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")

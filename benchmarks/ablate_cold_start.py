@@ -30,6 +30,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _child import print_markdown  # noqa: E402
+
 VARIANTS = {
     "base": {},
     "cowatch1": {"pair_blip_scores": {"min_cowatch_clients": 1}},
@@ -123,11 +126,7 @@ def main() -> None:
         r = run_variant(name, a)
         print(r, file=sys.stderr, flush=True)
         results.append(r)
-    cols = list(results[0])
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for r in results:
-        print("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+    print_markdown(results)
 
 
 if __name__ == "__main__":

@@ -109,17 +109,13 @@ def main() -> None:
     if a.dim:
         print(json.dumps(one(a)))
         return
-    from _child import run_child
+    from _child import print_markdown, run_child
 
     rows = []
     for dim in a.dims:
         args = ["--items", str(a.items), "--queries", str(a.queries), "--threads", str(a.threads), "--dim", str(dim)]
         rows.append(run_child(__file__, args, f"dim {dim}"))
-    cols = list(rows[0])
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for r in rows:
-        print("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+    print_markdown(rows)
 
 
 if __name__ == "__main__":

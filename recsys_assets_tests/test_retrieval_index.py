@@ -1,6 +1,7 @@
 """The retrieval indexes: ANN against exact inner-product search, the stored round trip (local and moto S3),
 and the checks refusing an index that lost vectors."""
 
+import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
@@ -93,9 +94,7 @@ def test_round_trip_through_the_model_store_locally_and_on_s3(tmp_path, s3_env):
         (f"s3://{bucket}/recsys/assets", {"endpoint_url": endpoint}),
     ):
         io = SafetensorsIOManager(base_url=base, s3=S3Config(**s3))
-        io.store.write_bytes(
-            io.key_for(__import__("dagster").AssetKey("item_collab_index"), "2026-11-03"), to_bytes(art)
-        )
+        io.store.write_bytes(io.key_for(dg.AssetKey("item_collab_index"), "2026-11-03"), to_bytes(art))
         loaded = load_index(base, "item_collab_index", "2026-11-03", s3=s3)
         assert loaded.languages == ["hindi", "tamil"]
         np.testing.assert_array_equal(loaded.search("hindi", q, 20)[0], exact_top(table, "hindi", q, 20))
