@@ -8,9 +8,10 @@
   with ``--frames`` per-frame embeddings of ``--frame-dim`` and an audio embedding, whose ALS targets are a
   planted noisy function of the content; reports items/s per epoch and the time to convergence (early
   stopping on the validation loss, ``--max-epochs`` at most), and the validation mean cosine reached.
-* ``two_tower`` -- the two-tower model (``stages/two_tower.py``) on ``--rows`` training rows with
-  128-d PCA features; reports training samples/s, then the evaluation time of scoring ``--clients``
-  clients against a ``--catalog``-item catalog (item tower over the catalog + dot products + top-100).
+* ``two_tower`` -- the two-tower model (``stages/two_tower.py``) on ``--rows`` training rows by id (one
+  history per ~10 rows, ``--catalog`` items, 128-d PCA features, gathered per batch); reports training
+  samples/s, then the evaluation time of scoring ``--clients`` clients against a ``--catalog``-item catalog
+  (item tower over the catalog + dot products + top-100).
 
 Inputs are synthetic (random with planted structure): what is measured is the models' arithmetic and the
 code around it, which do not depend on where the features came from.
@@ -69,25 +70,46 @@ def bench_two_tower(a) -> dict:
 
     rng = np.random.default_rng(0)
     n, p = a.rows, 128
-    item = rng.standard_normal((n, p)).astype(np.float32)
-    pos = rng.standard_normal((n, p)).astype(np.float32)
-    neg = rng.standard_normal((n, p)).astype(np.float32)
-    label = (np.einsum("np,np->n", pos - neg, item) / np.sqrt(p) + 0.5 * rng.standard_normal(n)) > 0
+    n_hist, n_items = max(n // 10, 1), a.catalog  # ~10 rows per (client, day), as in the simulator
+    items = rng.standard_normal((n_items, p)).astype(np.float32)
+    pos = rng.standard_normal((n_hist, p)).astype(np.float32)
+    neg = rng.standard_normal((n_hist, p)).astype(np.float32)
+    history_row = rng.integers(0, n_hist, n).astype(np.int32)
+    item_row = rng.integers(0, n_items, n).astype(np.int32)
+    score = np.empty(n, np.float32)
+    for s in range(0, n, 1_000_000):  # the planted label, without materialising rows x dim
+        h, i = history_row[s : s + 1_000_000], item_row[s : s + 1_000_000]
+        score[s : s + 1_000_000] = np.einsum("np,np->n", pos[h] - neg[h], items[i]) / np.sqrt(p)
+    label = (score + 0.5 * rng.standard_normal(n)) > 0
     A = pl.Array(pl.Float32, p)
     rows = pl.DataFrame(
         {
-            "client_id": rng.integers(0, n // 20, n),
-            "item_id": rng.integers(0, a.catalog, n),
-            "pos_hist": pl.Series(pos, dtype=A),
-            "neg_hist": pl.Series(neg, dtype=A),
-            "item_features": pl.Series(item, dtype=A),
-            "n_pos_hist": np.full(n, 5, np.int32),
-            "n_neg_hist": np.full(n, 5, np.int32),
+            "client_id": history_row.astype(np.int64) // 7,
+            "item_id": item_row.astype(np.int64),
             "label": label,
             "weight": np.ones(n, np.float32),
+            "history_row": history_row,
+            "item_row": item_row,
         }
     )
-    del item, pos, neg
+    histories = pl.DataFrame(
+        {
+            "history_row": np.arange(n_hist, dtype=np.int32),
+            "pos_hist": pl.Series(pos, dtype=A),
+            "neg_hist": pl.Series(neg, dtype=A),
+            "n_pos_hist": np.full(n_hist, 5, np.int32),
+            "n_neg_hist": np.full(n_hist, 5, np.int32),
+        }
+    )
+    features = pl.DataFrame(
+        {
+            "item_row": np.arange(n_items, dtype=np.int32),
+            "item_id": np.arange(n_items),
+            "features": pl.Series(items, dtype=A),
+        }
+    )
+    rows = tt.Dataset(rows, histories, features)
+    del items, pos, neg
     sweep = {}
     for bs in [int(x) for x in a.tt_batch_sizes.split(",")]:
         params = tt.ModelParams(epochs=a.epochs, patience=a.epochs, device=a.device, batch_size=bs)

@@ -22,6 +22,7 @@ from .defs.resources import (
     ContentModelsResource,
     DeltaCatalogSource,
     EmbeddingCacheResource,
+    GeneratedContentResource,
     MediaFetchResource,
     ParquetSnapshotSource,
     ReportStoreResource,
@@ -34,6 +35,7 @@ from .defs.resources import (
 )
 from .defs.s3 import S3Config
 from .settings import Settings
+from .simulator.profiles import get_profile
 
 Env = typing.Mapping[str, str]
 
@@ -67,6 +69,16 @@ def build_resources(env: "Env | Settings" = os.environ) -> dict[str, typing.Any]
         catalog = DeltaCatalogSource(table_uri=settings.catalog_uri, s3=s3)
         truth = TruthResource()
     models = {k: v for k, v in (("image_model", settings.image_model), ("audio_model", settings.audio_model)) if v}
+    content_models = ContentModelsResource(
+        **models,
+        image_pretrained=settings.image_pretrained,
+        audio_checkpoint=settings.audio_checkpoint,
+        device=settings.device,
+        s3=s3,
+    )
+    if settings.source == "simulator" and not get_profile(settings.sim_profile).media:
+        # a platform without videos (the scale profile): content vectors generated from its true content
+        content_models = GeneratedContentResource(simulator=sim, device=settings.device)
     storage_url = settings.storage_url
     return {
         "io_manager": PolarsParquetIOManager(base_url=storage_url, s3=s3),
@@ -81,13 +93,7 @@ def build_resources(env: "Env | Settings" = os.environ) -> dict[str, typing.Any]
             allowed_networks=list(settings.media_allowed_networks),
             s3=s3,
         ),
-        "content_models": ContentModelsResource(
-            **models,
-            image_pretrained=settings.image_pretrained,
-            audio_checkpoint=settings.audio_checkpoint,
-            device=settings.device,
-            s3=s3,
-        ),
+        "content_models": content_models,
         "truth": truth,
         "two_tower_rules": TwoTowerRulesResource(),
         "reports": ReportStoreResource(base_url=storage_url.rstrip("/") + "/reports", s3=s3),

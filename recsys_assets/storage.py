@@ -10,7 +10,6 @@ directly.
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 import typing
@@ -125,6 +124,17 @@ class S3Store:
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
         self.url = url.rstrip("/")
+        self._polars_options = {
+            k: v
+            for k, v in {
+                "aws_endpoint_url": endpoint_url or None,
+                "aws_access_key_id": aws_access_key_id or None,
+                "aws_secret_access_key": aws_secret_access_key or None,
+                "aws_region": region_name or None,
+                "aws_allow_http": "true" if (endpoint_url or "").startswith("http://") else None,
+            }.items()
+            if v is not None
+        }
         import boto3
 
         self.client = boto3.client(
@@ -184,6 +194,23 @@ class S3Store:
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
+    def object_url(self, key: str) -> str:
+        """``s3://bucket/prefix/key``: what polars' own S3 reader (object_store, ranged GETs) opens."""
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def polars_options(self) -> dict[str, str]:
+        """The same endpoint and credentials as this store's boto3 client, as polars ``storage_options``
+        (absent ones fall back to the environment's AWS credential chain, as boto3 does)."""
+        return dict(self._polars_options)
+
+    def size(self, key: str) -> int | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return int(self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ContentLength"])
+        except ClientError:
+            return None
+
     def version(self, key: str) -> str | None:
         """The object's ETag and last-modified time (a rewrite changes them); None if absent."""
         from botocore.exceptions import ClientError
@@ -214,11 +241,29 @@ def open_store(url: str, **s3_options) -> ObjectStore:
     raise ValueError(f"unsupported storage URL {url!r}: use a local path, file:// or s3://")
 
 
-def write_parquet(store: ObjectStore, key: str, df: pl.DataFrame) -> int:
-    """Write ``df`` as one parquet object, atomically. Returns the object's size in bytes."""
+ROW_GROUP_BYTES = 64 * 1024 * 1024
+"""Target in-memory size of one parquet row group: a reader that streams a large partition (or scans it with
+a predicate) holds about one group of the columns it reads at a time."""
+
+
+def rows_per_group(df: pl.DataFrame, target_bytes: int = ROW_GROUP_BYTES) -> int:
+    """Rows of ``df`` per row group so that a group holds about ``target_bytes`` (at least 1 024 rows)."""
+    per_row = df.estimated_size() / max(df.height, 1)
+    return max(1024, int(target_bytes / max(per_row, 1.0)))
+
+
+def write_parquet(store: ObjectStore, key: str, df: pl.DataFrame, row_group_bytes: int = ROW_GROUP_BYTES) -> int:
+    """Write ``df`` as one parquet object, atomically, in row groups of about ``row_group_bytes`` with column
+    statistics (so scans can skip groups by predicate). Returns the object's size in bytes."""
     tmp = store.temp_path_for(key)
     try:
-        df.write_parquet(tmp, compression="zstd", compression_level=1, statistics=True)
+        df.write_parquet(
+            tmp,
+            compression="zstd",
+            compression_level=1,
+            statistics=True,
+            row_group_size=rows_per_group(df, row_group_bytes),
+        )
         size = os.path.getsize(tmp)
         store.write_file(key, tmp)
     finally:
@@ -230,22 +275,44 @@ class ParquetReadError(ValueError):
     """A file that should be parquet cannot be read as parquet; the message names it."""
 
 
-def read_parquet(store: ObjectStore, key: str) -> pl.DataFrame:
-    """One parquet object. A missing object raises ``FileNotFoundError``; an unreadable one (0 bytes,
-    truncated, not parquet) :class:`ParquetReadError` naming the object and its size."""
+def _source(store: ObjectStore, key: str) -> tuple[str, dict[str, str]]:
+    """Where polars opens ``key`` (a local path, or ``s3://`` with the store's options); FileNotFoundError if absent."""
     if isinstance(store, LocalStore):
         path = store.path(key)
         if not path.exists():
             raise FileNotFoundError(str(path))
-        source: typing.Any = path
-        where, size = str(path), path.stat().st_size
-    else:
-        data = store.read_bytes(key)
-        source, where, size = io.BytesIO(data), f"{store.url}/{key}", len(data)
+        return str(path), {}
+    if isinstance(store, S3Store):
+        if not store.exists(key):
+            raise FileNotFoundError(f"{store.url}/{key}")
+        return store.object_url(key), store.polars_options()
+    raise TypeError(f"no parquet reader for {type(store).__name__}")
+
+
+def scan_parquet(store: ObjectStore, key: str) -> pl.LazyFrame:
+    """A lazy scan of one parquet object: columns the query selects and row groups its predicate rules out
+    are never read (locally: never paged in; on S3: never fetched -- ranged GETs of the needed column chunks).
+    A missing object raises ``FileNotFoundError`` now; an unreadable one fails when collected."""
+    source, options = _source(store, key)
+    return pl.scan_parquet(source, storage_options=options or None)
+
+
+def read_parquet(store: ObjectStore, key: str, columns: typing.Sequence[str] | None = None) -> pl.DataFrame:
+    """One parquet object, or only ``columns`` of it (the others are not read). A missing object raises
+    ``FileNotFoundError``; an unreadable one (0 bytes, truncated, not parquet) :class:`ParquetReadError` naming
+    the object and its size; a column it does not have, ``KeyError`` naming the ones it has."""
+    scan = scan_parquet(store, key)
     try:
-        return pl.read_parquet(source)
+        if columns is not None:
+            have = scan.collect_schema().names()
+            absent = [c for c in columns if c not in have]
+            if absent:
+                raise KeyError(f"{store.url}/{key} has no column(s) {absent}; it has {have}")
+            scan = scan.select(list(columns))
+        return scan.collect()
     except (pl.exceptions.PolarsError, OSError) as e:
+        size = store.path(key).stat().st_size if isinstance(store, LocalStore) else store.size(key)
         raise ParquetReadError(
-            f"{where} ({size} bytes) is not a readable parquet file: {type(e).__name__}: {e}. "
+            f"{store.url}/{key} ({size} bytes) is not a readable parquet file: {type(e).__name__}: {e}. "
             "Expected a complete parquet file (a partial or foreign file in the data folder?)"
         ) from e

@@ -128,7 +128,7 @@ def test_ui_materializes_a_partition_and_backfills_the_whole_graph(dagster_dev):
             started = time.time()
             _open(page, f"{url}/asset-groups")
             page.screenshot(path=str(tmp_path / "ui_lineage_by_group.png"))
-            # "Materialize all (20)…": the two sources are external, not materializable
+            # "Materialize all (22)…": the two sources are external, not materializable
             page.locator("button", has_text=re.compile(r"^Materialize all")).first.click()
             _choose_partitions(page, "[2026-11-01...2026-11-02]", "Launch backfill")
             (backfill,) = _wait(

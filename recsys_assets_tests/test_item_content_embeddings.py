@@ -95,7 +95,9 @@ def test_cache_embeds_each_video_once(library, encoders, tmp_path):
     assert second.stats["cache_hits"] == 2 and second.stats["decoded"] == day2.height - 2
     other_model = ContentEncoders(ModelSpec(device="cpu", n_frames=4, seed=1))
     assert embed_items(day1, other_model, policy, EmbedParams(decode_workers=1), cache=cache).stats["cache_hits"] == 0
-    assert cache.compact(encoders.fingerprint, max_parts=1) == 2
+    assert cache.compact(encoders.fingerprint, max_parts=0) == len(
+        cache.store.list(f"{encoders.fingerprint}/")
+    )  # every part folded, bucket by bucket
     assert (
         embed_items(items, encoders, policy, EmbedParams(decode_workers=1), cache=cache).stats["cache_hits"] == 10
     )  # no_audio is cached too
@@ -117,3 +119,61 @@ def test_cache_on_s3(library, encoders, s3_env):
         == items.height
     )
     assert embed_items(items, encoders, policy, EmbedParams(decode_workers=1), cache=cache).stats["cache_hits"] == 10
+
+
+class RecordingStore(LocalStore):
+    """A local store that records the objects opened for reading (what a lookup touched)."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.opened: list[str] = []
+
+    def path(self, key):
+        if key.endswith(".parquet"):
+            self.opened.append(key)
+        return super().path(key)
+
+
+def _cache_rows(ids: np.ndarray) -> pl.DataFrame:
+    rng = np.random.default_rng(int(ids[0]))
+    return pl.DataFrame(
+        {"item_id": ids.astype(np.int64), "blip_embedding": pl.Series(rng.random((len(ids), 64), dtype=np.float32))}
+    )
+
+
+def test_cache_lookup_of_k_items_touches_o_of_k_data(tmp_path):
+    store = RecordingStore(tmp_path / "cache")
+    cache = EmbeddingCache(store, buckets=32)
+    for day in range(5):  # five days of 4 000 new items each, compacted as the asset does
+        rows = _cache_rows(np.arange(day * 4000, (day + 1) * 4000))
+        cache.store_rows(rows, "fp")
+        cache.compact("fp", max_parts=3, buckets=(rows["item_id"] % 32).unique().to_list())
+    total = sum(store.path(k).stat().st_size for k in store.list("fp/"))
+    for k in (1, 4):
+        store.opened.clear()
+        wanted = [7, 4001, 12_345, 19_999][:k]
+        got = cache.lookup(wanted, "fp")
+        assert sorted(got["item_id"].to_list()) == sorted(wanted)
+        touched = set(store.opened)
+        assert {int(key.split("/")[2]) for key in touched} == {i % 32 for i in wanted}  # only their buckets
+        assert len(touched) <= 4 * k  # at most max_parts + 1 parts per bucket
+        touched_bytes = sum(store.path(key).stat().st_size for key in touched)
+        assert touched_bytes <= total * k / 32 * 1.5, (touched_bytes, total)
+    expected = _cache_rows(np.arange(12_000, 16_000)).filter(pl.col("item_id") == 12_345)
+    assert cache.lookup([12_345], "fp").equals(expected)  # the row itself, bit for bit
+    assert cache.lookup([10**9], "fp").height == 0
+    assert len(store.list("fp/")) <= 32 * 4  # compaction keeps the part count bounded
+
+
+def test_cache_compaction_keeps_the_newest_row(tmp_path):
+    cache = EmbeddingCache(LocalStore(tmp_path / "cache"), buckets=2)
+    old = _cache_rows(np.arange(10))
+    cache.store_rows(old, "fp")
+    ones = np.ones((10, 64), np.float32)
+    new = pl.DataFrame({"item_id": old["item_id"], "blip_embedding": pl.Series(ones)})
+    cache.store_rows(new.filter(pl.col("item_id") < 5), "fp")
+    assert cache.compact("fp", max_parts=1) == 4
+    got = cache.lookup(list(range(10)), "fp")
+    assert got.height == 10
+    firsts = got["blip_embedding"].to_numpy()[:, 0]
+    assert (firsts[:5] == 1).all() and (firsts[5:] == old["blip_embedding"].to_numpy()[5:, 0]).all()

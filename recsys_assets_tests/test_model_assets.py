@@ -140,10 +140,13 @@ def test_two_tower_dataset_model_and_evaluation(run):
     store = LocalStore(root / "assets")
     ds = read_parquet(store, f"two_tower_dataset/{DAYS[-1]}.parquet")
     assert abs(ds["label"].mean() - 0.5) < 0.01
-    assert (
-        "item_id" in ds.columns
-        and ds.schema["item_features"].size == metadata(results[DAYS[-1]], "item_pca")["n_components"]
-    )
+    # by id: no vector on a row; histories per (client, day) and item features once each
+    assert not any(isinstance(t, pl.Array) for t in ds.schema.values())
+    histories = read_parquet(store, f"two_tower_user_history/{DAYS[-1]}.parquet")
+    items = read_parquet(store, f"two_tower_item_features/{DAYS[-1]}.parquet")
+    assert items.schema["features"].size == metadata(results[DAYS[-1]], "item_pca")["n_components"]
+    assert histories.height < ds.height and items.height < ds.height
+    assert ds["history_row"].max() < histories.height and ds["item_row"].max() < items.height
     assert (root / "assets" / "two_tower_model" / f"{DAYS[-1]}.safetensors").exists()
     md = metadata(results[DAYS[-1]], "two_tower_model")
     assert md["training_curve"].startswith("![training_curve](data:image/png;base64,") and md["samples_per_s"] > 0
@@ -183,3 +186,58 @@ def test_experiment_report_has_one_experiment_per_evaluated_day(run):
         cold["variant"]
     )
     assert "new_random" in md["cold_start_results"]
+
+
+def test_id_based_dataset_trains_to_the_auc_of_per_row_histories(run):
+    """The id-based dataset (history as of each row's day, stored per client and day) against the per-row
+    layout it replaced (each row its own history up to its own event), on tiny: the same rows, model and
+    validation day; their validation AUCs differ by no more than training seeds move them."""
+    import datetime as dt
+
+    from recsys_assets.artifacts import from_bytes
+    from recsys_assets.defs.partitions import train_window_start
+    from recsys_assets.stages import two_tower as tt
+    from recsys_assets.stages import two_tower_evaluation as tte
+
+    root, _ = run
+    store = LocalStore(root / "assets")
+    train_day, val_day = DAYS[-2], DAYS[-1]
+    rules = tt.DatasetRules()
+    window = pl.concat([read_parquet(store, f"raw_interactions/{d}.parquet") for d in DAYS[:-1]])
+    today = read_parquet(store, f"raw_interactions/{val_day}.parquet")
+    pca = tt.pca_from_artifact(from_bytes(store.read_bytes(f"item_pca/{train_day}.safetensors")))
+    emb = pl.concat([read_parquet(store, f"item_content_embeddings/{d}.parquet") for d in DAYS])
+    emb = emb.filter(pl.col("status") != "failed").unique("item_id", keep="last", maintain_order=True)
+    features = tt.project(emb.select("item_id", "blip_embedding"), pca)
+    start = train_window_start(dt.date.fromisoformat(train_day))
+    by_day, _ = tt.build_dataset(window, features, rules, start)
+    # the per-row layout: the same rows, each with its exact point-in-time history up to its own event
+    per_row = tt.point_in_time_history(by_day.rows, tt.labelled(window, rules), features, start)
+    per_row = per_row.with_columns(history_row=pl.int_range(pl.len(), dtype=pl.Int32), history_day=pl.lit(None))
+    per_row_ds = tt.Dataset(
+        per_row.select(tt.ROW_COLUMNS),
+        per_row.select("history_row", "client_id", "history_day", "pos_hist", "neg_hist", "n_pos_hist", "n_neg_hist"),
+        by_day.items,
+    )
+
+    def val_auc(ds: tt.Dataset, seed: int) -> float:
+        model = tt.train(ds, tt.ModelParams(epochs=4, seed=seed, device="cpu")).model
+        table, _ = tte.evaluate(
+            model,
+            today,
+            window,
+            features,
+            emb.select("item_id", "language"),
+            rules,
+            dt.date.fromisoformat(val_day),
+            window_days=len(DAYS) - 1,
+            baselines=False,
+        )
+        return float(table["auc"][0])
+
+    ids = [val_auc(by_day, seed) for seed in (0, 1, 2)]
+    rows = [val_auc(per_row_ds, seed) for seed in (0, 1, 2)]
+    spread = max(np.ptp(ids), np.ptp(rows), 0.01)
+    print(f"validation AUC by id {ids}, per row {rows}")
+    assert abs(np.mean(ids) - np.mean(rows)) <= 2 * spread, (ids, rows)
+    assert min(ids) > 0.5

@@ -13,6 +13,7 @@ from ..artifacts import ModelArtifact
 from ..stages import content_encoder as ce
 from ..stages import content_encoder_evaluation as cee
 from ..stages import item_collab_embeddings as ice
+from ..stages.item_content_embeddings import ENCODER_COLUMNS, float32_vectors
 from .checks import Check, CheckSet
 from .evaluation import evaluation_asset, next_day_inputs
 from .guards import GPU_POOL
@@ -25,6 +26,7 @@ from .partitions import (
     PREVIOUS_DAY,
     TRAIN_WINDOW,
     after_previous_day,
+    columns_input,
     partition_date,
     window_input,
 )
@@ -78,7 +80,7 @@ class CollabConfig(dg.Config):
 
 def _latest_per_item(window: dict[str, pl.DataFrame]) -> pl.DataFrame:
     """The union of a window of item_content_embeddings, one row per item (the latest day's)."""
-    frames = [df for _, df in sorted(window.items())]
+    frames = [float32_vectors(df) for _, df in sorted(window.items())]
     return pl.concat(frames, how="vertical_relaxed").unique("item_id", keep="last", maintain_order=True)
 
 
@@ -103,7 +105,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
 
     @dg.asset(
         ins={
-            "embeddings": window_input("item_content_embeddings", TRAIN_WINDOW),
+            "embeddings": window_input("item_content_embeddings", TRAIN_WINDOW, columns=ENCODER_COLUMNS),
             "als_factors": dg.AssetIn("als_factors"),
             "pair_blip_scores": dg.AssetIn("pair_blip_scores"),
         },
@@ -179,10 +181,10 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     @dg.asset(
         ins={
             "content_encoder": dg.AssetIn("content_encoder", input_manager_key=MODEL_IO),
-            "item_content_embeddings": dg.AssetIn("item_content_embeddings"),
-            "als_factors": dg.AssetIn("als_factors"),
-            "raw_interactions": dg.AssetIn("raw_interactions"),
-            "raw_interactions_quarantine": dg.AssetIn("raw_interactions_quarantine"),
+            "item_content_embeddings": columns_input("item_content_embeddings", ENCODER_COLUMNS),
+            "als_factors": columns_input("als_factors", ["item_id", "language", "vector"]),
+            "raw_interactions": columns_input("raw_interactions", ["item_id"]),
+            "raw_interactions_quarantine": columns_input("raw_interactions_quarantine", ["item_id"]),
         },
         partitions_def=partitions,
         check_specs=COLLAB_CHECKS.specs(partitions),
@@ -201,6 +203,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         its ALS vector, or the content encoder's prediction, flagged (is_predicted)."""
         models = ce.from_artifact(content_encoder)
         day = partition_date(context)
+        item_content_embeddings = float32_vectors(item_content_embeddings)
         table = ice.assemble(
             item_content_embeddings.select("item_id", "language", "upload_date"),
             item_content_embeddings,

@@ -15,7 +15,7 @@ from .checks import Check, CheckSet
 from .guards import GPU_POOL, IO_RETRY, only_transient_retries
 from .metadata import frame_metadata, latest_partition_metadata, markdown_table, to_metadata
 from .params import config_from, to_params
-from .partitions import TRAIN_WINDOW, after_previous_day, partition_date, window_input
+from .partitions import TRAIN_WINDOW, after_previous_day, columns_input, partition_date, window_input
 from .resources import ContentModelsResource, EmbeddingCacheResource, MediaFetchResource
 
 GROUP = "content"
@@ -63,6 +63,9 @@ class ContentEmbeddingConfig(config_from(ice.EmbedParams, name="EmbedParamsConfi
     """media_coverage fails (blocking) below this share of items embedded."""
     use_cache: bool = True
     """Reuse embeddings already computed for an item under the same model fingerprint."""
+    vector_dtype: str = "float32"
+    """How the embedding columns are stored: ``float32`` or ``float16`` (half the bytes on disk and in every
+    reader; readers compute in float32 either way). The embedding cache keeps float32."""
     active_upload_days: int = 7
     """Besides the day's watched items, embed every catalog video uploaded in the last this many days (the
     day included), watched or not: new uploads get a content embedding, and so a predicted collaborative
@@ -125,15 +128,15 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             context.log.warning(RANDOM_WEIGHTS_NOTICE.format(which=" and ".join(random_parts)))
         day = partition_date(context)
         items = ice.items_to_embed(item_meta, video_catalog, day, config.active_upload_days)
-        result = ice.embed_items(
+        result = content_models.embed(
             items,
             encoders,
             media_fetch.policy(),
             to_params(config, ice.EmbedParams),
-            cache=embedding_cache.cache() if config.use_cache else None,
-            log=context.log.info,
+            embedding_cache.cache() if config.use_cache else None,
+            context.log.info,
         )
-        table = result.table
+        table = ice.with_vector_dtype(result.table, config.vector_dtype)
         failures = table.filter(pl.col("status") != "ok").select("item_id", "status", "reason", "detail")
         meta = {
             **frame_metadata(
@@ -143,6 +146,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             "unwatched_active_uploads": int((~table["watched_on_day"]).sum()),
             "uploaded_on_day": int((table["upload_date"] == day).sum()),
             "model_fingerprint": encoders.fingerprint,
+            "vector_dtype": config.vector_dtype,
             "models": dg.MetadataValue.json(encoders.describe()),
             "random_weights": bool(random_parts),
             **(
@@ -161,10 +165,16 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
 
     @dg.asset(
         ins={
-            "item_content_embeddings": dg.AssetIn("item_content_embeddings"),
-            "filtered_interactions": window_input("filtered_interactions", TRAIN_WINDOW),
-            "raw_interactions": window_input("raw_interactions", TRAIN_WINDOW),
-            "quarantine": window_input("raw_interactions_quarantine", TRAIN_WINDOW),
+            "item_content_embeddings": columns_input(
+                "item_content_embeddings", ["item_id", "status", "blip_embedding"]
+            ),
+            "filtered_interactions": window_input(
+                "filtered_interactions",
+                TRAIN_WINDOW,
+                columns=["client_id", "session_id", "item_id", "is_positive", "session_all_positive"],
+            ),
+            "raw_interactions": window_input("raw_interactions", TRAIN_WINDOW, columns=["client_id", "item_id"]),
+            "quarantine": window_input("raw_interactions_quarantine", TRAIN_WINDOW, columns=["client_id", "item_id"]),
         },
         deps=[after_previous_day("pair_blip_scores")],
         partitions_def=partitions,
@@ -198,7 +208,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         pairs = pbs.window_pairs(window, rules)
         result = pbs.score_pairs(
             pairs.pairs,
-            item_content_embeddings.select("item_id", "status", "blip_embedding"),
+            ice.float32_vectors(item_content_embeddings.select("item_id", "status", "blip_embedding")),
             window.select("client_id", "item_id", "is_positive", "session_all_positive"),
             served,
             rules,

@@ -114,11 +114,22 @@ with warnings.catch_warnings():
     )
 
 
-def window_input(asset_key: str, mapping: DayWindow, **kwargs: typing.Any) -> dg.AssetIn:
+def window_input(
+    asset_key: str, mapping: DayWindow, columns: typing.Optional[typing.Sequence[str]] = None, **kwargs: typing.Any
+) -> dg.AssetIn:
     """An input that reads other days of ``asset_key`` through ``mapping``: a ``dict[day, value]`` of the days
     that exist -- a day never materialized is left out with a warning (``allow_missing_partitions``) and the
-    asset reports how many it used (:func:`window_metadata`)."""
-    return dg.AssetIn(asset_key, partition_mapping=mapping, metadata={"allow_missing_partitions": True}, **kwargs)
+    asset reports how many it used (:func:`window_metadata`). ``columns``: read only these (see
+    ``io_manager``)."""
+    metadata: dict[str, typing.Any] = {"allow_missing_partitions": True}
+    if columns is not None:
+        metadata["columns"] = list(columns)
+    return dg.AssetIn(asset_key, partition_mapping=mapping, metadata=metadata, **kwargs)
+
+
+def columns_input(asset_key: str, columns: typing.Sequence[str], **kwargs: typing.Any) -> dg.AssetIn:
+    """An input of the same day of ``asset_key`` that reads only ``columns`` (see ``io_manager``)."""
+    return dg.AssetIn(asset_key, metadata={"columns": list(columns)}, **kwargs)
 
 
 def after_previous_day(asset_key: str) -> dg.AssetDep:

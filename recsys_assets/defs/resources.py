@@ -20,12 +20,13 @@ import typing
 import dagster as dg
 import polars as pl
 
+from ..simulator.content_vectors import ContentVectorGenerator, VectorSpec
 from ..simulator.platform import Platform, get_platform
 from ..simulator.publish import catalog_uri, publish_catalog, publish_day, snapshot_template
 from ..sources.lake import catalog_version, read_catalog, read_snapshot, snapshot_marker
 from ..stages.als_factors import AlsEngine, ImplicitAls
-from ..stages.content_models import ContentEncoders, ModelSpec, load_encoders
-from ..stages.item_content_embeddings import EmbeddingCache
+from ..stages.content_models import ModelSpec, load_encoders
+from ..stages.item_content_embeddings import EmbeddingCache, EmbedParams, EmbedResult, embed_generated, embed_items
 from ..stages.media_fetch import FetchPolicy
 from ..stages.two_tower import DatasetRules
 from ..storage import open_store
@@ -200,8 +201,49 @@ class ContentModelsResource(config_from(ModelSpec, base=dg.ConfigurableResource,
             audio_checkpoint=self.audio_checkpoint or None,
         )
 
-    def load(self) -> ContentEncoders:
+    def load(self) -> typing.Any:
         return load_encoders(self.spec(), self.s3.options())
+
+    def embed(
+        self,
+        items: pl.DataFrame,
+        encoders: typing.Any,
+        policy: FetchPolicy,
+        params: EmbedParams,
+        cache: typing.Optional[EmbeddingCache],
+        log: typing.Callable[[str], None],
+    ) -> EmbedResult:
+        """The day's embeddings: fetch, decode and encode each item's media (the cache skips known ones)."""
+        return embed_items(items, encoders, policy, params, cache=cache, log=log)
+
+
+class GeneratedContent:
+    """What ``GeneratedContentResource.load`` returns: the generator, described like a pair of encoders."""
+
+    def __init__(self, generator: ContentVectorGenerator):
+        self.generator = generator
+        self.fingerprint = generator.fingerprint
+        self.random_weights = {"image": False, "audio": False}
+
+    def describe(self) -> dict[str, typing.Any]:
+        return self.generator.describe()
+
+
+class GeneratedContentResource(ContentModelsResource):
+    """Content vectors generated from the simulator's true item content instead of decoded media (profiles
+    without media, e.g. ``scale``): what frozen encoders of ``n_frames`` x ``image_dim`` and ``audio_dim``
+    would emit, so the content, cold-start and two-tower stages run at the seed's size without videos."""
+
+    simulator: SimulatedPlatformResource
+    image_dim: int = 512
+    audio_dim: int = 512
+
+    def load(self) -> GeneratedContent:
+        spec = VectorSpec(n_frames=self.n_frames, image_dim=self.image_dim, audio_dim=self.audio_dim)
+        return GeneratedContent(ContentVectorGenerator(self.simulator.platform(), spec))
+
+    def embed(self, items, encoders, policy, params, cache, log) -> EmbedResult:
+        return embed_generated(items, encoders.generator, log=log)
 
 
 class EmbeddingCacheResource(dg.ConfigurableResource):

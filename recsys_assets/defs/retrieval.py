@@ -20,6 +20,7 @@ from ..artifacts import ModelArtifact
 from ..stages import plots
 from ..stages import two_tower as tt
 from ..stages import two_tower_evaluation as tte
+from ..stages.item_content_embeddings import POOLED_COLUMNS, float32_vectors
 from ..stages.ranking_metrics import ALL_METRICS, LEGEND, METRICS, in_unit_interval
 from .checks import Check, CheckSet
 from .evaluation import evaluation_asset, next_day_inputs
@@ -50,7 +51,22 @@ DATASET_CHECKS = CheckSet(
     Check("items_with_min_interactions", "Every item has at least min_item_interactions window interactions."),
     Check("balanced_labels", "Positives and negatives are within 5% of 5:5."),
     Check("features_finite", "Every feature is finite."),
+    Check(
+        "rows_resolve_to_their_history_and_item",
+        "Every row's history_row is its own client's history as of its day, and its item_row its own item.",
+    ),
 )
+DATASET_TABLES = ("two_tower_dataset", "two_tower_user_history", "two_tower_item_features")
+"""The dataset by id: the rows, and the (client, day) histories and item features they point at."""
+
+
+def _dataset(
+    rows: typing.Mapping[str, pl.DataFrame], histories: typing.Mapping[str, pl.DataFrame], items: typing.Mapping
+) -> tt.Dataset:
+    """One day's dataset from the three window inputs of one partition each."""
+    return tt.Dataset(next(iter(rows.values())), next(iter(histories.values())), next(iter(items.values())))
+
+
 MODEL_CHECKS = CheckSet(
     "two_tower_model",
     Check("weights_finite", "Every weight is finite."),
@@ -91,7 +107,8 @@ class AblationConfig(EvaluationConfig):
 
 
 def _latest(window: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    frames = [df.select("item_id", "language", "status", "blip_embedding") for _, df in sorted(window.items())]
+    columns = ["item_id", "language", "status", "blip_embedding"]
+    frames = [float32_vectors(df.select(columns)) for _, df in sorted(window.items())]
     return (
         pl.concat(frames, how="vertical_relaxed")
         .filter(pl.col("status") != "failed")
@@ -194,8 +211,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
 
     @dg.asset(
         ins={
-            "window": window_input("raw_interactions", TRAIN_WINDOW),
-            "embeddings": window_input("item_content_embeddings", TRAIN_WINDOW),
+            "window": window_input("raw_interactions", TRAIN_WINDOW, columns=tt.EVENT_COLUMNS),
+            "embeddings": window_input("item_content_embeddings", TRAIN_WINDOW, columns=POOLED_COLUMNS),
         },
         deps=[after_previous_day("item_pca")],
         partitions_def=partitions,
@@ -232,10 +249,26 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             ),
         )
 
-    @dg.asset(
+    @dg.multi_asset(
+        outs={
+            "two_tower_dataset": dg.AssetOut(
+                description="Seed 001's training rows of D-6 .. D by id: client_id, item_id, label, weight, and the "
+                "history_row / item_row they point at.",
+                is_required=True,
+            ),
+            "two_tower_user_history": dg.AssetOut(
+                description="One row per (client, day) with training rows: the pos/neg history means of the client's "
+                "window events before that day (PCA space), with their counts.",
+                is_required=True,
+            ),
+            "two_tower_item_features": dg.AssetOut(
+                description="One row per item with training rows: its BLIP embedding through item_pca D.",
+                is_required=True,
+            ),
+        },
         ins={
-            "window": window_input("raw_interactions", TRAIN_WINDOW),
-            "embeddings": window_input("item_content_embeddings", TRAIN_WINDOW),
+            "window": window_input("raw_interactions", TRAIN_WINDOW, columns=tt.EVENT_COLUMNS),
+            "embeddings": window_input("item_content_embeddings", TRAIN_WINDOW, columns=POOLED_COLUMNS),
             "item_pca": dg.AssetIn("item_pca", input_manager_key=MODEL_IO),
         },
         deps=[after_previous_day("two_tower_dataset")],
@@ -251,20 +284,42 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         item_pca: ModelArtifact,
     ) -> typing.Iterator:
         """Partition D: seed 001's training rows from the played events of D-6 .. D -- filters, label
-        pcc > 0.9, 5:5 balance, point-in-time pos/neg history means, PCA-128 item features."""
+        pcc > 0.9, 5:5 balance, pos/neg history means as of each row's day, PCA-128 item features -- stored
+        by id: rows, (client, day) histories and item features, each once."""
         features = tt.project(_latest(embeddings), tt.pca_from_artifact(item_pca))
         interactions = _concat(window)
         rules = two_tower_rules.rules()
         ds, stats = tt.build_dataset(interactions, features, rules, train_window_start(partition_date(context)))
         yield dg.Output(
-            ds,
+            ds.rows,
+            output_name="two_tower_dataset",
             metadata=to_metadata(
                 {
-                    **frame_metadata(ds.select("client_id", "item_id", "label", "n_pos_hist", "n_neg_hist")),
+                    **frame_metadata(ds.rows.select("client_id", "item_id", "label", "history_row", "item_row")),
                     **stats,
                     "event_set": EVENT_SET,
                     "window_days": len(window),
                 }
+            ),
+        )
+        yield dg.Output(
+            ds.histories,
+            output_name="two_tower_user_history",
+            metadata=to_metadata(
+                {
+                    **frame_metadata(ds.histories.select("client_id", "history_day", "n_pos_hist", "n_neg_hist")),
+                    "clients": int(ds.histories["client_id"].n_unique()),
+                    "without_history": int(
+                        ((ds.histories["n_pos_hist"] == 0) & (ds.histories["n_neg_hist"] == 0)).sum()
+                    ),
+                }
+            ),
+        )
+        yield dg.Output(
+            ds.items,
+            output_name="two_tower_item_features",
+            metadata=to_metadata(
+                {**frame_metadata(ds.items.select("item_row", "item_id")), "feature_dim": ds.feature_dim}
             ),
         )
         yield from DATASET_CHECKS.results(tt.validate_dataset(ds, interactions, rules))
@@ -272,6 +327,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     @dg.asset(
         ins={
             "two_tower_dataset": dg.AssetIn("two_tower_dataset"),
+            "two_tower_user_history": dg.AssetIn("two_tower_user_history"),
+            "two_tower_item_features": dg.AssetIn("two_tower_item_features"),
             "item_pca": dg.AssetIn("item_pca", input_manager_key=MODEL_IO),
         },
         partitions_def=partitions,
@@ -285,12 +342,16 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         config: TwoTowerConfig,
         reports: ReportStoreResource,
         two_tower_dataset: pl.DataFrame,
+        two_tower_user_history: pl.DataFrame,
+        two_tower_item_features: pl.DataFrame,
         item_pca: ModelArtifact,
     ) -> typing.Iterator:
-        """Partition D: user and item towers trained on two_tower_dataset D; weights + config as safetensors."""
+        """Partition D: user and item towers trained on two_tower_dataset D (rows gather their history and item
+        features by index, on the training device); weights + config as safetensors."""
         params = to_params(config, tt.ModelParams)
-        res = tt.train(two_tower_dataset, params, log=context.log.info)
-        dim = two_tower_dataset.schema["item_features"].size
+        ds = tt.Dataset(two_tower_dataset, two_tower_user_history, two_tower_item_features)
+        res = tt.train(ds, params, log=context.log.info)
+        dim = ds.feature_dim
         days = two_tower_dataset["event_ts"].dt.date()
         train_range = f"{days.min()} .. {days.max()}" if two_tower_dataset.height else "empty"
         art = tt.to_artifact(
@@ -339,7 +400,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             "model": window_input("two_tower_model", PREVIOUS_DAY, input_manager_key=MODEL_IO),
             "pca": window_input("item_pca", PREVIOUS_DAY, input_manager_key=MODEL_IO),
             "interactions": window_input("raw_interactions", EVAL_WINDOW),
-            "embeddings": window_input("item_content_embeddings", EVAL_WINDOW),
+            "embeddings": window_input("item_content_embeddings", EVAL_WINDOW, columns=POOLED_COLUMNS),
         },
         deps=[after_previous_day("two_tower_evaluation")],
         partitions_def=partitions,
@@ -430,10 +491,12 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     @evaluation_asset(
         ins={
             "dataset": window_input("two_tower_dataset", PREVIOUS_DAY),
+            "user_history": window_input("two_tower_user_history", PREVIOUS_DAY),
+            "item_features": window_input("two_tower_item_features", PREVIOUS_DAY),
             "model": window_input("two_tower_model", PREVIOUS_DAY, input_manager_key=MODEL_IO),
             "pca": window_input("item_pca", PREVIOUS_DAY, input_manager_key=MODEL_IO),
             "interactions": window_input("raw_interactions", EVAL_WINDOW),
-            "embeddings": window_input("item_content_embeddings", EVAL_WINDOW),
+            "embeddings": window_input("item_content_embeddings", EVAL_WINDOW, columns=POOLED_COLUMNS),
         },
         deps=[after_previous_day("two_tower_ablations")],
         partitions_def=partitions,
@@ -446,6 +509,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         two_tower_rules: TwoTowerRulesResource,
         truth: TruthResource,
         dataset: dict[str, pl.DataFrame],
+        user_history: dict[str, pl.DataFrame],
+        item_features: dict[str, pl.DataFrame],
         model: dict[str, ModelArtifact],
         pca: dict[str, ModelArtifact],
         interactions: dict[str, pl.DataFrame],
@@ -456,7 +521,14 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         place of the BLIP embeddings (the gap to two_tower is the cost of the encoder; the gap from it to
         the oracle, the cost of the architecture)."""
         inputs, skipped = next_day_inputs(
-            context, ABLATION_CHECKS, tte.table_schema(), interactions, two_tower_model=model, two_tower_dataset=dataset
+            context,
+            ABLATION_CHECKS,
+            tte.table_schema(),
+            interactions,
+            two_tower_model=model,
+            two_tower_dataset=dataset,
+            two_tower_user_history=user_history,
+            two_tower_item_features=item_features,
         )
         if inputs is None:
             yield from skipped
@@ -466,12 +538,13 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         items = _latest(embeddings)
         item_language = items.select("item_id", "language")
         true_vectors = truth.item_vectors_fn()
-        variants: list[tuple[str, pl.DataFrame, pl.DataFrame, tt.ModelParams]] = []
+        variants: list[tuple[str, tt.Dataset, pl.DataFrame, tt.ModelParams]] = []
         for name in config.variants:
             if name == "inbatch_softmax":
                 features = tt.project(items, tt.pca_from_artifact(next(iter(pca.values()))))
                 params = dataclasses.replace(base, loss="inbatch_softmax")
-                variants.append((name, inputs.models["two_tower_dataset"], features, params))
+                trained_on = _dataset(dataset, user_history, item_features)
+                variants.append((name, trained_on, features, params))
             elif name == "true_content":
                 if true_vectors is None:
                     context.log.info("true_content skipped: no ground truth on this platform")

@@ -16,10 +16,12 @@ import polars as pl
 from ..artifacts import ModelArtifact
 from ..stages import retrieval_index as ri
 from ..stages import two_tower as tt
+from ..stages.item_content_embeddings import POOLED_COLUMNS, float32_vectors
 from .checks import Check, CheckSet
 from .io_manager import MODEL_IO
 from .metadata import markdown_table, to_metadata
 from .params import config_from, to_params
+from .partitions import columns_input
 
 GROUP = "serving"
 
@@ -94,7 +96,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         ins={
             "two_tower_model": dg.AssetIn("two_tower_model", input_manager_key=MODEL_IO),
             "item_pca": dg.AssetIn("item_pca", input_manager_key=MODEL_IO),
-            "item_content_embeddings": dg.AssetIn("item_content_embeddings"),
+            "item_content_embeddings": columns_input("item_content_embeddings", POOLED_COLUMNS),
         },
         partitions_def=partitions,
         check_specs=TWO_TOWER_INDEX_CHECKS.specs(partitions),
@@ -110,8 +112,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     ) -> typing.Iterator:
         """Partition D: per language, a faiss inner-product index over the item tower of two_tower_model D for
         every embedded item of D (watched or a new upload), with the ids and the model/PCA partitions."""
-        items = item_content_embeddings.filter(pl.col("status") != "failed").select(
-            "item_id", "language", "blip_embedding"
+        items = float32_vectors(
+            item_content_embeddings.filter(pl.col("status") != "failed").select("item_id", "language", "blip_embedding")
         )
         features = tt.project(items, tt.pca_from_artifact(item_pca))
         vectors = tt.item_vectors(tt.from_artifact(two_tower_model), np.array(features["features"].to_numpy()))

@@ -103,11 +103,44 @@ PROFILES: dict[str, Profile] = {
         feed_size=13.0,
         media=False,
     ),
+    # benchmarks/bench_scale.py: the seed's size for the content, cold-start and two-tower stages -- 5 lakh
+    # active items, 2 M clients, >= 15 M interactions a day; no media: content vectors are generated from the
+    # items' true content (simulator/content_vectors.py). "scale:0.25" is the same platform at a quarter size.
+    "scale": Profile(
+        name="scale",
+        n_clients=2_000_000,
+        n_items_initial=465_000,
+        new_items_per_day=5_000,
+        n_days=10,
+        start_date=_START,
+        daily_active_share=0.55,
+        sessions_per_active_day=1.6,
+        feed_size=10.0,
+        media=False,
+    ),
 }
 
 
 def get_profile(name: str) -> Profile:
+    """A profile by name; ``name:fraction`` (e.g. ``scale:0.25``) scales its clients and items by the fraction
+    (interactions follow), for measuring how a stage grows with size."""
+    base, _, fraction = name.partition(":")
     try:
-        return PROFILES[name]
+        profile = PROFILES[base]
     except KeyError:
         raise ValueError(f"unknown simulator profile {name!r}; known: {sorted(PROFILES)}") from None
+    if not fraction:
+        return profile
+    try:
+        f = float(fraction)
+    except ValueError:
+        raise ValueError(f"profile {name!r}: the fraction after ':' must be a number") from None
+    if not 0 < f <= 64:
+        raise ValueError(f"profile {name!r}: fraction must be in (0, 64]")
+    return dataclasses.replace(
+        profile,
+        name=name,
+        n_clients=max(50, round(profile.n_clients * f)),
+        n_items_initial=max(50, round(profile.n_items_initial * f)),
+        new_items_per_day=max(1, round(profile.new_items_per_day * f)),
+    )

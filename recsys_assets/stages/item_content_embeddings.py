@@ -42,6 +42,34 @@ from .media_fetch import FetchPolicy
 STATUS = pl.Enum(["ok", "no_audio", "failed"])
 
 
+POOLED_COLUMNS = ("item_id", "language", "status", "blip_embedding")
+"""What the readers of pooled vectors (pairs, PCA, two-tower, indexes) load from a partition."""
+ENCODER_COLUMNS = ("item_id", "language", "upload_date", "status", "frame_embeddings", "audio_embedding")
+"""What the content encoder (training, and its inference in item_collab_embeddings) loads: the only reader of
+the per-frame vectors, the bulk of a partition."""
+
+
+VECTOR_COLUMNS = ("blip_embedding", "frame_embeddings", "audio_embedding", "fused_embedding")
+VECTOR_DTYPES = {"float32": pl.Float32(), "float16": pl.Float16()}
+
+
+def with_vector_dtype(table: pl.DataFrame, dtype: str) -> pl.DataFrame:
+    """The embedding columns stored as ``dtype`` (``float32``, or ``float16``: half the bytes on disk and in
+    every reader, ~3 significant digits -- cosine similarities move by < 1e-3)."""
+    if dtype not in VECTOR_DTYPES:
+        raise ValueError(f"vector_dtype must be one of {sorted(VECTOR_DTYPES)}, not {dtype!r}")
+    inner = VECTOR_DTYPES[dtype]
+    return table.with_columns(
+        pl.col(c).cast(pl.Array(inner, table.schema[c].shape)) for c in VECTOR_COLUMNS if c in table.columns
+    )
+
+
+def float32_vectors(table: pl.DataFrame) -> pl.DataFrame:
+    """Readers' side of :func:`with_vector_dtype`: every embedding column present, as float32 (the models' and
+    numpy's working precision), whatever the partition was stored as."""
+    return with_vector_dtype(table, "float32")
+
+
 def output_schema(n_frames: int, image_dim: int, audio_dim: int) -> dict[str, pl.DataType]:
     return {
         "item_id": pl.Int64(),
@@ -61,56 +89,96 @@ def output_schema(n_frames: int, image_dim: int, audio_dim: int) -> dict[str, pl
 
 
 class EmbeddingCache:
-    """Finished embedding rows in an object store: ``{fingerprint}/part-{uuid}.parquet``.
+    """Finished embedding rows in an object store, indexed by (model fingerprint, item):
+    ``{fingerprint}/buckets-{B}/{item_id % B:04d}/part-{time_ns}-{uuid}.parquet``.
 
-    Each run appends one part with the rows it computed (unique names, so concurrent partitions never
-    collide; each part is written atomically). Lookups read every part of the fingerprint and keep the
-    wanted ids; :meth:`compact` (run after each store) folds the parts into one when there are more than
-    32. Compactions that overlap only leave duplicate rows, which lookups drop.
+    * A lookup of K items lists and reads only the buckets those items hash to (at most K of the B), and
+      within a part only the row groups whose item_id range can hold them (parts are sorted by item_id and
+      written in small row groups with statistics; the scan's ``is_in`` predicate skips the rest) -- never
+      every part of the cache.
+    * Each store appends one part per bucket it touches (unique names: concurrent partitions never collide;
+      each part is written atomically). Failed items are never stored.
+    * Compaction is per bucket and bounded: a bucket with more than ``max_parts`` parts is folded into one,
+      reading only that bucket (~1/B of the cache). Compactions that overlap only leave duplicate rows,
+      which lookups drop (the newest part wins).
     """
 
-    def __init__(self, store: typing.Any):
+    ROW_GROUP_BYTES = 1024 * 1024
+    """Row groups of ~1 MB (a few hundred rows of pooled and per-frame vectors): what a lookup of one item
+    reads from a part at most."""
+
+    def __init__(self, store: typing.Any, buckets: int = 256):
+        if buckets < 1:
+            raise ValueError(f"buckets must be >= 1, not {buckets}")
         self.store = store
+        self.buckets = buckets
 
-    def _parts(self, fingerprint: str) -> list[str]:
-        return [k for k in self.store.list(f"{fingerprint}/") if k.endswith(".parquet")]
+    def _bucket_prefix(self, fingerprint: str, bucket: int) -> str:
+        return f"{fingerprint}/buckets-{self.buckets}/{bucket:04d}/"
 
-    def _read(self, key: str) -> pl.DataFrame:
-        from ..storage import read_parquet
+    def _parts(self, fingerprint: str, bucket: int) -> list[str]:
+        """The bucket's parts, oldest first (names start with their write time in ns)."""
+        keys = [k for k in self.store.list(self._bucket_prefix(fingerprint, bucket)) if k.endswith(".parquet")]
+        return sorted(keys, key=lambda k: k.rsplit("/", 1)[-1])
 
-        return read_parquet(self.store, key)
+    def _by_bucket(self, item_ids: typing.Iterable[int]) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for i in sorted(set(int(i) for i in item_ids)):
+            out.setdefault(i % self.buckets, []).append(i)
+        return out
 
     def lookup(self, item_ids: typing.Sequence[int], fingerprint: str) -> pl.DataFrame:
-        wanted = pl.Series("item_id", list(item_ids), dtype=pl.Int64)
+        from ..storage import scan_parquet
+
         found = []
-        for key in self._parts(fingerprint):
-            part = self._read(key)
-            found.append(part.filter(pl.col("item_id").is_in(wanted.implode())))
+        for bucket, ids in self._by_bucket(item_ids).items():
+            wanted = pl.Series("item_id", ids, dtype=pl.Int64).implode()
+            for key in self._parts(fingerprint, bucket):
+                part = scan_parquet(self.store, key).filter(pl.col("item_id").is_in(wanted)).collect()
+                if part.height:
+                    found.append(part)
         if not found:
             return pl.DataFrame()
-        return pl.concat(found, how="vertical_relaxed").unique("item_id", keep="last", maintain_order=True)
+        return (
+            pl.concat(found, how="vertical_relaxed").unique("item_id", keep="last", maintain_order=True).sort("item_id")
+        )
 
-    def store_rows(self, rows: pl.DataFrame, fingerprint: str) -> typing.Optional[str]:
+    def _write(self, rows: pl.DataFrame, fingerprint: str, bucket: int, tag: str) -> str:
         from ..storage import write_parquet
 
-        if rows.height == 0:
-            return None
-        key = f"{fingerprint}/part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.parquet"
-        write_parquet(self.store, key, rows)
+        name = f"part-{time.time_ns():020d}-{tag}{uuid.uuid4().hex[:12]}.parquet"  # names sort by write time
+        key = self._bucket_prefix(fingerprint, bucket) + name
+        write_parquet(self.store, key, rows.sort("item_id"), row_group_bytes=self.ROW_GROUP_BYTES)
         return key
 
-    def compact(self, fingerprint: str, max_parts: int = 32) -> int:
-        """Fold the parts into one when there are more than ``max_parts``; returns parts removed."""
-        from ..storage import write_parquet
+    def store_rows(self, rows: pl.DataFrame, fingerprint: str) -> list[str]:
+        """Append ``rows`` (one per item); returns the parts written, one per bucket touched."""
+        if rows.height == 0:
+            return []
+        keyed = rows.with_columns(_bucket=pl.col("item_id") % self.buckets)
+        return [
+            self._write(part.drop("_bucket"), fingerprint, int(bucket), "")
+            for (bucket,), part in keyed.partition_by("_bucket", as_dict=True, maintain_order=True).items()
+        ]
 
-        parts = self._parts(fingerprint)
-        if len(parts) <= max_parts:
-            return 0
-        merged = pl.concat([self._read(k) for k in parts], how="vertical_relaxed").unique("item_id", keep="last")
-        write_parquet(self.store, f"{fingerprint}/part-compacted-{uuid.uuid4().hex[:12]}.parquet", merged)
-        for k in parts:
-            self.store.delete(k)
-        return len(parts)
+    def compact(
+        self, fingerprint: str, max_parts: int = 8, buckets: typing.Optional[typing.Iterable[int]] = None
+    ) -> int:
+        """Fold each bucket (of ``buckets``; default all) that has more than ``max_parts`` parts into one part;
+        returns the parts removed. Reads one bucket at a time."""
+        from ..storage import read_parquet
+
+        removed = 0
+        for bucket in sorted(set(buckets)) if buckets is not None else range(self.buckets):
+            parts = self._parts(fingerprint, bucket)
+            if len(parts) <= max_parts:
+                continue
+            merged = pl.concat([read_parquet(self.store, k) for k in parts], how="vertical_relaxed")
+            self._write(merged.unique("item_id", keep="last", maintain_order=True), fingerprint, bucket, "compacted-")
+            for k in parts:
+                self.store.delete(k)
+            removed += len(parts)
+        return removed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,10 +373,10 @@ def embed_items(
         torch.set_num_threads(threads_before)
     fresh = _to_frame(rows, schema)
     if cache is not None:
-        cache.store_rows(
-            fresh.filter(pl.col("status") != "failed"), encoders.fingerprint
-        )  # the output schema's columns
-        cache.compact(encoders.fingerprint)  # keeps every later lookup to a bounded number of reads
+        stored = fresh.filter(pl.col("status") != "failed")  # the output schema's columns
+        cache.store_rows(stored, encoders.fingerprint)
+        # only the buckets just written can have grown: keeps every later lookup to a bounded number of reads
+        cache.compact(encoders.fingerprint, buckets=(stored["item_id"] % cache.buckets).unique().to_list())
     extra = [c for c in items.columns if c not in schema]
     table = pl.concat([cached, fresh], how="vertical") if cached.height else fresh
     table = items.select(["item_id", *extra]).join(table, on="item_id", how="left").sort("item_id")
@@ -329,6 +397,79 @@ def embed_items(
     return EmbedResult(table, stats)
 
 
+class VectorSource(typing.Protocol):
+    """Content vectors generated instead of decoded and encoded (``simulator.content_vectors``)."""
+
+    spec: typing.Any  # n_frames, image_dim, audio_dim
+    fingerprint: str
+
+    def frames(self, item_ids: np.ndarray) -> np.ndarray: ...
+    def audio(self, item_ids: np.ndarray) -> np.ndarray: ...
+
+
+def embed_generated(
+    items: pl.DataFrame,
+    source: VectorSource,
+    chunk: int = 20_000,
+    log: typing.Callable[[str], None] = lambda msg: None,
+) -> EmbedResult:
+    """The same table as :func:`embed_items` for ``items``, from a :class:`VectorSource` (no media, no models,
+    no cache: generating is cheaper than a lookup), ``chunk`` items at a time."""
+    t0 = time.perf_counter()
+    spec = source.spec
+    schema = output_schema(spec.n_frames, spec.image_dim, spec.audio_dim)
+    ids = items["item_id"].to_numpy()
+    parts = []
+    for s in range(0, len(ids), chunk):
+        part = ids[s : s + chunk]
+        frames = source.frames(part)
+        audio = source.audio(part)
+        blip = frames.mean(1)
+        blip /= np.maximum(np.linalg.norm(blip, axis=1, keepdims=True), 1e-12)
+        fused = np.concatenate([blip, audio], axis=1) / np.sqrt(2.0)
+        n = len(part)
+        parts.append(
+            pl.DataFrame(
+                {
+                    "item_id": part,
+                    "status": pl.Series(["ok"] * n, dtype=STATUS),
+                    "reason": pl.Series([None] * n, dtype=pl.String),
+                    "detail": pl.Series([None] * n, dtype=pl.String),
+                    "blip_embedding": pl.Series(blip.astype(np.float32)),
+                    "frame_embeddings": pl.Series(frames),
+                    "audio_embedding": pl.Series(audio),
+                    "fused_embedding": pl.Series(fused.astype(np.float32)),
+                    "distinct_frames": np.full(n, spec.n_frames, np.int32),
+                    "keyframes_only": np.zeros(n, bool),
+                    "duration_s": pl.Series([None] * n, dtype=pl.Float32),
+                    "audio_seconds": pl.Series([None] * n, dtype=pl.Float32),
+                    "source_bytes": pl.Series([None] * n, dtype=pl.Int64),
+                }
+            ).cast(schema)
+        )
+        del frames, audio, blip, fused
+    log(f"{len(ids)} items: content vectors generated ({source.fingerprint})")
+    fresh = pl.concat(parts, how="vertical") if parts else pl.DataFrame(schema=schema)
+    del parts
+    extra = [c for c in items.columns if c not in schema]
+    table = items.select(["item_id", *extra]).join(fresh, on="item_id", how="left").sort("item_id")
+    elapsed = time.perf_counter() - t0
+    stats = {
+        "items": len(ids),
+        "cache_hits": 0,
+        "decoded": 0,
+        "generated": len(ids),
+        "failed": 0,
+        "no_audio": 0,
+        "seconds": elapsed,
+        "model_seconds": 0.0,
+        "videos_per_s": len(ids) / max(elapsed, 1e-9),
+        "seconds_to_first_video": 0.0,
+        "fresh_reasons": {},
+    }
+    return EmbedResult(table, stats)
+
+
 def validate(table: pl.DataFrame, min_coverage: float) -> dict[str, tuple[bool, dict]]:
     n = table.height
     embedded = table.filter(pl.col("status") != "failed")
@@ -336,13 +477,14 @@ def validate(table: pl.DataFrame, min_coverage: float) -> dict[str, tuple[bool, 
     failed_reasons = dict(table.filter(pl.col("status") == "failed").group_by("reason").len().iter_rows())
     norms_ok, finite_ok = True, True
     if embedded.height:
-        blip = embedded["blip_embedding"].to_numpy()
+        blip = embedded["blip_embedding"].to_numpy().astype(np.float32)
         finite_ok = bool(np.isfinite(blip).all())
         norms = np.linalg.norm(blip, axis=1)
-        norms_ok = bool(np.allclose(norms, 1.0, atol=1e-3))
+        atol = 4e-3 if table.schema["blip_embedding"].inner == pl.Float16 else 1e-3  # half precision: ~3 digits
+        norms_ok = bool(np.allclose(norms, 1.0, atol=atol))
         audio = embedded.filter(pl.col("status") == "ok")["audio_embedding"]
         if audio.len():
-            finite_ok = finite_ok and bool(np.isfinite(audio.to_numpy()).all())
+            finite_ok = finite_ok and bool(np.isfinite(audio.to_numpy().astype(np.float32)).all())
     unexplained = table.filter((pl.col("status") != "ok") & pl.col("reason").is_null()).height
     return {
         "media_coverage": (

@@ -8,12 +8,18 @@ Dataset of partition D (:func:`build_dataset`), from the phase-1 interactions of
   rows. Both counts are taken over the whole window before either filter is applied;
 * positives and negatives balanced ~5:5 by sampling the larger class down (seeded);
 * user features: ``pos_hist`` / ``neg_hist`` = the mean of the item features over the client's
-  label-1 / label-0 items in the window, leaving out the row's own item (so a row's label never leaks
-  into its features), plus the counts ``n_pos_hist`` / ``n_neg_hist`` (0 -> a zero vector);
+  label-1 / label-0 events of the window **before the row's day** (point in time at day granularity: the
+  row's own event, and anything at or after its day, is never in its history, so no input is a function of
+  its label; and it is what a daily-batch server knows about the client when it serves that day), plus
+  the counts ``n_pos_hist`` / ``n_neg_hist`` (0 -> a zero vector);
 * item features: the item's BLIP embedding reduced by the PCA of ``item_pca`` (128 components); no item
   id. The history means are taken in that same PCA space -- PCA is affine, so this is exactly the PCA
   projection of the raw-BLIP history mean;
 * sample weight: none by default (``weight`` column of ones; config may weight by label).
+
+Stored by id (:class:`Dataset`), so a week at the seed's scale fits on disk and in memory: the training rows
+are ids, labels and two row indexes; each (client, day) history and each item's features are stored once,
+and training gathers them by index on its device (:class:`Tensors`).
 
 Model (:class:`TwoTower`): a user MLP over ``[pos_hist, neg_hist, has_pos, has_neg]`` and an item MLP over
 the PCA features, each to ``out_dim``; score = dot product + a global bias. Loss: pointwise BCE on the
@@ -61,6 +67,10 @@ class DatasetRules:
     """Sample weight of a label-0 row."""
 
 
+EVENT_COLUMNS = ("client_id", "item_id", "session_id", "event_ts", "pcc")
+"""The columns of the played events that the dataset rules read."""
+
+
 def labelled(window: pl.DataFrame, rules: DatasetRules) -> pl.DataFrame:
     return window.select(
         "client_id", "item_id", "session_id", "event_ts", (pl.col("pcc") > rules.positive_pcc_above).alias("label")
@@ -97,31 +107,42 @@ def eligible(window: pl.DataFrame, rules: DatasetRules) -> tuple[pl.DataFrame, d
     return kept, stats
 
 
-def validate_dataset(ds: pl.DataFrame, window: pl.DataFrame, rules: DatasetRules) -> dict[str, tuple[bool, dict]]:
-    """Verdicts of two_tower_dataset's checks: the filters hold on the output, labels are balanced, features finite."""
+def validate_dataset(ds: Dataset, window: pl.DataFrame, rules: DatasetRules) -> dict[str, tuple[bool, dict]]:
+    """Verdicts of two_tower_dataset's checks: the filters hold on the output, labels are balanced, every
+    row's indexes resolve to its own client/day and item, features finite, no history from the row's day on."""
+    rows = ds.rows
     lab = labelled(window, rules)
     c = lab.group_by("client_id").agg(n=pl.len(), pos=pl.col("label").sum(), neg=(~pl.col("label")).sum())
-    c = c.join(ds.select("client_id").unique(), on="client_id", how="semi")
+    c = c.join(rows.select("client_id").unique(), on="client_id", how="semi")
     bad_clients = c.filter(
         (pl.col("n") < rules.min_client_interactions)
         | (pl.col("n") > rules.max_client_interactions)
         | (pl.col("pos") < rules.min_client_positives)
         | (pl.col("neg") < rules.min_client_negatives)
     ).height
-    i = lab.group_by("item_id").len().join(ds.select("item_id").unique(), on="item_id", how="semi")
+    i = lab.group_by("item_id").len().join(rows.select("item_id").unique(), on="item_id", how="semi")
     bad_items = i.filter(pl.col("len") < rules.min_item_interactions).height
-    pos = int(ds["label"].sum())
-    share = pos / ds.height if ds.height else 0.5
-    finite = (
-        all(bool(np.isfinite(ds[col].to_numpy()).all()) for col in ("pos_hist", "neg_hist", "item_features"))
-        if ds.height
-        else True
+    pos = int(rows["label"].sum())
+    share = pos / rows.height if rows.height else 0.5
+    finite = all(bool(np.isfinite(ds.histories[c].to_numpy()).all()) for c in ("pos_hist", "neg_hist")) and bool(
+        np.isfinite(ds.items["features"].to_numpy()).all()
     )
+    resolved = rows.join(ds.histories.select("history_row", "client_id", "history_day"), on="history_row", how="left")
+    resolved = resolved.join(ds.items.select("item_row", item_of_row="item_id"), on="item_row", how="left")
+    unresolved = resolved.filter(
+        (pl.col("client_id") != pl.col("client_id_right")).fill_null(True)
+        | (pl.col("history_day") != pl.col("event_ts").dt.date()).fill_null(True)
+        | (pl.col("item_id") != pl.col("item_of_row")).fill_null(True)
+    ).height
     return {
         "clients_within_bounds": (bad_clients == 0, {"clients_out_of_bounds": bad_clients}),
         "items_with_min_interactions": (bad_items == 0, {"items_below_min": bad_items}),
         "balanced_labels": ((not rules.balance) or abs(share - 0.5) <= 0.05, {"positive_share": share}),
         "features_finite": (finite, {}),
+        "rows_resolve_to_their_history_and_item": (
+            unresolved == 0,
+            {"unresolved_rows": unresolved, "history_rows": ds.histories.height, "items": ds.items.height},
+        ),
     }
 
 
@@ -209,26 +230,180 @@ def balance(rows: pl.DataFrame, seed: int) -> pl.DataFrame:
     return keyed.filter(rank <= k).drop("row_key").sort("client_id", "item_id", "event_ts")
 
 
+@dataclasses.dataclass
+class Dataset:
+    """Training (or validation) rows by id, with what they point at stored once.
+
+    * ``rows``: client_id, item_id, session_id, event_ts, label, weight, ``history_row``, ``item_row``;
+    * ``histories``: history_row, client_id, history_day, pos_hist, neg_hist, n_pos_hist, n_neg_hist -- one
+      per (client, day) with rows: the client's events of the window before that day;
+    * ``items``: item_row, item_id, features -- one per item with rows.
+    """
+
+    rows: pl.DataFrame
+    histories: pl.DataFrame
+    items: pl.DataFrame
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.items.schema["features"].size)
+
+    @property
+    def height(self) -> int:
+        return self.rows.height
+
+    def head(self, n: int) -> "Dataset":
+        """The first ``n`` rows (the tables they point at unchanged)."""
+        return Dataset(self.rows.head(n), self.histories, self.items)
+
+    def joined(self) -> pl.DataFrame:
+        """Rows with their history and item features as columns (``pos_hist``, ``neg_hist``, ``n_pos_hist``,
+        ``n_neg_hist``, ``item_features``): rows x 3 vectors, for inspection and small sets only."""
+        return self.rows.join(
+            self.histories.drop("client_id", "history_day"), on="history_row", how="left", maintain_order="left"
+        ).join(
+            self.items.select("item_row", item_features="features"), on="item_row", how="left", maintain_order="left"
+        )
+
+
+ROW_COLUMNS = ("client_id", "item_id", "session_id", "event_ts", "label", "weight", "history_row", "item_row")
+
+
+def day_histories(
+    keys: pl.DataFrame,
+    events: pl.DataFrame,
+    item_features: pl.DataFrame,
+    window_start: dt.datetime,
+    block_events: int = 1_000_000,
+) -> pl.DataFrame:
+    """``keys`` (client_id, history_day) -> one history per distinct key: the means (and counts) of the item
+    features over the client's label-1 / label-0 ``events`` from ``window_start`` up to the day's midnight
+    (UTC), exclusive; events whose item has no features are not counted. Numbered ``history_row`` 0.. in
+    (client, day) order.
+
+    Memory is bounded by the output plus one block: events never get a feature column. Per block of whole
+    clients (about ``block_events`` events), each (client, day)'s feature sums are gathered by item index
+    and reduced, and a key's history is the prefix sum of its client's earlier days (float64)."""
+    keys = keys.select("client_id", "history_day").unique().sort("client_id", "history_day")
+    dim = int(item_features.schema["features"].size)
+    feats = item_features.select("item_id", "features").sort("item_id")
+    item_ids = feats["item_id"].to_numpy()
+    F = np.asarray(feats["features"].to_numpy(), dtype=np.float32).reshape(len(item_ids), dim)
+    clients = keys["client_id"].unique().sort().to_numpy()
+    ev = (
+        events.filter(pl.col("event_ts") >= window_start)
+        .select("client_id", "item_id", "label", day=pl.col("event_ts").dt.date())
+        .join(feats.select("item_id"), on="item_id", how="semi")
+        .join(keys.select("client_id").unique(), on="client_id", how="semi")
+        .sort("client_id", "day", "label", "item_id")
+    )
+    day0 = np.datetime64("1970-01-01", "D")
+    e_client = np.searchsorted(clients, ev["client_id"].to_numpy()).astype(np.int64)
+    e_day = (ev["day"].to_numpy().astype("datetime64[D]") - day0).astype(np.int64)
+    e_item = np.searchsorted(item_ids, ev["item_id"].to_numpy())
+    e_label = ev["label"].to_numpy().astype(bool)
+    k_client = np.searchsorted(clients, keys["client_id"].to_numpy()).astype(np.int64)
+    k_day = (keys["history_day"].to_numpy().astype("datetime64[D]") - day0).astype(np.int64)
+    span = 1 << 20  # days: more than any calendar
+    e_key, k_key = e_client * span + e_day, k_client * span + k_day
+
+    n = keys.height
+    out = {name: np.zeros((n, dim), np.float32) for name in ("pos_hist", "neg_hist")}
+    counts = {name: np.zeros(n, np.int32) for name in ("n_pos_hist", "n_neg_hist")}
+    # blocks of whole clients, about block_events events each
+    starts = np.r_[0, np.flatnonzero(np.diff(e_client)) + 1] if len(e_client) else np.zeros(0, np.int64)
+    edges = [0]
+    for st in starts[1:]:
+        if st - edges[-1] >= block_events:
+            edges.append(int(st))
+    edges.append(len(e_client))
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        if hi <= lo:
+            continue
+        k_lo = np.searchsorted(k_client, e_client[lo], "left")
+        k_hi = np.searchsorted(k_client, e_client[hi - 1], "right")
+        if k_hi <= k_lo:
+            continue
+        g_key = e_key[lo:hi]
+        g_start = np.r_[0, np.flatnonzero(np.diff(g_key)) + 1]  # one group per (client, day)
+        g_keys = g_key[g_start]
+        rows = F[e_item[lo:hi]].astype(np.float64)
+        lab = e_label[lo:hi]
+        kk = k_key[k_lo:k_hi]
+        before = np.searchsorted(g_keys, kk, "left")  # groups of days strictly before the key's day
+        first = np.searchsorted(g_keys, k_client[k_lo:k_hi] * span, "left")  # the client's first group
+        for name, cname, mask in (("pos_hist", "n_pos_hist", lab), ("neg_hist", "n_neg_hist", ~lab)):
+            sums = np.add.reduceat(rows * mask[:, None], g_start, axis=0)
+            cnt = np.add.reduceat(mask.astype(np.int64), g_start)
+            cum = np.zeros((len(g_start) + 1, dim))
+            np.cumsum(sums, axis=0, out=cum[1:])
+            ccnt = np.r_[0, np.cumsum(cnt)]
+            c = ccnt[before] - ccnt[first]
+            total = cum[before] - cum[first]
+            out[name][k_lo:k_hi] = np.where(c[:, None] > 0, total / np.maximum(c, 1)[:, None], 0.0)
+            counts[cname][k_lo:k_hi] = c
+    return keys.select(
+        pl.int_range(pl.len(), dtype=pl.Int32).alias("history_row"),
+        "client_id",
+        "history_day",
+        *(pl.Series(k, v, dtype=pl.Array(pl.Float32, dim)) for k, v in out.items()),
+        *(pl.Series(k, v) for k, v in counts.items()),
+    )
+
+
+def assemble(
+    rows: pl.DataFrame,
+    events: pl.DataFrame,
+    item_features: pl.DataFrame,
+    window_start: dt.datetime,
+    rules: DatasetRules,
+    history_day: typing.Optional[dt.date] = None,
+) -> Dataset:
+    """``rows`` (client_id, item_id, session_id, event_ts, label; items with features) as a :class:`Dataset`:
+    each row's history is its client's labelled ``events`` from ``window_start`` to the start of the row's
+    day (or of ``history_day`` for every row: validation, where the day's own events are never history)."""
+    day = pl.col("event_ts").dt.date() if history_day is None else pl.lit(history_day, pl.Date)
+    rows = rows.with_columns(history_day=day)
+    histories = day_histories(rows.select("client_id", "history_day"), events, item_features, window_start)
+    items = (
+        item_features.join(rows.select("item_id").unique(), on="item_id", how="semi")
+        .sort("item_id")
+        .with_row_index("item_row")
+        .with_columns(pl.col("item_row").cast(pl.Int32))
+        .select("item_row", "item_id", "features")
+    )
+    weight = pl.when(pl.col("label")).then(rules.positive_weight).otherwise(rules.negative_weight)
+    out = (
+        rows.join(histories.select("client_id", "history_day", "history_row"), on=["client_id", "history_day"])
+        .join(items.select("item_id", "item_row"), on="item_id")
+        .with_columns(weight=weight.cast(pl.Float32))
+        .select(ROW_COLUMNS)
+        .sort("client_id", "event_ts", "item_id")
+    )
+    return Dataset(out, histories, items)
+
+
 def build_dataset(
     window: pl.DataFrame, item_features: pl.DataFrame, rules: DatasetRules, window_start: dt.datetime
-) -> tuple[pl.DataFrame, dict[str, typing.Any]]:
+) -> tuple[Dataset, dict[str, typing.Any]]:
     """The training rows of a 7-day window of played events (``window_start`` = its first midnight):
-    filters, label, balance; point-in-time user history over every labelled event of the window."""
+    filters, label, balance; each row's user history = its client's labelled events of the window before
+    the row's day (:func:`assemble`)."""
     kept, stats = eligible(window, rules)
-    kept = kept.join(item_features.select("item_id"), on="item_id", how="inner")  # items with a BLIP embedding
+    kept = kept.join(item_features.select("item_id"), on="item_id", how="semi")  # items with a BLIP embedding
     stats["rows_with_item_features"] = kept.height
     rows = kept.select("client_id", "item_id", "session_id", "event_ts", "label")
     if rules.balance:
         rows = balance(rows, rules.seed)
-    full = point_in_time_history(rows, labelled(window, rules), item_features, window_start)
-    full = full.join(
-        item_features.rename({"features": "item_features"}), on="item_id", how="left", maintain_order="left"
+    ds = assemble(rows, labelled(window, rules), item_features, window_start, rules)
+    stats.update(
+        rows=ds.height,
+        positives=int(ds.rows["label"].sum()),
+        negatives=int((~ds.rows["label"]).sum()),
+        history_rows=ds.histories.height,
+        feature_items=ds.items.height,
     )
-    full = full.with_columns(
-        weight=pl.when(pl.col("label")).then(rules.positive_weight).otherwise(rules.negative_weight).cast(pl.Float32)
-    )
-    stats.update(rows=full.height, positives=int(full["label"].sum()), negatives=int((~full["label"]).sum()))
-    return full.sort("client_id", "event_ts", "item_id"), stats
+    return ds, stats
 
 
 # --- PCA, stored as arrays -------------------------------------------------------------------------
@@ -346,7 +521,9 @@ class TwoTower(nn.Module):
 
 
 @dataclasses.dataclass
-class Tensors:
+class Batch:
+    """The model inputs of a batch of rows, gathered from :class:`Tensors`."""
+
     pos: torch.Tensor
     neg: torch.Tensor
     n_pos: torch.Tensor
@@ -357,47 +534,78 @@ class Tensors:
     log_q: torch.Tensor
     """log of the row's item's share of the positives (the in-batch softmax's logQ correction)."""
 
-    FIELDS: typing.ClassVar[tuple[str, ...]] = ("pos", "neg", "n_pos", "n_neg", "item", "label", "weight", "log_q")
+    def __len__(self) -> int:
+        return len(self.label)
+
+
+@dataclasses.dataclass
+class Tensors:
+    """A :class:`Dataset` on a device, by id: the history and item tables once, and per row two indexes
+    and the label, weight and log q. :meth:`take` gathers a batch's features there (on the GPU when the
+    tensors are on it), so memory is (histories + items) x dim, not rows x 3 x dim."""
+
+    pos_hist: torch.Tensor
+    neg_hist: torch.Tensor
+    n_pos: torch.Tensor
+    n_neg: torch.Tensor
+    items: torch.Tensor
+    history_row: torch.Tensor
+    item_row: torch.Tensor
+    label: torch.Tensor
+    weight: torch.Tensor
+    log_q: torch.Tensor
 
     def to(self, device: torch.device) -> "Tensors":
-        return Tensors(*(getattr(self, f).to(device, non_blocking=True) for f in self.FIELDS))
+        return Tensors(*(getattr(self, f.name).to(device, non_blocking=True) for f in dataclasses.fields(self)))
 
-    def take(self, idx: typing.Any) -> "Tensors":
-        return Tensors(*(getattr(self, f)[idx] for f in self.FIELDS))
+    def take(self, idx: typing.Any) -> Batch:
+        h, i = self.history_row[idx], self.item_row[idx]
+        return Batch(
+            self.pos_hist[h],
+            self.neg_hist[h],
+            self.n_pos[h],
+            self.n_neg[h],
+            self.items[i],
+            self.label[idx],
+            self.weight[idx],
+            self.log_q[idx],
+        )
 
     def __len__(self) -> int:
         return len(self.label)
 
 
-def tensors(rows: pl.DataFrame, log_q: typing.Optional[pl.DataFrame] = None) -> Tensors:
+def _f32(series: pl.Series) -> torch.Tensor:
+    return torch.from_numpy(np.array(series.to_numpy(), dtype=np.float32))  # a writable copy
+
+
+def tensors(ds: Dataset, log_q: typing.Optional[pl.DataFrame] = None) -> Tensors:
     """``log_q``: item_id, log_q (absent items and rows: 0)."""
-
-    def arr(c: str) -> torch.Tensor:
-        return torch.from_numpy(np.array(rows[c].to_numpy(), dtype=np.float32))
-
-    weight = rows["weight"] if "weight" in rows.columns else pl.Series(np.ones(rows.height, np.float32))
-    lq = np.zeros(rows.height, np.float32)
+    rows = ds.rows
+    h = ds.histories.sort("history_row")
+    items = ds.items.sort("item_row")
+    lq = torch.zeros(items.height, dtype=torch.float32)
     if log_q is not None:
-        lq = (
-            rows.select("item_id")
-            .join(log_q, on="item_id", how="left", maintain_order="left")["log_q"]
-            .fill_null(0.0)
-            .to_numpy()
-            .astype(np.float32)
+        lq = _f32(
+            items.select("item_id").join(log_q, on="item_id", how="left", maintain_order="left")["log_q"].fill_null(0.0)
         )
+    item_row = torch.from_numpy(rows["item_row"].to_numpy().astype(np.int64))
+    weight = _f32(rows["weight"]) if "weight" in rows.columns else torch.ones(rows.height)
     return Tensors(
-        arr("pos_hist"),
-        arr("neg_hist"),
-        torch.from_numpy(np.array(rows["n_pos_hist"].to_numpy(), dtype=np.float32)),
-        torch.from_numpy(np.array(rows["n_neg_hist"].to_numpy(), dtype=np.float32)),
-        arr("item_features"),
-        torch.from_numpy(np.array(rows["label"].to_numpy(), dtype=np.float32)),
-        torch.from_numpy(np.array(weight.to_numpy(), dtype=np.float32)),
-        torch.from_numpy(lq),
+        _f32(h["pos_hist"]).reshape(h.height, -1),
+        _f32(h["neg_hist"]).reshape(h.height, -1),
+        _f32(h["n_pos_hist"]),
+        _f32(h["n_neg_hist"]),
+        _f32(items["features"]).reshape(items.height, -1),
+        torch.from_numpy(rows["history_row"].to_numpy().astype(np.int64)),
+        item_row,
+        _f32(rows["label"].cast(pl.Float32)),
+        weight,
+        lq[item_row] if rows.height else torch.zeros(0),
     )
 
 
-def _loss(model: TwoTower, b: Tensors, params: ModelParams) -> torch.Tensor:
+def _loss(model: TwoTower, b: Batch, params: ModelParams) -> torch.Tensor:
     if params.loss == "bce":
         logits = model(b.pos, b.neg, b.n_pos, b.n_neg, b.item)
         return (
@@ -428,10 +636,36 @@ class TrainResult:
     samples_per_s: float
 
 
-def train(rows: pl.DataFrame, params: ModelParams, log: typing.Callable[[str], None] = lambda m: None) -> TrainResult:
+@torch.no_grad()
+def _holdout(model: TwoTower, data: Tensors, idx: torch.Tensor, params: ModelParams) -> tuple[float, float]:
+    """Loss and AUC on the rows ``idx``, in chunks (the holdout of a large dataset does not fit one batch):
+    BCE weighted over every row; the in-batch softmax averaged over batches of ``batch_size``."""
     from .ranking_metrics import auc
 
+    if len(idx) == 0:
+        return float("nan"), float("nan")
+    chunk = params.batch_size if params.loss == "inbatch_softmax" else max(params.batch_size, 65536)
+    loss_sum, weight_sum, scores, labels = 0.0, 0.0, [], []
+    for s in range(0, len(idx), chunk):
+        b = data.take(idx[s : s + chunk])
+        if params.loss == "bce":
+            logits = model(b.pos, b.neg, b.n_pos, b.n_neg, b.item)
+            loss_sum += float(
+                (nn.functional.binary_cross_entropy_with_logits(logits, b.label, reduction="none") * b.weight).sum()
+            )
+            weight_sum += float(b.weight.sum())
+        else:
+            logits = model(b.pos, b.neg, b.n_pos, b.n_neg, b.item)
+            loss_sum += float(_loss(model, b, params))
+            weight_sum += 1.0
+        scores.append(logits.cpu().numpy())
+        labels.append(b.label.cpu().numpy() > 0.5)
+    return loss_sum / max(weight_sum, 1e-12), auc(np.concatenate(scores), np.concatenate(labels))
+
+
+def train(ds: Dataset, params: ModelParams, log: typing.Callable[[str], None] = lambda m: None) -> TrainResult:
     t0 = time.perf_counter()
+    rows = ds.rows
     torch.manual_seed(params.seed)
     gen = torch.Generator().manual_seed(params.seed)
     held = ((rows["client_id"].hash(params.seed + 17) % 1000) < int(params.holdout_share * 1000)).to_numpy()
@@ -442,10 +676,10 @@ def train(rows: pl.DataFrame, params: ModelParams, log: typing.Callable[[str], N
         log_q = pos_items.value_counts().select("item_id", log_q=(pl.col("count") / total).log().cast(pl.Float32))
     device = resolve_device(params.device)
     # the whole training set moves to the device once; each step only indexes it there (no host work)
-    data = tensors(rows, log_q).to(device)
+    data = tensors(ds, log_q).to(device)
     tr = torch.from_numpy(np.flatnonzero(~held)).to(device)
     ho = torch.from_numpy(np.flatnonzero(held)).to(device)
-    dim = data.item.shape[1]
+    dim = ds.feature_dim
     model = TwoTower(dim, params).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     history, best, best_state, best_epoch, stale = [], float("inf"), None, -1, 0
@@ -466,14 +700,7 @@ def train(rows: pl.DataFrame, params: ModelParams, log: typing.Callable[[str], N
         train_time += time.perf_counter() - t
         seen += len(perm)
         model.eval()
-        with torch.no_grad():
-            h = data.take(ho)
-            ho_loss = float(_loss(model, h, params)) if len(ho) else float("nan")
-            ho_auc = (
-                auc(model(h.pos, h.neg, h.n_pos, h.n_neg, h.item).cpu().numpy(), h.label.cpu().numpy() > 0.5)
-                if len(ho)
-                else float("nan")
-            )
+        ho_loss, ho_auc = _holdout(model, data, ho, params)
         log(
             f"epoch {epoch}: train loss {epoch_loss:.4f}, holdout loss {ho_loss:.4f}, holdout AUC {ho_auc:.4f}, "
             f"{len(perm) / max(time.perf_counter() - t, 1e-9):,.0f} samples/s"
@@ -497,12 +724,13 @@ def train(rows: pl.DataFrame, params: ModelParams, log: typing.Callable[[str], N
 
 
 @torch.no_grad()
-def score_rows(model: TwoTower, rows: pl.DataFrame, batch: int = 65536) -> np.ndarray:
-    data = tensors(rows)
-    out = [
-        model(*(getattr(data.take(slice(s, s + batch)), k) for k in ("pos", "neg", "n_pos", "n_neg", "item"))).numpy()
-        for s in range(0, len(data), batch)
-    ]
+def score_rows(model: TwoTower, ds: Dataset, batch: int = 65536) -> np.ndarray:
+    """``forward`` of every row of ``ds``, in its row order, ``batch`` rows at a time."""
+    data = tensors(ds)
+    out = []
+    for s in range(0, len(data), batch):
+        b = data.take(slice(s, s + batch))
+        out.append(model(b.pos, b.neg, b.n_pos, b.n_neg, b.item).numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 

@@ -1,8 +1,9 @@
 """Next-day validation of the two-tower model (train on D-7 .. D-1, validate on D, as seed 001's experiments).
 
 * Served-items ranking (the seed's setting): every phase-1 row of day D whose item has features, label
-  ``pcc > 0.9``; user features from the client's history in D-7 .. D-1 (the model's training window),
-  the row's own item left out, exactly as in training. Each client's served items are ranked by score
+  ``pcc > 0.9``; user features from the client's history in D-7 .. D-1 (the model's training window) --
+  the events before the row's day, exactly as in training (and as a daily-batch server knows the client).
+  Each client's served items are ranked by score
   and :mod:`.ranking_metrics` gives the seed's table.
 * Catalog retrieval (the model's real job): each validation client with a label-1 row on D scores every
   item with features of its language (the language most of its history items have); the items it
@@ -28,21 +29,19 @@ from .ranking_metrics import ALL_METRICS, metric_row, retrieval_at_k
 TruthFn = typing.Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def validation_rows(
+def validation_dataset(
     day: pl.DataFrame,
     history: pl.DataFrame,
     item_features: pl.DataFrame,
     rules: tt.DatasetRules,
     window_start: dt.datetime,
-) -> pl.DataFrame:
-    """Every played event of the validation day whose item has features, with the same point-in-time
-    history as training: the client's events from ``window_start`` (the model's window) up to the row."""
+    val_day: dt.date,
+) -> tt.Dataset:
+    """Every played event of the validation day whose item has features, by id, with the same history as
+    training: the client's events from ``window_start`` (the model's window) to the day's start."""
     rows = tt.labelled(day, rules).join(item_features.select("item_id"), on="item_id", how="semi")
-    events = tt.labelled(pl.concat([history, day], how="vertical_relaxed"), rules)
-    full = tt.point_in_time_history(rows, events, item_features, window_start)
-    return full.join(
-        item_features.rename({"features": "item_features"}), on="item_id", how="left", maintain_order="left"
-    ).sort("client_id", "item_id", "event_ts")
+    ds = tt.assemble(rows, tt.labelled(history, rules), item_features, window_start, rules, history_day=val_day)
+    return tt.Dataset(ds.rows.sort("client_id", "item_id", "event_ts"), ds.histories, ds.items)
 
 
 def client_languages(history: pl.DataFrame, item_language: pl.DataFrame) -> pl.DataFrame:
@@ -79,7 +78,8 @@ def evaluate(
     user vector . item vector."""
     day_start = dt.datetime.combine(val_day, dt.time(), tzinfo=dt.timezone.utc)
     window_start = day_start - dt.timedelta(days=window_days)
-    rows = validation_rows(day, history, item_features, rules, window_start)
+    val = validation_dataset(day, history, item_features, rules, window_start, val_day)
+    rows = val.rows
     hist = tt.labelled(history, rules)
     rng = np.random.default_rng(seed)
     client, item, label = rows["client_id"].to_numpy(), rows["item_id"].to_numpy(), rows["label"].to_numpy()
@@ -93,7 +93,7 @@ def evaluate(
             .to_numpy()
         )
 
-    scores: dict[str, np.ndarray] = {"two_tower": tt.score_rows(model, rows)}
+    scores: dict[str, np.ndarray] = {"two_tower": tt.score_rows(model, val)}
     if baselines:
         scores["random"] = rng.random(rows.height)
         scores["popularity"] = pop_of(rows["item_id"])
@@ -107,12 +107,7 @@ def evaluate(
     eval_clients = positives.select("client_id").unique().join(langs, on="client_id").sort("client_id")
     if eval_clients.height > max_catalog_clients:
         eval_clients = eval_clients.filter(pl.col("client_id").hash(seed).rank("ordinal") <= max_catalog_clients)
-    users = tt.point_in_time_history(
-        eval_clients.select("client_id", pl.lit(-1, pl.Int64).alias("item_id"), pl.lit(day_start).alias("event_ts")),
-        hist,
-        item_features,
-        window_start,
-    )
+    users = val.histories  # every validation client's history as of the day's start
     catalog = item_features.join(item_language, on="item_id").sort("item_id")
     seen = hist.select("client_id", "item_id").unique()
     cat_acc: dict[str, dict[str, list]] = {m: {f"catalog_recall@{k}": [] for k in ks} for m in scores}
