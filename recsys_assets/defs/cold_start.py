@@ -13,7 +13,7 @@ from ..artifacts import ModelArtifact
 from ..stages import content_encoder as ce
 from ..stages import content_encoder_evaluation as cee
 from ..stages import item_collab_embeddings as ice
-from ..stages.item_content_embeddings import ENCODER_COLUMNS, float32_vectors
+from ..stages.item_content_embeddings import ENCODER_COLUMNS
 from .checks import Check, CheckSet
 from .evaluation import evaluation_asset, next_day_inputs
 from .guards import GPU_POOL
@@ -78,10 +78,23 @@ class CollabConfig(dg.Config):
     training items (the regression term shrinks predictions; ablation in benchmarks/README.md)."""
 
 
-def _latest_per_item(window: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    """The union of a window of item_content_embeddings, one row per item (the latest day's)."""
-    frames = [float32_vectors(df) for _, df in sorted(window.items())]
-    return pl.concat(frames, how="vertical_relaxed").unique("item_id", keep="last", maintain_order=True)
+def _latest_per_item(window: typing.Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
+    """The union of a window of item_content_embeddings, one row per item (the latest day's), sorted by item.
+    Reads every day's item ids first, then from each day only the rows it is the latest for: an item's
+    per-frame vectors are loaded once, not once per day it appears in (vectors keep their stored dtype)."""
+    days = sorted(window)
+    if not days:
+        return pl.DataFrame()
+    ids = pl.concat(
+        [window[d].select("item_id").collect().with_columns(day=pl.lit(k, pl.Int32)) for k, d in enumerate(days)]
+    )
+    owner = ids.group_by("item_id").agg(pl.col("day").max())
+    parts = []
+    for k, d in enumerate(days):
+        mine = owner.filter(pl.col("day") == k)["item_id"]
+        if mine.len():
+            parts.append(window[d].filter(pl.col("item_id").is_in(mine.implode())).collect())
+    return pl.concat(parts, how="vertical_relaxed").sort("item_id")
 
 
 def _curve(history: list[dict], max_rows: int = 12) -> str:
@@ -119,7 +132,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     def content_encoder(
         context: dg.AssetExecutionContext,
         config: ContentEncoderConfig,
-        embeddings: dict[str, pl.DataFrame],
+        embeddings: dict[str, pl.LazyFrame],
         als_factors: pl.DataFrame,
         pair_blip_scores: pl.DataFrame,
     ) -> typing.Iterator:
@@ -167,6 +180,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             "config": dg.MetadataValue.json(result.config),
             **({f"training_curve_{main}": dg.MetadataValue.md(_curve(result.results[main].history))} if main else {}),
             "embedding_window_days": len(embeddings),
+            "train_items": int(sum(len(r.train_ids) for r in result.results.values())),
             **{
                 f"{s['language']}_val_mean_cosine": float(s["val_mean_cosine"])
                 for s in result.stats
@@ -203,7 +217,6 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         its ALS vector, or the content encoder's prediction, flagged (is_predicted)."""
         models = ce.from_artifact(content_encoder)
         day = partition_date(context)
-        item_content_embeddings = float32_vectors(item_content_embeddings)
         table = ice.assemble(
             item_content_embeddings.select("item_id", "language", "upload_date"),
             item_content_embeddings,

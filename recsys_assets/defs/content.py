@@ -63,9 +63,6 @@ class ContentEmbeddingConfig(config_from(ice.EmbedParams, name="EmbedParamsConfi
     """media_coverage fails (blocking) below this share of items embedded."""
     use_cache: bool = True
     """Reuse embeddings already computed for an item under the same model fingerprint."""
-    vector_dtype: str = "float32"
-    """How the embedding columns are stored: ``float32`` or ``float16`` (half the bytes on disk and in every
-    reader; readers compute in float32 either way). The embedding cache keeps float32."""
     active_upload_days: int = 7
     """Besides the day's watched items, embed every catalog video uploaded in the last this many days (the
     day included), watched or not: new uploads get a content embedding, and so a predicted collaborative
@@ -136,7 +133,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             embedding_cache.cache() if config.use_cache else None,
             context.log.info,
         )
-        table = ice.with_vector_dtype(result.table, config.vector_dtype)
+        table = result.table
         failures = table.filter(pl.col("status") != "ok").select("item_id", "status", "reason", "detail")
         meta = {
             **frame_metadata(

@@ -243,7 +243,7 @@ class GeneratedContentResource(ContentModelsResource):
         return GeneratedContent(ContentVectorGenerator(self.simulator.platform(), spec))
 
     def embed(self, items, encoders, policy, params, cache, log) -> EmbedResult:
-        return embed_generated(items, encoders.generator, log=log)
+        return embed_generated(items, encoders.generator, params, log=log)
 
 
 class EmbeddingCacheResource(dg.ConfigurableResource):

@@ -114,8 +114,17 @@ class ContentToCollab(nn.Module):
 
     def set_standardisation(self, frames: torch.Tensor, audio: torch.Tensor, has_audio: torch.Tensor) -> None:
         f = frames.reshape(-1, frames.shape[-1])
-        self.frame_mean.copy_(f.mean(0))
-        self.frame_std.copy_(f.std(0).clamp_min(1e-6))
+        total = torch.zeros(f.shape[-1], dtype=torch.float64)
+        squares = torch.zeros(f.shape[-1], dtype=torch.float64)
+        for s in range(0, f.shape[0], 65_536):  # in float64 chunks: frames may be float16 and many
+            chunk = f[s : s + 65_536].double()
+            total += chunk.sum(0)
+            squares += (chunk * chunk).sum(0)
+        n = max(f.shape[0], 1)
+        mean = total / n
+        var = (squares - n * mean * mean) / max(n - 1, 1)
+        self.frame_mean.copy_(mean.float())
+        self.frame_std.copy_(var.clamp_min(0).sqrt().float().clamp_min(1e-6))
         a = audio[has_audio] if bool(has_audio.any()) else audio
         self.audio_mean.copy_(a.mean(0))
         self.audio_std.copy_(a.std(0).clamp_min(1e-6) if a.shape[0] > 1 else torch.ones_like(self.audio_std))
@@ -161,12 +170,17 @@ class Features:
     has_audio: torch.Tensor
 
     def take(self, idx: typing.Any) -> "Features":
-        return Features(self.item_ids[idx], self.frames[idx], self.audio[idx], self.has_audio[idx])
+        """The rows ``idx``, frames as float32 (they may be held as float16: half the memory of the window)."""
+        return Features(self.item_ids[idx], self.frames[idx].float(), self.audio[idx], self.has_audio[idx])
 
 
 def features(embeddings: pl.DataFrame) -> Features:
-    """Model inputs from ``item_content_embeddings`` rows (failed rows must be filtered out first)."""
-    frames = torch.from_numpy(np.array(embeddings["frame_embeddings"].to_numpy(), dtype=np.float32))
+    """Model inputs from ``item_content_embeddings`` rows (failed rows must be filtered out first). Frames
+    stored as float16 stay float16 here (the bulk of the inputs) and become float32 per batch."""
+    stored = embeddings["frame_embeddings"].to_numpy()
+    half = stored.dtype == np.float16
+    frames = torch.from_numpy(np.array(stored, dtype=np.float16 if half else np.float32))
+    del stored
     has_audio = embeddings["audio_embedding"].is_not_null().to_numpy()
     audio_dim = embeddings.schema["audio_embedding"].size
     audio = np.zeros((embeddings.height, audio_dim), dtype=np.float32)

@@ -196,6 +196,9 @@ class EmbedParams:
     (the fetch has its own ``deadline_s`` too)."""
     progress_every_s: float = 30.0
     """Seconds between progress lines (videos done, rate, ETA) while the day's videos are embedded."""
+    vector_dtype: str = "float32"
+    """How the embedding columns are stored: ``float32`` or ``float16`` (half the bytes on disk and in every
+    reader; readers compute in float32 either way). The embedding cache keeps float32."""
     model_threads: int = 0
     """CPU threads of this process while the pool decodes; 0 = automatic: torch's default (all cores) on
     CPU, 2 on a GPU (the models run there; the cores go to the decoders). With small models on CPU,
@@ -380,6 +383,7 @@ def embed_items(
     extra = [c for c in items.columns if c not in schema]
     table = pl.concat([cached, fresh], how="vertical") if cached.height else fresh
     table = items.select(["item_id", *extra]).join(table, on="item_id", how="left").sort("item_id")
+    table = with_vector_dtype(table, params.vector_dtype)
     elapsed = time.perf_counter() - t0
     reasons = fresh.filter(pl.col("status") != "ok").group_by("status", "reason").len().sort("len", descending=True)
     stats = {
@@ -410,11 +414,13 @@ class VectorSource(typing.Protocol):
 def embed_generated(
     items: pl.DataFrame,
     source: VectorSource,
+    params: EmbedParams = EmbedParams(),
     chunk: int = 20_000,
     log: typing.Callable[[str], None] = lambda msg: None,
 ) -> EmbedResult:
     """The same table as :func:`embed_items` for ``items``, from a :class:`VectorSource` (no media, no models,
-    no cache: generating is cheaper than a lookup), ``chunk`` items at a time."""
+    no cache: generating is cheaper than a lookup), ``chunk`` items at a time, each stored as
+    ``params.vector_dtype`` at once (the whole day never exists in float32)."""
     t0 = time.perf_counter()
     spec = source.spec
     schema = output_schema(spec.n_frames, spec.image_dim, spec.audio_dim)
@@ -445,11 +451,17 @@ def embed_generated(
                     "audio_seconds": pl.Series([None] * n, dtype=pl.Float32),
                     "source_bytes": pl.Series([None] * n, dtype=pl.Int64),
                 }
-            ).cast(schema)
+            )
+            .cast(schema)
+            .pipe(with_vector_dtype, params.vector_dtype)
         )
         del frames, audio, blip, fused
     log(f"{len(ids)} items: content vectors generated ({source.fingerprint})")
-    fresh = pl.concat(parts, how="vertical") if parts else pl.DataFrame(schema=schema)
+    fresh = (
+        pl.concat(parts, how="vertical")
+        if parts
+        else with_vector_dtype(pl.DataFrame(schema=schema), params.vector_dtype)
+    )
     del parts
     extra = [c for c in items.columns if c not in schema]
     table = items.select(["item_id", *extra]).join(fresh, on="item_id", how="left").sort("item_id")
