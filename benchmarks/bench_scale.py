@@ -47,6 +47,7 @@ DATA_PREP = ("raw_interactions", "video_catalog", "filtered_interactions", "item
 RUN_CONFIG = {
     "ops": {
         "two_tower_model": {"config": {"epochs": 1}},
+        "two_tower_dataset": {"config": {"vector_dtype": "float16"}},
         "content_encoder": {"config": {"max_epochs": 2}},
         "item_content_embeddings": {"config": {"use_cache": False, "vector_dtype": "float16"}},
     }
@@ -132,7 +133,10 @@ def setup(env: dict[str, str], day: dt.date) -> None:
     if marker.exists():
         return
     days = [day + dt.timedelta(days=k) for k in range(-6, 2)]
+    assets_dir = Path(env["RECSYS_DATA_DIR"]) / "assets"
     for d in days:
+        if all((assets_dir / a / f"{d}.parquet").exists() for a in (*DATA_PREP, "item_content_embeddings")):
+            continue  # from an earlier, interrupted setup
         t = time.perf_counter()
         res = _run(env, [*DATA_PREP, "item_content_embeddings"], d.isoformat())
         print(f"setup {d}: data prep + content vectors {time.perf_counter() - t:.0f} s", file=sys.stderr)

@@ -265,3 +265,30 @@ def test_identical_output_for_the_same_inputs_in_any_row_order():
         )
         assert again.equals(first)
         assert again.write_ipc(None).getvalue() == first.write_ipc(None).getvalue()  # bit-identical
+
+
+def test_witness_is_the_smallest_hash_client_with_both_items_positive():
+    """The clients'-side witness search gives, per anchor, exactly the brute-force choice."""
+    import numpy as np
+
+    from recsys_assets.stages.pair_blip_scores import _witnesses
+
+    rng = np.random.default_rng(3)
+    positives = pl.DataFrame({"client_id": rng.integers(0, 80, 900), "item_id": rng.integers(0, 40, 900)})
+    pairs = (
+        positives.join(positives, on="client_id", suffix="_2")
+        .filter(pl.col("item_id") < pl.col("item_id_2"))
+        .select(item_id_1="item_id", item_id_2="item_id_2")
+        .unique()
+        .sort("item_id_1", "item_id_2")
+        .with_row_index("anchor")
+    )
+    got = _witnesses(pairs, positives, seed=5, buckets=3).sort("anchor")
+    both = (
+        pairs.join(positives.rename({"item_id": "item_id_1"}), on="item_id_1")
+        .join(positives.rename({"item_id": "item_id_2"}), on=["client_id", "item_id_2"], how="semi")
+        .group_by("anchor")
+        .agg(pl.col("client_id").sort_by(pl.col("client_id").hash(5), pl.col("client_id")).first())
+        .sort("anchor")
+    )
+    assert got.height == pairs.height and got.equals(both.select("anchor", "client_id"))

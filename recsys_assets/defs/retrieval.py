@@ -56,6 +56,14 @@ DATASET_CHECKS = CheckSet(
         "Every row's history_row is its own client's history as of its day, and its item_row its own item.",
     ),
 )
+
+
+class DatasetStorageConfig(dg.Config):
+    vector_dtype: str = "float32"
+    """How two_tower_user_history and two_tower_item_features store their vectors: ``float32`` or ``float16``
+    (half the bytes; training gathers float32 batches either way)."""
+
+
 DATASET_TABLES = ("two_tower_dataset", "two_tower_user_history", "two_tower_item_features")
 """The dataset by id: the rows, and the (client, day) histories and item features they point at."""
 
@@ -278,6 +286,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     )
     def two_tower_dataset(
         context: dg.AssetExecutionContext,
+        config: DatasetStorageConfig,
         two_tower_rules: TwoTowerRulesResource,
         window: dict[str, pl.DataFrame],
         embeddings: dict[str, pl.DataFrame],
@@ -290,6 +299,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         interactions = _concat(window)
         rules = two_tower_rules.rules()
         ds, stats = tt.build_dataset(interactions, features, rules, train_window_start(partition_date(context)))
+        ds = tt.stored_as(ds, config.vector_dtype)
         yield dg.Output(
             ds.rows,
             output_name="two_tower_dataset",

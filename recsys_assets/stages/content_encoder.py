@@ -34,6 +34,7 @@ import dataclasses
 import math
 import time
 import typing
+import warnings
 
 import numpy as np
 import polars as pl
@@ -177,10 +178,12 @@ class Features:
 def features(embeddings: pl.DataFrame) -> Features:
     """Model inputs from ``item_content_embeddings`` rows (failed rows must be filtered out first). Frames
     stored as float16 stay float16 here (the bulk of the inputs) and become float32 per batch."""
-    stored = embeddings["frame_embeddings"].to_numpy()
-    half = stored.dtype == np.float16
-    frames = torch.from_numpy(np.array(stored, dtype=np.float16 if half else np.float32))
-    del stored
+    stored = embeddings["frame_embeddings"].to_numpy()  # polars' buffer when it can: no copy of the bulk
+    if stored.dtype not in (np.float16, np.float32):
+        stored = stored.astype(np.float32)
+    with warnings.catch_warnings():  # read-only is fine: frames are only ever indexed (take) and summed
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        frames = torch.from_numpy(stored)
     has_audio = embeddings["audio_embedding"].is_not_null().to_numpy()
     audio_dim = embeddings.schema["audio_embedding"].size
     audio = np.zeros((embeddings.height, audio_dim), dtype=np.float32)

@@ -96,18 +96,34 @@ def _cosine(emb: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 1_000_00
     return np.clip(out, -1.0, 1.0)
 
 
-def _witnesses(anchors: pl.DataFrame, positives: pl.DataFrame, seed: int) -> pl.DataFrame:
-    """anchor -> one client with both items positive (smallest seeded hash of client_id)."""
-    p1 = positives.rename({"item_id": "item_id_1"})
-    p2 = positives.rename({"item_id": "item_id_2"})
+def _witnesses(anchors: pl.DataFrame, positives: pl.DataFrame, seed: int, buckets: int = 16) -> pl.DataFrame:
+    """anchor -> one client with both items positive (smallest seeded hash of client_id, then client_id).
+
+    Worked from the clients' side: each client's own positive pairs that are anchors, ``buckets`` groups of
+    clients at a time, so memory follows the pairs clients actually have -- never anchors x every client of
+    a popular item (which at 1 M interactions a day is billions of rows)."""
+    a = anchors.lazy().select("anchor", "item_id_1", "item_id_2")
+    p = positives.lazy().select("client_id", "item_id").unique()
+    parts = []
+    for b in range(buckets):
+        mine = p.filter(pl.col("client_id").hash(seed + 1) % buckets == b)
+        pairs = (
+            mine.rename({"item_id": "item_id_1"})
+            .join(mine.rename({"item_id": "item_id_2"}), on="client_id")
+            .filter(pl.col("item_id_1") != pl.col("item_id_2"))
+        )
+        parts.append(
+            pairs.join(a, on=["item_id_1", "item_id_2"])
+            .select("anchor", "client_id", h=pl.col("client_id").hash(seed))
+            .sort("anchor", "h", "client_id")
+            .unique("anchor", keep="first", maintain_order=True)
+            .collect()
+        )
     return (
-        anchors.lazy()
-        .select("anchor", "item_id_1", "item_id_2")
-        .join(p1.lazy(), on="item_id_1")
-        .join(p2.lazy(), on=["client_id", "item_id_2"], how="semi")
-        .group_by("anchor")
-        .agg(pl.col("client_id").sort_by(pl.col("client_id").hash(seed), pl.col("client_id")).first())
-        .collect()
+        pl.concat(parts)
+        .sort("anchor", "h", "client_id")
+        .unique("anchor", keep="first", maintain_order=True)
+        .select("anchor", "client_id")
     )
 
 

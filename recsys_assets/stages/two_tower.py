@@ -266,6 +266,22 @@ class Dataset:
         )
 
 
+VECTOR_DTYPES = {"float32": pl.Float32(), "float16": pl.Float16()}
+
+
+def stored_as(ds: Dataset, dtype: str) -> Dataset:
+    """``ds`` with its history and item vectors as ``dtype`` (``float16``: half the bytes on disk and in memory;
+    training gathers them into float32 batches)."""
+    if dtype not in VECTOR_DTYPES:
+        raise ValueError(f"vector_dtype must be one of {sorted(VECTOR_DTYPES)}, not {dtype!r}")
+    arr = pl.Array(VECTOR_DTYPES[dtype], ds.feature_dim)
+    return Dataset(
+        ds.rows,
+        ds.histories.with_columns(pl.col("pos_hist").cast(arr), pl.col("neg_hist").cast(arr)),
+        ds.items.with_columns(pl.col("features").cast(arr)),
+    )
+
+
 ROW_COLUMNS = ("client_id", "item_id", "session_id", "event_ts", "label", "weight", "history_row", "item_row")
 
 
