@@ -252,11 +252,29 @@ def rows_per_group(df: pl.DataFrame, target_bytes: int = ROW_GROUP_BYTES) -> int
     return max(1024, int(target_bytes / max(per_row, 1.0)))
 
 
-def write_parquet(store: ObjectStore, key: str, df: pl.DataFrame, row_group_bytes: int = ROW_GROUP_BYTES) -> int:
+STREAMED_ROW_GROUP_ROWS = 262_144
+"""Rows per row group when a lazy frame is streamed to parquet (its size per row is not known up front)."""
+
+
+def write_parquet(
+    store: ObjectStore, key: str, df: pl.DataFrame | pl.LazyFrame, row_group_bytes: int = ROW_GROUP_BYTES
+) -> int:
     """Write ``df`` as one parquet object, atomically, in row groups of about ``row_group_bytes`` with column
-    statistics (so scans can skip groups by predicate). Returns the object's size in bytes."""
+    statistics (so scans can skip groups by predicate). A ``LazyFrame`` is streamed (``sink_parquet``): it
+    never exists in memory whole. Returns the object's size in bytes."""
     tmp = store.temp_path_for(key)
     try:
+        if isinstance(df, pl.LazyFrame):
+            df.sink_parquet(
+                tmp,
+                compression="zstd",
+                compression_level=1,
+                statistics=True,
+                row_group_size=STREAMED_ROW_GROUP_ROWS,
+            )
+            size = os.path.getsize(tmp)
+            store.write_file(key, tmp)
+            return size
         df.write_parquet(
             tmp,
             compression="zstd",

@@ -20,7 +20,14 @@ def generated_configs() -> list[type]:
     return [found[k] for k in sorted(found)]
 
 
-PAIRS = [(cfg, src) for cfg in generated_configs() for src in getattr(cfg, SOURCES)]
+PAIRS = [
+    (cfg, src)
+    for cfg in generated_configs()
+    # a subclass that adds a required field of its own (GeneratedContentResource: its simulator) is covered
+    # by its parent: the generated fields are the parent's
+    if not any(f.is_required() for f in cfg.model_fields.values())
+    for src in getattr(cfg, SOURCES)
+]
 
 
 def test_every_stage_with_a_params_dataclass_is_covered():

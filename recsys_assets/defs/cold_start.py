@@ -27,6 +27,7 @@ from .partitions import (
     TRAIN_WINDOW,
     after_previous_day,
     columns_input,
+    latest_per_item,
     partition_date,
     window_input,
 )
@@ -78,25 +79,6 @@ class CollabConfig(dg.Config):
     training items (the regression term shrinks predictions; ablation in benchmarks/README.md)."""
 
 
-def _latest_per_item(window: typing.Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
-    """The union of a window of item_content_embeddings, one row per item (the latest day's), sorted by item.
-    Reads every day's item ids first, then from each day only the rows it is the latest for: an item's
-    per-frame vectors are loaded once, not once per day it appears in (vectors keep their stored dtype)."""
-    days = sorted(window)
-    if not days:
-        return pl.DataFrame()
-    ids = pl.concat(
-        [window[d].select("item_id").collect().with_columns(day=pl.lit(k, pl.Int32)) for k, d in enumerate(days)]
-    )
-    owner = ids.group_by("item_id").agg(pl.col("day").max())
-    parts = []
-    for k, d in enumerate(days):
-        mine = owner.filter(pl.col("day") == k)["item_id"]
-        if mine.len():
-            parts.append(window[d].filter(pl.col("item_id").is_in(mine.implode())).collect())
-    return pl.concat(parts, how="vertical_relaxed").sort("item_id")
-
-
 def _curve(history: list[dict], max_rows: int = 12) -> str:
     step = max(1, len(history) // max_rows)
     rows = [h for i, h in enumerate(history) if i % step == 0 or i == len(history) - 1]
@@ -138,7 +120,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     ) -> typing.Iterator:
         """Partition D: per language, frames + audio -> ALS item vector of als_factors D (CLIP-style InfoNCE,
         BLIP-bucketed pair loss, scale regression); weights + config as one safetensors object."""
-        feats = _latest_per_item(embeddings)
+        feats = latest_per_item(embeddings)
         pairs = pair_blip_scores.filter(pl.col("similarity").is_not_null()).select(
             "item_id_1", "item_id_2", "pair_type", "bucket"
         )
@@ -208,7 +190,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         context: dg.AssetExecutionContext,
         config: CollabConfig,
         content_encoder: ModelArtifact,
-        item_content_embeddings: pl.DataFrame,
+        item_content_embeddings: pl.LazyFrame,
         als_factors: pl.DataFrame,
         raw_interactions: pl.DataFrame,
         raw_interactions_quarantine: pl.DataFrame,
@@ -217,8 +199,10 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         its ALS vector, or the content encoder's prediction, flagged (is_predicted)."""
         models = ce.from_artifact(content_encoder)
         day = partition_date(context)
+        # the day's items without their vectors; the encoder reads frames from the scan a chunk at a time
+        items = item_content_embeddings.select("item_id", "language", "upload_date").collect()
         table = ice.assemble(
-            item_content_embeddings.select("item_id", "language", "upload_date"),
+            items,
             item_content_embeddings,
             als_factors,
             models,
@@ -270,7 +254,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 }
             ),
         )
-        yield from COLLAB_CHECKS.results(ice.validate(table, item_content_embeddings.select("item_id")))
+        yield from COLLAB_CHECKS.results(ice.validate(table, items.select("item_id")))
 
     @evaluation_asset(
         ins={

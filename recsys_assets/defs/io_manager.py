@@ -19,7 +19,8 @@ Reading only what an asset uses (parquet tables):
   scan, projected to ``columns`` if given: the asset's own ``filter``/``select`` are pushed into the parquet
   reader (row groups ruled out by their statistics are skipped) and it may ``collect(engine="streaming")``.
 * Tables are written in row groups of about ``storage.ROW_GROUP_BYTES`` with statistics, so a large
-  partition streams and a predicate can skip most of it.
+  partition streams and a predicate can skip most of it. An asset may return a ``pl.LazyFrame`` (e.g. a scan
+  of parts it spilled): it is streamed into the partition's file, never collected in memory.
 * Every load reports what it read: the LOADED_INPUT event's metadata (single-partition inputs) and a debug log
   line say which columns of how many partitions were read.
 
@@ -173,12 +174,10 @@ class PolarsParquetIOManager(_PartitionedObjectIOManager):
 
     _suffix: typing.ClassVar[str] = ".parquet"
 
-    def _prepare(self, obj: typing.Any) -> pl.DataFrame:
-        if isinstance(obj, pl.LazyFrame):
-            obj = obj.collect()
-        if not isinstance(obj, pl.DataFrame):
+    def _prepare(self, obj: typing.Any) -> typing.Union[pl.DataFrame, pl.LazyFrame]:
+        if not isinstance(obj, (pl.DataFrame, pl.LazyFrame)):
             raise TypeError(f"{type(self).__name__} stores polars DataFrames, got {type(obj).__name__}")
-        return obj
+        return obj  # a LazyFrame is streamed to the file (storage.write_parquet), never collected here
 
     def _write(self, key: str, obj: pl.DataFrame) -> int:
         return write_parquet(self.store, key, obj)

@@ -47,9 +47,15 @@ def to_metadata(values: typing.Mapping[str, typing.Any]) -> dict[str, dg.Metadat
     return out
 
 
-def frame_metadata(df: pl.DataFrame, preview_rows: int = 5) -> dict[str, typing.Any]:
+def frame_metadata(df: pl.DataFrame | pl.LazyFrame, preview_rows: int = 5) -> dict[str, typing.Any]:
+    """Row count, schema and a preview (of a LazyFrame: counted and previewed by scanning, not collected)."""
+    if isinstance(df, pl.LazyFrame):
+        height = int(df.select(pl.len()).collect().item())
+        df = df.head(preview_rows).collect()
+    else:
+        height = df.height
     return {
-        "dagster/row_count": dg.MetadataValue.int(df.height),
+        "dagster/row_count": dg.MetadataValue.int(height),
         "dagster/column_schema": dg.TableSchema(
             columns=[dg.TableColumn(name, str(dtype), description=describe(name)) for name, dtype in df.schema.items()]
         ),

@@ -10,6 +10,7 @@ import typing
 import warnings
 
 import dagster as dg
+import polars as pl
 
 WINDOW_DAYS = 7
 """The trailing training window of every model (seed 000 and seed 001: one week)."""
@@ -180,3 +181,22 @@ def midnight(day: dt.date) -> dt.datetime:
 def train_window_start(day: dt.date) -> dt.datetime:
     """The first instant of the TRAIN_WINDOW ending on ``day``."""
     return midnight(day - dt.timedelta(days=WINDOW_DAYS - 1))
+
+
+def latest_per_item(window: typing.Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
+    """The union of a window of per-item partitions (lazy inputs), one row per item -- the latest day's --
+    sorted by item. Reads every day's item ids first, then from each day only the rows it is the latest for:
+    an item's vectors are loaded once, not once per day it appears in (and keep their stored dtype)."""
+    days = sorted(window)
+    if not days:
+        return pl.DataFrame()
+    ids = pl.concat(
+        [window[d].select("item_id").collect().with_columns(day=pl.lit(k, pl.Int32)) for k, d in enumerate(days)]
+    )
+    owner = ids.group_by("item_id").agg(pl.col("day").max())
+    parts = []
+    for k, d in enumerate(days):
+        mine = owner.filter(pl.col("day") == k)["item_id"]
+        if mine.len():
+            parts.append(window[d].filter(pl.col("item_id").is_in(mine.implode())).collect())
+    return pl.concat(parts, how="vertical_relaxed").sort("item_id")

@@ -34,6 +34,8 @@ from .partitions import (
     TRAIN_WINDOW,
     WINDOW_DAYS,
     after_previous_day,
+    columns_input,
+    latest_per_item,
     partition_date,
     train_window_start,
     window_input,
@@ -59,6 +61,8 @@ DATASET_CHECKS = CheckSet(
 
 
 class DatasetStorageConfig(dg.Config):
+    buckets: int = 8
+    """Client buckets the dataset is built in (memory: about one bucket of the window at a time)."""
     vector_dtype: str = "float32"
     """How two_tower_user_history and two_tower_item_features store their vectors: ``float32`` or ``float16``
     (half the bytes; training gathers float32 batches either way)."""
@@ -114,14 +118,12 @@ class AblationConfig(EvaluationConfig):
     would give; skipped where there is no truth)."""
 
 
-def _latest(window: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    columns = ["item_id", "language", "status", "blip_embedding"]
-    frames = [float32_vectors(df.select(columns)) for _, df in sorted(window.items())]
-    return (
-        pl.concat(frames, how="vertical_relaxed")
-        .filter(pl.col("status") != "failed")
-        .unique("item_id", keep="last", maintain_order=True)
-    )
+def _latest(window: typing.Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
+    """Each item's latest embedding of the window, failed items left out, BLIP as float32."""
+    latest = latest_per_item(window)
+    if latest.height == 0:
+        return pl.DataFrame(schema={"item_id": pl.Int64, "language": pl.String, "status": pl.String})
+    return float32_vectors(latest.filter(pl.col("status") != "failed").select(POOLED_COLUMNS))
 
 
 def _concat(window: dict[str, pl.DataFrame]) -> pl.DataFrame:
@@ -232,7 +234,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         config: ItemPcaConfig,
         two_tower_rules: TwoTowerRulesResource,
         window: dict[str, pl.DataFrame],
-        embeddings: dict[str, pl.DataFrame],
+        embeddings: dict[str, pl.LazyFrame],
     ) -> dg.Output:
         """Partition D: PCA(128) of the BLIP embeddings of D's training items (those passing the dataset's
         filters in D-6 .. D), stored as its arrays (components, mean, variances) -- no pickle."""
@@ -288,55 +290,75 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         context: dg.AssetExecutionContext,
         config: DatasetStorageConfig,
         two_tower_rules: TwoTowerRulesResource,
-        window: dict[str, pl.DataFrame],
-        embeddings: dict[str, pl.DataFrame],
+        window: dict[str, pl.LazyFrame],
+        embeddings: dict[str, pl.LazyFrame],
         item_pca: ModelArtifact,
     ) -> typing.Iterator:
         """Partition D: seed 001's training rows from the played events of D-6 .. D -- filters, label
         pcc > 0.9, 5:5 balance, pos/neg history means as of each row's day, PCA-128 item features -- stored
-        by id: rows, (client, day) histories and item features, each once."""
+        by id: rows, (client, day) histories and item features, each once. Built in client buckets spilled
+        to disk and streamed into the partitions, so the week is never in memory whole."""
+        import tempfile
+
         features = tt.project(_latest(embeddings), tt.pca_from_artifact(item_pca))
-        interactions = _concat(window)
         rules = two_tower_rules.rules()
-        ds, stats = tt.build_dataset(interactions, features, rules, train_window_start(partition_date(context)))
-        ds = tt.stored_as(ds, config.vector_dtype)
-        yield dg.Output(
-            ds.rows,
-            output_name="two_tower_dataset",
-            metadata=to_metadata(
-                {
-                    **frame_metadata(ds.rows.select("client_id", "item_id", "label", "history_row", "item_row")),
-                    **stats,
-                    "event_set": EVENT_SET,
-                    "window_days": len(window),
-                }
-            ),
-        )
-        yield dg.Output(
-            ds.histories,
-            output_name="two_tower_user_history",
-            metadata=to_metadata(
-                {
-                    **frame_metadata(ds.histories.select("client_id", "history_day", "n_pos_hist", "n_neg_hist")),
-                    "clients": int(ds.histories["client_id"].n_unique()),
-                    "without_history": int(
-                        ((ds.histories["n_pos_hist"] == 0) & (ds.histories["n_neg_hist"] == 0)).sum()
-                    ),
-                }
-            ),
-        )
-        yield dg.Output(
-            ds.items,
-            output_name="two_tower_item_features",
-            metadata=to_metadata(
-                {**frame_metadata(ds.items.select("item_row", "item_id")), "feature_dim": ds.feature_dim}
-            ),
-        )
-        yield from DATASET_CHECKS.results(tt.validate_dataset(ds, interactions, rules))
+        days = [lf for _, lf in sorted(window.items())]
+        if not days:
+            raise dg.Failure("no raw_interactions partition in the training window", allow_retries=False)
+        with tempfile.TemporaryDirectory(prefix="two_tower_dataset-") as spill:
+            ds = tt.build_dataset_spilled(
+                pl.concat(days, how="vertical_relaxed"),
+                features,
+                rules,
+                train_window_start(partition_date(context)),
+                spill,
+                buckets=config.buckets,
+                vector_dtype=config.vector_dtype,
+            )
+            stats = ds.stats
+            yield dg.Output(
+                ds.rows,
+                output_name="two_tower_dataset",
+                metadata=to_metadata(
+                    {
+                        **frame_metadata(ds.rows.select("client_id", "item_id", "label", "history_row", "item_row")),
+                        **stats,
+                        "event_set": EVENT_SET,
+                        "window_days": len(window),
+                    }
+                ),
+            )
+            histories = ds.histories
+            yield dg.Output(
+                histories,
+                output_name="two_tower_user_history",
+                metadata=to_metadata(
+                    {
+                        **frame_metadata(histories.select("client_id", "history_day", "n_pos_hist", "n_neg_hist")),
+                        "clients": int(histories.select(pl.col("client_id").n_unique()).collect().item()),
+                        "without_history": int(
+                            histories.select(((pl.col("n_pos_hist") == 0) & (pl.col("n_neg_hist") == 0)).sum())
+                            .collect()
+                            .item()
+                        ),
+                    }
+                ),
+            )
+            yield dg.Output(
+                ds.items,
+                output_name="two_tower_item_features",
+                metadata=to_metadata(
+                    {
+                        **frame_metadata(ds.items.select("item_row", "item_id")),
+                        "feature_dim": int(ds.items.schema["features"].size),
+                    }
+                ),
+            )
+            yield from DATASET_CHECKS.results(ds.verdicts)
 
     @dg.asset(
         ins={
-            "two_tower_dataset": dg.AssetIn("two_tower_dataset"),
+            "two_tower_dataset": columns_input("two_tower_dataset", tt.TRAINING_COLUMNS),
             "two_tower_user_history": dg.AssetIn("two_tower_user_history"),
             "two_tower_item_features": dg.AssetIn("two_tower_item_features"),
             "item_pca": dg.AssetIn("item_pca", input_manager_key=MODEL_IO),
@@ -425,7 +447,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         model: dict[str, ModelArtifact],
         pca: dict[str, ModelArtifact],
         interactions: dict[str, pl.DataFrame],
-        embeddings: dict[str, pl.DataFrame],
+        embeddings: dict[str, pl.LazyFrame],
     ) -> typing.Iterator:
         """Partition D: two_tower_model D-1 validated on D -- seed 001's metric table by ranking each client's
         served items, catalog recall@k, beside random, popularity and (simulator) oracle baselines."""
@@ -524,7 +546,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         model: dict[str, ModelArtifact],
         pca: dict[str, ModelArtifact],
         interactions: dict[str, pl.DataFrame],
-        embeddings: dict[str, pl.DataFrame],
+        embeddings: dict[str, pl.LazyFrame],
     ) -> typing.Iterator:
         """Partition D: variants of two_tower_model D-1 trained on the same window and validated on D like
         it: the in-batch softmax (logQ) on the same features, and the simulator's true content vectors in

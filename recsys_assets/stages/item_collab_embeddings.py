@@ -46,6 +46,19 @@ def norm_scale(rows: pl.DataFrame, predicted: np.ndarray) -> float:
     return float(np.linalg.norm(true, axis=1).mean() / denom) if denom > 0 else 1.0
 
 
+def _predict_in_chunks(
+    model: ContentToCollab, embeddings: pl.DataFrame | pl.LazyFrame, item_ids: pl.Series, chunk: int
+) -> np.ndarray:
+    """The encoder's predictions for ``item_ids`` (sorted), ``chunk`` items' frames at a time (from a lazy
+    scan: only the row groups that hold the chunk's items are read)."""
+    out = []
+    for s in range(0, item_ids.len(), chunk):
+        ids = item_ids.slice(s, chunk)
+        rows = embeddings.lazy().filter(pl.col("item_id").is_in(ids.implode())).sort("item_id").collect()
+        out.append(predict(model, features(rows.select("item_id", "frame_embeddings", "audio_embedding"))))
+    return np.concatenate(out) if out else np.zeros((0, model.head[-1].out_features), np.float32)
+
+
 def interaction_counts(*frames: pl.DataFrame) -> pl.DataFrame:
     """``item_id, interactions_on_day``: rows per item over the given snapshot frames (null ids skipped)."""
     parts = [f.select("item_id") for f in frames if f.height]
@@ -61,18 +74,20 @@ def interaction_counts(*frames: pl.DataFrame) -> pl.DataFrame:
 
 def assemble(
     items: pl.DataFrame,
-    embeddings: pl.DataFrame,
+    embeddings: pl.DataFrame | pl.LazyFrame,
     als_factors: pl.DataFrame,
     models: dict[str, ContentToCollab],
     split: pl.DataFrame,
     day: typing.Optional[dt.date] = None,
     interactions: typing.Optional[pl.DataFrame] = None,
     calibrate_norm: bool = True,
+    chunk: int = 20_000,
 ) -> pl.DataFrame:
     """``items``: item_id, language (optionally upload_date): every item of the day's
     item_content_embeddings; ``embeddings``: item_content_embeddings of the day; ``split``: item_id,
     encoder_split of the encoder (:func:`~.content_encoder.split_of`); ``interactions``: item_id,
-    interactions_on_day (:func:`interaction_counts`); ``calibrate_norm``: see :func:`norm_scale`."""
+    interactions_on_day (:func:`interaction_counts`); ``calibrate_norm``: see :func:`norm_scale`. The
+    encoder runs ``chunk`` items at a time: only one chunk's frames are ever copied out of ``embeddings``."""
     dims = (
         {als_factors.schema["vector"].size}
         if als_factors.height
@@ -87,7 +102,7 @@ def assemble(
     base = (
         items.select("item_id", "language", pl.col("upload_date").cast(pl.Date))
         .join(als_factors.select("item_id", pl.col("vector").alias("als_vector")), on="item_id", how="left")
-        .join(embeddings.select("item_id", "status", "frame_embeddings", "audio_embedding"), on="item_id", how="left")
+        .join(embeddings.lazy().select("item_id", "status").collect(), on="item_id", how="left")
         .join(
             split.select("item_id", pl.col("encoder_split").cast(pl.String).alias("stored_split")),
             on="item_id",
@@ -103,7 +118,7 @@ def assemble(
         )
         if rows.height == 0:
             continue
-        p = predict(model, features(rows))
+        p = _predict_in_chunks(model, embeddings, rows["item_id"], chunk)
         scale = norm_scale(rows, p) if calibrate_norm else 1.0
         preds.append(
             pl.DataFrame(
@@ -119,7 +134,7 @@ def assemble(
         if preds
         else pl.DataFrame(schema={"item_id": pl.Int64, "predicted_vector": vec_type, "predicted_scale": pl.Float32})
     )
-    out = base.drop("frame_embeddings", "audio_embedding").join(pred, on="item_id", how="left")
+    out = base.join(pred, on="item_id", how="left")
     has_model = pl.col("language").is_in(list(models))
     return out.select(
         "item_id",

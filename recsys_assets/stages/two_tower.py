@@ -107,7 +107,9 @@ def eligible(window: pl.DataFrame, rules: DatasetRules) -> tuple[pl.DataFrame, d
     return kept, stats
 
 
-def validate_dataset(ds: Dataset, window: pl.DataFrame, rules: DatasetRules) -> dict[str, tuple[bool, dict]]:
+def validate_dataset(
+    ds: Dataset, window: pl.DataFrame, rules: DatasetRules, items_checked: bool = True
+) -> dict[str, tuple[bool, dict]]:
     """Verdicts of two_tower_dataset's checks: the filters hold on the output, labels are balanced, every
     row's indexes resolve to its own client/day and item, features finite, no history from the row's day on."""
     rows = ds.rows
@@ -120,8 +122,10 @@ def validate_dataset(ds: Dataset, window: pl.DataFrame, rules: DatasetRules) -> 
         | (pl.col("pos") < rules.min_client_positives)
         | (pl.col("neg") < rules.min_client_negatives)
     ).height
-    i = lab.group_by("item_id").len().join(rows.select("item_id").unique(), on="item_id", how="semi")
-    bad_items = i.filter(pl.col("len") < rules.min_item_interactions).height
+    bad_items = 0
+    if items_checked:  # needs the whole window's item counts (a bucket of clients has only part of them)
+        i = lab.group_by("item_id").len().join(rows.select("item_id").unique(), on="item_id", how="semi")
+        bad_items = i.filter(pl.col("len") < rules.min_item_interactions).height
     pos = int(rows["label"].sum())
     share = pos / rows.height if rows.height else 0.5
     finite = all(bool(np.isfinite(ds.histories[c].to_numpy()).all()) for c in ("pos_hist", "neg_hist")) and bool(
@@ -282,6 +286,8 @@ def stored_as(ds: Dataset, dtype: str) -> Dataset:
     )
 
 
+TRAINING_COLUMNS = ("client_id", "item_id", "event_ts", "label", "weight", "history_row", "item_row")
+"""What training reads of the rows (client: the holdout split; item: logQ; time: the trained range)."""
 ROW_COLUMNS = ("client_id", "item_id", "session_id", "event_ts", "label", "weight", "history_row", "item_row")
 
 
@@ -375,20 +381,21 @@ def assemble(
     window_start: dt.datetime,
     rules: DatasetRules,
     history_day: typing.Optional[dt.date] = None,
+    items: typing.Optional[pl.DataFrame] = None,
+    first_history_row: int = 0,
 ) -> Dataset:
     """``rows`` (client_id, item_id, session_id, event_ts, label; items with features) as a :class:`Dataset`:
     each row's history is its client's labelled ``events`` from ``window_start`` to the start of the row's
-    day (or of ``history_day`` for every row: validation, where the day's own events are never history)."""
+    day (or of ``history_day`` for every row: validation, where the day's own events are never history).
+    ``items``: the item table to point into (default: the rows' items); ``first_history_row``: the number of
+    the first history (when the dataset is built in parts)."""
     day = pl.col("event_ts").dt.date() if history_day is None else pl.lit(history_day, pl.Date)
     rows = rows.with_columns(history_day=day)
     histories = day_histories(rows.select("client_id", "history_day"), events, item_features, window_start)
-    items = (
-        item_features.join(rows.select("item_id").unique(), on="item_id", how="semi")
-        .sort("item_id")
-        .with_row_index("item_row")
-        .with_columns(pl.col("item_row").cast(pl.Int32))
-        .select("item_row", "item_id", "features")
-    )
+    if first_history_row:
+        histories = histories.with_columns(pl.col("history_row") + first_history_row)
+    if items is None:
+        items = item_table(item_features, rows["item_id"])
     weight = pl.when(pl.col("label")).then(rules.positive_weight).otherwise(rules.negative_weight)
     out = (
         rows.join(histories.select("client_id", "history_day", "history_row"), on=["client_id", "history_day"])
@@ -400,27 +407,176 @@ def assemble(
     return Dataset(out, histories, items)
 
 
+def item_table(item_features: pl.DataFrame, item_ids: pl.Series) -> pl.DataFrame:
+    """``item_row, item_id, features`` of the given items that have features, numbered in item order."""
+    return (
+        item_features.join(item_ids.unique().to_frame("item_id"), on="item_id", how="semi")
+        .sort("item_id")
+        .with_row_index("item_row")
+        .with_columns(pl.col("item_row").cast(pl.Int32))
+        .select("item_row", "item_id", "features")
+    )
+
+
+def _row_key(seed: int) -> pl.Expr:
+    """A row's draw in the 5:5 balance: a seeded hash of what identifies the event, so the same row draws the
+    same number whatever part of the window it is processed with."""
+    return pl.struct("client_id", "item_id", "session_id", "event_ts").hash(seed)
+
+
+@dataclasses.dataclass
+class SpilledDataset:
+    """A dataset built in client buckets and spilled to parquet parts: ``rows`` and ``histories`` are lazy
+    scans of those parts (a writer streams them; nothing holds the week in memory), ``items`` in memory."""
+
+    rows: pl.LazyFrame
+    histories: pl.LazyFrame
+    items: pl.DataFrame
+    stats: dict[str, typing.Any]
+    verdicts: dict[str, tuple[bool, dict]]
+
+    def collect(self) -> Dataset:
+        return Dataset(self.rows.collect(), self.histories.collect(), self.items)
+
+
+def build_dataset_spilled(
+    window: pl.LazyFrame,
+    item_features: pl.DataFrame,
+    rules: DatasetRules,
+    window_start: dt.datetime,
+    spill_dir: str,
+    buckets: int = 8,
+    vector_dtype: str = "float32",
+) -> SpilledDataset:
+    """:func:`build_dataset` for a window too large for memory: the client and item counts and the balance
+    draw are global (a streaming pass over the window's five columns); rows, histories and checks are made
+    for one bucket of clients at a time (a client's rows and history never span buckets) and written to
+    ``spill_dir``. Rows come sorted by (client, time, item) within each bucket."""
+    import pathlib
+
+    lab = window.select(*EVENT_COLUMNS).pipe(lambda lf: labelled(lf, rules))
+    clients = (
+        lab.group_by("client_id")
+        .agg(n=pl.len(), pos=pl.col("label").sum(), neg=(~pl.col("label")).sum())
+        .collect(engine="streaming")
+    )
+    ok_clients = clients.filter(
+        (pl.col("n") >= rules.min_client_interactions)
+        & (pl.col("n") <= rules.max_client_interactions)
+        & (pl.col("pos") >= rules.min_client_positives)
+        & (pl.col("neg") >= rules.min_client_negatives)
+    ).select("client_id")
+    items = lab.group_by("item_id").agg(n=pl.len()).collect(engine="streaming")
+    ok_items = items.filter(pl.col("n") >= rules.min_item_interactions).select("item_id")
+    with_features = ok_items.join(item_features.select("item_id"), on="item_id", how="semi")
+    kept = lab.join(ok_clients.lazy(), on="client_id", how="semi").join(with_features.lazy(), on="item_id", how="semi")
+    counts = kept.group_by("label").len().collect(engine="streaming")
+    by_label = dict(zip(counts["label"].to_list(), counts["len"].to_list()))
+    n_pos, n_neg = int(by_label.get(True, 0)), int(by_label.get(False, 0))
+    # the 5:5 balance: the larger class keeps its k rows with the smallest draws (k = the smaller class's size)
+    larger = n_pos > n_neg
+    keep_larger: typing.Optional[pl.Expr] = None
+    if rules.balance and n_pos != n_neg:
+        k = min(n_pos, n_neg)
+        if k == 0:
+            keep_larger = pl.lit(False)
+        else:
+            draws = kept.filter(pl.col("label") == larger).select(k=_row_key(rules.seed)).collect(engine="streaming")
+            threshold = int(np.partition(draws["k"].to_numpy(), k - 1)[k - 1])
+            keep_larger = _row_key(rules.seed) <= threshold
+            del draws
+    stats: dict[str, typing.Any] = {
+        "window_rows": int(clients["n"].sum()),
+        "clients": clients.height,
+        "clients_kept": ok_clients.height,
+        "clients_below_min_interactions": clients.filter(pl.col("n") < rules.min_client_interactions).height,
+        "clients_above_max_interactions": clients.filter(pl.col("n") > rules.max_client_interactions).height,
+        "clients_without_positive": clients.filter(pl.col("pos") < rules.min_client_positives).height,
+        "clients_without_negative": clients.filter(pl.col("neg") < rules.min_client_negatives).height,
+        "items": items.height,
+        "items_kept": ok_items.height,
+        "rows_kept": n_pos + n_neg,
+        "rows_with_item_features": n_pos + n_neg,
+        "dataset_buckets": buckets,
+    }
+    del clients, items
+    table = item_table(item_features, with_features["item_id"])
+    spill = pathlib.Path(spill_dir)
+    spill.mkdir(parents=True, exist_ok=True)
+    first, parts = 0, []
+    totals = {"rows": 0, "positives": 0, "history_rows": 0}
+    for b in range(buckets):
+        mine = pl.col("client_id").hash(rules.seed + 101) % buckets == b
+        raw = window.select(*EVENT_COLUMNS).filter(mine).collect(engine="streaming")
+        events = labelled(raw, rules)
+        rows = kept.filter(mine).select("client_id", "item_id", "session_id", "event_ts", "label")
+        if keep_larger is not None:
+            rows = rows.filter((pl.col("label") != larger) | keep_larger)
+        rows = rows.collect(engine="streaming")
+        part = assemble(rows, events, item_features, window_start, rules, items=table, first_history_row=first)
+        part = stored_as(part, vector_dtype)
+        parts.append(validate_dataset(part, raw, rules, items_checked=False))
+        part.rows.write_parquet(spill / f"rows-{b:04d}.parquet", statistics=True)
+        part.histories.write_parquet(spill / f"histories-{b:04d}.parquet", statistics=True)
+        first += part.histories.height
+        totals["rows"] += part.rows.height
+        totals["positives"] += int(part.rows["label"].sum())
+        totals["history_rows"] += part.histories.height
+        del raw, events, rows, part
+    stats.update(
+        rows=totals["rows"],
+        positives=totals["positives"],
+        negatives=totals["rows"] - totals["positives"],
+        history_rows=totals["history_rows"],
+        feature_items=table.height,
+    )
+    share = totals["positives"] / totals["rows"] if totals["rows"] else 0.5
+    verdicts = {
+        "clients_within_bounds": (
+            all(p["clients_within_bounds"][0] for p in parts),
+            {"clients_out_of_bounds": sum(p["clients_within_bounds"][1]["clients_out_of_bounds"] for p in parts)},
+        ),
+        "items_with_min_interactions": (
+            True,
+            {"items_below_min": 0, "note": "rows only of items with min_item_interactions in the whole window"},
+        ),
+        "balanced_labels": ((not rules.balance) or abs(share - 0.5) <= 0.05, {"positive_share": share}),
+        "features_finite": (
+            all(p["features_finite"][0] for p in parts) and bool(np.isfinite(table["features"].to_numpy()).all()),
+            {},
+        ),
+        "rows_resolve_to_their_history_and_item": (
+            all(p["rows_resolve_to_their_history_and_item"][0] for p in parts),
+            {
+                "unresolved_rows": sum(
+                    p["rows_resolve_to_their_history_and_item"][1]["unresolved_rows"] for p in parts
+                ),
+                "history_rows": totals["history_rows"],
+                "items": table.height,
+            },
+        ),
+    }
+    return SpilledDataset(
+        pl.scan_parquet(sorted(str(p) for p in spill.glob("rows-*.parquet"))),
+        pl.scan_parquet(sorted(str(p) for p in spill.glob("histories-*.parquet"))),
+        table,
+        stats,
+        verdicts,
+    )
+
+
 def build_dataset(
     window: pl.DataFrame, item_features: pl.DataFrame, rules: DatasetRules, window_start: dt.datetime
 ) -> tuple[Dataset, dict[str, typing.Any]]:
     """The training rows of a 7-day window of played events (``window_start`` = its first midnight):
     filters, label, balance; each row's user history = its client's labelled events of the window before
-    the row's day (:func:`assemble`)."""
-    kept, stats = eligible(window, rules)
-    kept = kept.join(item_features.select("item_id"), on="item_id", how="semi")  # items with a BLIP embedding
-    stats["rows_with_item_features"] = kept.height
-    rows = kept.select("client_id", "item_id", "session_id", "event_ts", "label")
-    if rules.balance:
-        rows = balance(rows, rules.seed)
-    ds = assemble(rows, labelled(window, rules), item_features, window_start, rules)
-    stats.update(
-        rows=ds.height,
-        positives=int(ds.rows["label"].sum()),
-        negatives=int((~ds.rows["label"]).sum()),
-        history_rows=ds.histories.height,
-        feature_items=ds.items.height,
-    )
-    return ds, stats
+    the row's day (:func:`assemble`). In memory: :func:`build_dataset_spilled` in one bucket."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="two_tower_dataset-") as spill:
+        spilled = build_dataset_spilled(window.lazy(), item_features, rules, window_start, spill, buckets=1)
+        ds = spilled.collect()
+    return ds, spilled.stats
 
 
 # --- PCA, stored as arrays -------------------------------------------------------------------------
@@ -577,12 +733,12 @@ class Tensors:
 
     def take(self, idx: typing.Any) -> Batch:
         h, i = self.history_row[idx], self.item_row[idx]
-        return Batch(
-            self.pos_hist[h],
-            self.neg_hist[h],
+        return Batch(  # vectors held as float16 (the dataset's vector_dtype) are gathered, then float32
+            self.pos_hist[h].float(),
+            self.neg_hist[h].float(),
             self.n_pos[h],
             self.n_neg[h],
-            self.items[i],
+            self.items[i].float(),
             self.label[idx],
             self.weight[idx],
             self.log_q[idx],
@@ -596,11 +752,17 @@ def _f32(series: pl.Series) -> torch.Tensor:
     return torch.from_numpy(np.array(series.to_numpy(), dtype=np.float32))  # a writable copy
 
 
+def _vectors(series: pl.Series) -> torch.Tensor:
+    """An Array column as a (n, dim) tensor in its stored precision (float16 stays float16: half the memory)."""
+    values = series.to_numpy()
+    return torch.from_numpy(np.array(values, dtype=np.float16 if values.dtype == np.float16 else np.float32))
+
+
 def tensors(ds: Dataset, log_q: typing.Optional[pl.DataFrame] = None) -> Tensors:
     """``log_q``: item_id, log_q (absent items and rows: 0)."""
     rows = ds.rows
-    h = ds.histories.sort("history_row")
-    items = ds.items.sort("item_row")
+    h = ds.histories if ds.histories["history_row"].is_sorted() else ds.histories.sort("history_row")
+    items = ds.items if ds.items["item_row"].is_sorted() else ds.items.sort("item_row")
     lq = torch.zeros(items.height, dtype=torch.float32)
     if log_q is not None:
         lq = _f32(
@@ -609,11 +771,11 @@ def tensors(ds: Dataset, log_q: typing.Optional[pl.DataFrame] = None) -> Tensors
     item_row = torch.from_numpy(rows["item_row"].to_numpy().astype(np.int64))
     weight = _f32(rows["weight"]) if "weight" in rows.columns else torch.ones(rows.height)
     return Tensors(
-        _f32(h["pos_hist"]).reshape(h.height, -1),
-        _f32(h["neg_hist"]).reshape(h.height, -1),
+        _vectors(h["pos_hist"]).reshape(h.height, -1),
+        _vectors(h["neg_hist"]).reshape(h.height, -1),
         _f32(h["n_pos_hist"]),
         _f32(h["n_neg_hist"]),
-        _f32(items["features"]).reshape(items.height, -1),
+        _vectors(items["features"]).reshape(items.height, -1),
         torch.from_numpy(rows["history_row"].to_numpy().astype(np.int64)),
         item_row,
         _f32(rows["label"].cast(pl.Float32)),
