@@ -70,7 +70,6 @@ def test_the_host_sees_same_day_edges_and_the_ordering_dependency(tmp_path):
     for name in (
         "als_evaluation",
         "item_pca",
-        "two_tower_dataset",
         "two_tower_evaluation",
         "content_encoder",
         "pair_blip_scores",

@@ -281,7 +281,9 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             "embeddings": window_input("item_content_embeddings", TRAIN_WINDOW, columns=POOLED_COLUMNS),
             "item_pca": dg.AssetIn("item_pca", input_manager_key=MODEL_IO),
         },
-        deps=[after_previous_day("two_tower_dataset")],
+        # no dependency on its own previous day (conventions.ORDERED_BY_INPUTS): Dagster refuses a backfill of a
+        # multi-asset whose keys get different days, and a previous-day dependency of one key on another extends
+        # the days of the dependent key only; its DayWindow inputs order it after the upstream days it reads
         partitions_def=partitions,
         check_specs=DATASET_CHECKS.specs(partitions),
         group_name=GROUP,
