@@ -70,8 +70,11 @@ COLUMNS: dict[str, str] = {
     "label": "The training label: the client played the item (seed 001's event set).",
     "weight": "The row's weight in the loss.",
     "item_features": "The item's PCA-reduced content features.",
-    "pos_hist": "Mean features of the client's positive history before the row (point in time).",
-    "neg_hist": "Mean features of the client's negative history before the row (point in time).",
+    "pos_hist": "Mean features of the client's positive window events before the history day (point in time).",
+    "neg_hist": "Mean features of the client's negative window events before the history day (point in time).",
+    "history_row": "The row of two_tower_user_history holding this client's history as of this row's day.",
+    "item_row": "The row of two_tower_item_features holding this item's features.",
+    "history_day": "The day whose start the history is taken at: only the client's events before it count.",
     "n_pos_hist": "Items in the client's positive history.",
     "n_neg_hist": "Items in the client's negative history.",
     # evaluations
