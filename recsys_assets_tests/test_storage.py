@@ -140,6 +140,19 @@ def narrow_lazy(streamed: dict[str, pl.LazyFrame]) -> pl.DataFrame:
     return pl.concat([lf.filter(pl.col("v") >= 2) for _, lf in sorted(streamed.items())]).collect()
 
 
+def _moto_io_manager(base_url: str) -> PolarsParquetIOManager:
+    """The parquet IO manager on the moto server of ``s3_env`` (credentials as EnvVars, as deployed)."""
+    return PolarsParquetIOManager(
+        base_url=base_url,
+        s3=S3Config(
+            endpoint_url=dg.EnvVar("RECSYS_S3_ENDPOINT_URL"),
+            aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
+            region_name="us-east-1",
+        ),
+    )
+
+
 def run_lazy_roundtrip(io_manager: PolarsParquetIOManager) -> pl.DataFrame:
     instance = dg.DagsterInstance.ephemeral()
     for day in ("2026-11-01", "2026-11-02"):
@@ -167,15 +180,7 @@ def test_io_manager_streams_lazy_outputs_and_projects_lazy_inputs_locally(tmp_pa
 
 def test_io_manager_streams_lazy_outputs_and_projects_lazy_inputs_on_s3(s3_env):
     endpoint, bucket, client = s3_env
-    io = PolarsParquetIOManager(
-        base_url=f"s3://{bucket}/lazy",
-        s3=S3Config(
-            endpoint_url=dg.EnvVar("RECSYS_S3_ENDPOINT_URL"),
-            aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
-            region_name="us-east-1",
-        ),
-    )
+    io = _moto_io_manager(f"s3://{bucket}/lazy")
     run_lazy_roundtrip(io)
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"])
     assert "lazy/streamed/2026-11-02.parquet" in keys
@@ -217,15 +222,7 @@ def test_io_manager_missing_partition_is_a_clear_error(tmp_path):
 
 def test_io_manager_on_s3_through_moto(s3_env):
     endpoint, bucket, client = s3_env
-    io = PolarsParquetIOManager(
-        base_url=f"s3://{bucket}/assets",
-        s3=S3Config(
-            endpoint_url=dg.EnvVar("RECSYS_S3_ENDPOINT_URL"),
-            aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
-            region_name="us-east-1",
-        ),
-    )
+    io = _moto_io_manager(f"s3://{bucket}/assets")
     run_io_roundtrip(io)
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"])
     assert "assets/numbers/2026-11-01.parquet" in keys and "assets/window/2026-11-03.parquet" in keys

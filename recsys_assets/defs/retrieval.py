@@ -68,10 +68,6 @@ class DatasetStorageConfig(dg.Config):
     (half the bytes; training gathers float32 batches either way)."""
 
 
-DATASET_TABLES = ("two_tower_dataset", "two_tower_user_history", "two_tower_item_features")
-"""The dataset by id: the rows, and the (client, day) histories and item features they point at."""
-
-
 def _dataset(
     rows: typing.Mapping[str, pl.DataFrame], histories: typing.Mapping[str, pl.DataFrame], items: typing.Mapping
 ) -> tt.Dataset:

@@ -154,6 +154,17 @@ _KEY_SPAN_US = 10**13
 """Microseconds a client's block spans in the composite (client, time) key: 115 days, more than any window."""
 
 
+def _client_blocks(client_rank: np.ndarray, size: int) -> list[int]:
+    """Edges of blocks of whole clients (``client_rank`` sorted), each about ``size`` events long."""
+    starts = np.flatnonzero(np.diff(client_rank)) + 1
+    edges = [0]
+    for start in starts:
+        if start - edges[-1] >= size:
+            edges.append(int(start))
+    edges.append(len(client_rank))
+    return edges
+
+
 def point_in_time_history(
     rows: pl.DataFrame,
     events: pl.DataFrame,
@@ -192,12 +203,7 @@ def point_in_time_history(
     counts = {name: np.zeros(n, np.int32) for name in ("n_pos_hist", "n_neg_hist")}
     label = ev["label"].to_numpy().astype(bool)
     # blocks of whole clients, about chunk_events events each (rows of clients without events stay zero)
-    client_starts = np.r_[0, np.flatnonzero(np.diff(ev_rank)) + 1]
-    edges = [0]
-    for start in client_starts[1:]:
-        if start - edges[-1] >= chunk_events:
-            edges.append(int(start))
-    edges.append(len(ev_rank))
+    edges = _client_blocks(ev_rank, chunk_events)
     for lo_ev, hi_ev in zip(edges[:-1], edges[1:]):
         if hi_ev <= lo_ev:
             continue
@@ -333,13 +339,7 @@ def day_histories(
     n = keys.height
     out = {name: np.zeros((n, dim), np.float32) for name in ("pos_hist", "neg_hist")}
     counts = {name: np.zeros(n, np.int32) for name in ("n_pos_hist", "n_neg_hist")}
-    # blocks of whole clients, about block_events events each
-    starts = np.r_[0, np.flatnonzero(np.diff(e_client)) + 1] if len(e_client) else np.zeros(0, np.int64)
-    edges = [0]
-    for st in starts[1:]:
-        if st - edges[-1] >= block_events:
-            edges.append(int(st))
-    edges.append(len(e_client))
+    edges = _client_blocks(e_client, block_events)
     for lo, hi in zip(edges[:-1], edges[1:]):
         if hi <= lo:
             continue
