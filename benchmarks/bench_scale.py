@@ -182,6 +182,7 @@ def main() -> None:
     ap.add_argument("--fractions", help="comma list: run each and print peak RSS per stage side by side")
     ap.add_argument("--stages", default=",".join(TIMED))
     ap.add_argument("--data", default=str(HERE / "_data"))
+    ap.add_argument("--setup-only", action="store_true", help="materialize what the timed stages read, then stop")
     a = ap.parse_args()
     if a.child:
         child(a.child.split(","), a.day)
@@ -195,8 +196,12 @@ def main() -> None:
         t = time.perf_counter()
         setup(env, day)
         print(f"setup scale:{f:g} ready ({time.perf_counter() - t:.0f} s)", file=sys.stderr)
+        if a.setup_only:
+            continue
         results[f] = bench(env, day, stages)
         print_markdown([{k: v for k, v in r.items() if k not in ("profile", "day")} for r in results[f]])
+    if a.setup_only:
+        return
     if len(fractions) > 1:
         growth = []
         for i, stage in enumerate(stages):

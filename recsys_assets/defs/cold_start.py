@@ -120,12 +120,15 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     ) -> typing.Iterator:
         """Partition D: per language, frames + audio -> ALS item vector of als_factors D (CLIP-style InfoNCE,
         BLIP-bucketed pair loss, scale regression); weights + config as one safetensors object."""
-        feats = latest_per_item(embeddings)
+
+        def content(ids: pl.Series) -> pl.DataFrame:  # one language's items at a time, failed ones left out
+            return latest_per_item(embeddings, items=ids, where=pl.col("status") != "failed")
+
         pairs = pair_blip_scores.filter(pl.col("similarity").is_not_null()).select(
             "item_id_1", "item_id_2", "pair_type", "bucket"
         )
         result = ce.train_all(
-            feats,
+            content,
             als_factors,
             pairs,
             to_params(config, ce.EncoderParams),

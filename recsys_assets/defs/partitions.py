@@ -183,20 +183,32 @@ def train_window_start(day: dt.date) -> dt.datetime:
     return midnight(day - dt.timedelta(days=WINDOW_DAYS - 1))
 
 
-def latest_per_item(window: typing.Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
+def latest_per_item(
+    window: typing.Mapping[str, pl.LazyFrame],
+    items: typing.Optional[pl.Series] = None,
+    where: typing.Optional[pl.Expr] = None,
+) -> pl.DataFrame:
     """The union of a window of per-item partitions (lazy inputs), one row per item -- the latest day's --
     sorted by item. Reads every day's item ids first, then from each day only the rows it is the latest for:
-    an item's vectors are loaded once, not once per day it appears in (and keep their stored dtype)."""
+    an item's vectors are loaded once, not once per day it appears in (and keep their stored dtype).
+    ``items``: only these items (the others are never read); ``where``: of the latest rows keep those
+    that pass (applied in the scan, after the latest day is chosen: an item whose latest row fails is left
+    out, not replaced by an older row)."""
     days = sorted(window)
     if not days:
         return pl.DataFrame()
     ids = pl.concat(
         [window[d].select("item_id").collect().with_columns(day=pl.lit(k, pl.Int32)) for k, d in enumerate(days)]
     )
+    if items is not None:
+        ids = ids.filter(pl.col("item_id").is_in(items.implode()))
     owner = ids.group_by("item_id").agg(pl.col("day").max())
     parts = []
     for k, d in enumerate(days):
         mine = owner.filter(pl.col("day") == k)["item_id"]
         if mine.len():
-            parts.append(window[d].filter(pl.col("item_id").is_in(mine.implode())).collect())
+            pred = pl.col("item_id").is_in(mine.implode())
+            parts.append(window[d].filter(pred if where is None else pred & where).collect())
+    if not parts:
+        return window[days[-1]].head(0).collect()
     return pl.concat(parts, how="vertical_relaxed").sort("item_id")

@@ -104,6 +104,9 @@ class EvaluationConfig(dg.Config):
     """Seed of the random baseline."""
     max_catalog_clients: int = 20_000
     """Catalog recall@k is computed for at most this many clients (a seeded sample)."""
+    client_buckets: int = 8
+    """The served rows are scored this many client buckets at a time (memory: the day's rows plus one bucket's
+    window history)."""
 
 
 class AblationConfig(EvaluationConfig):
@@ -120,10 +123,6 @@ def _latest(window: typing.Mapping[str, pl.LazyFrame]) -> pl.DataFrame:
     if latest.height == 0:
         return pl.DataFrame(schema={"item_id": pl.Int64, "language": pl.String, "status": pl.String})
     return float32_vectors(latest.filter(pl.col("status") != "failed").select(POOLED_COLUMNS))
-
-
-def _concat(window: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    return pl.concat([df for _, df in sorted(window.items())], how="vertical_relaxed")
 
 
 def experiment_id(val_day: str, method: str, config: typing.Mapping[str, typing.Any], fingerprint: str) -> str:
@@ -229,16 +228,22 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         context: dg.AssetExecutionContext,
         config: ItemPcaConfig,
         two_tower_rules: TwoTowerRulesResource,
-        window: dict[str, pl.DataFrame],
+        window: dict[str, pl.LazyFrame],
         embeddings: dict[str, pl.LazyFrame],
     ) -> dg.Output:
         """Partition D: PCA(128) of the BLIP embeddings of D's training items (those passing the dataset's
-        filters in D-6 .. D), stored as its arrays (components, mean, variances) -- no pickle."""
-        kept, _ = tt.eligible(_concat(window), two_tower_rules.rules())
-        items = _latest(embeddings).join(kept.select("item_id").unique(), on="item_id", how="semi").sort("item_id")
+        filters in D-6 .. D), stored as its arrays (components, mean, variances) -- no pickle. The window's
+        filters run in the streaming engine; the PCA is fitted from chunks of items."""
+        days = [lf for _, lf in sorted(window.items())]
+        if not days:
+            raise dg.Failure("no raw_interactions partition in the training window", allow_retries=False)
+        kept = tt.eligible_items(pl.concat(days, how="vertical_relaxed"), two_tower_rules.rules())
+        items = latest_per_item(embeddings, items=kept, where=pl.col("status") != "failed")
         if items.height < 2:
             raise dg.Failure(f"only {items.height} training items with BLIP embeddings: cannot fit a PCA")
-        art = tt.fit_pca(items["blip_embedding"].to_numpy(), config.n_components)
+        blip = items["blip_embedding"]
+        chunks = (blip.slice(s, 65_536).to_numpy() for s in range(0, len(blip), 65_536))
+        art = tt.fit_pca_chunks(chunks, config.n_components)
         ratio = art.arrays["explained_variance_ratio"]
         if art.config["n_components"] < config.n_components:
             context.log.warning(
@@ -371,19 +376,21 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         context: dg.AssetExecutionContext,
         config: TwoTowerConfig,
         reports: ReportStoreResource,
-        two_tower_dataset: pl.DataFrame,
-        two_tower_user_history: pl.DataFrame,
-        two_tower_item_features: pl.DataFrame,
+        two_tower_dataset: pl.LazyFrame,
+        two_tower_user_history: pl.LazyFrame,
+        two_tower_item_features: pl.LazyFrame,
         item_pca: ModelArtifact,
     ) -> typing.Iterator:
         """Partition D: user and item towers trained on two_tower_dataset D (rows gather their history and item
-        features by index, on the training device); weights + config as safetensors."""
+        features by index, on the training device); weights + config as safetensors. The three tables are
+        scanned, and read into the training tensors a column at a time."""
         params = to_params(config, tt.ModelParams)
         ds = tt.Dataset(two_tower_dataset, two_tower_user_history, two_tower_item_features)
         res = tt.train(ds, params, log=context.log.info)
-        dim = ds.feature_dim
-        days = two_tower_dataset["event_ts"].dt.date()
-        train_range = f"{days.min()} .. {days.max()}" if two_tower_dataset.height else "empty"
+        dim = int(two_tower_item_features.collect_schema()["features"].size)
+        day = pl.col("event_ts").dt.date()
+        span = two_tower_dataset.select(lo=day.min(), hi=day.max(), n=day.n_unique(), rows=pl.len()).collect().row(0)
+        train_range = f"{span[0]} .. {span[1]}" if span[3] else "empty"
         art = tt.to_artifact(
             res.model,
             params,
@@ -393,7 +400,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 "dataset_partition": context.partition_key,
                 "pca_components": item_pca.config["n_components"],
                 "train_range": train_range,
-                "train_days": int(days.n_unique()),
+                "train_days": int(span[2]) if span[3] else 0,
                 "event_set": EVENT_SET,
             },
         )
@@ -429,7 +436,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         ins={
             "model": window_input("two_tower_model", PREVIOUS_DAY, input_manager_key=MODEL_IO),
             "pca": window_input("item_pca", PREVIOUS_DAY, input_manager_key=MODEL_IO),
-            "interactions": window_input("raw_interactions", EVAL_WINDOW),
+            "interactions": window_input("raw_interactions", EVAL_WINDOW, columns=tt.EVENT_COLUMNS),
             "embeddings": window_input("item_content_embeddings", EVAL_WINDOW, columns=POOLED_COLUMNS),
         },
         deps=[after_previous_day("two_tower_evaluation")],
@@ -444,11 +451,12 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         truth: TruthResource,
         model: dict[str, ModelArtifact],
         pca: dict[str, ModelArtifact],
-        interactions: dict[str, pl.DataFrame],
+        interactions: dict[str, pl.LazyFrame],
         embeddings: dict[str, pl.LazyFrame],
     ) -> typing.Iterator:
         """Partition D: two_tower_model D-1 validated on D -- seed 001's metric table by ranking each client's
-        served items, catalog recall@k, beside random, popularity and (simulator) oracle baselines."""
+        served items, catalog recall@k, beside random, popularity and (simulator) oracle baselines. The window
+        is scanned lazily (the rule's columns only) and scored in client buckets."""
         inputs, skipped = next_day_inputs(
             context, EVAL_CHECKS, tte.table_schema(), interactions, two_tower_model=model, item_pca=pca
         )
@@ -470,6 +478,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             truth=truth.affinity_fn(),
             seed=config.seed,
             max_catalog_clients=config.max_catalog_clients,
+            client_buckets=config.client_buckets,
         )
         fingerprint, random_weights = _embedding_provenance(context, inputs.model_partition)
         model_config = {k: v for k, v in art.config.items() if k not in ("train_range", "train_days")}
@@ -525,7 +534,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             "item_features": window_input("two_tower_item_features", PREVIOUS_DAY),
             "model": window_input("two_tower_model", PREVIOUS_DAY, input_manager_key=MODEL_IO),
             "pca": window_input("item_pca", PREVIOUS_DAY, input_manager_key=MODEL_IO),
-            "interactions": window_input("raw_interactions", EVAL_WINDOW),
+            "interactions": window_input("raw_interactions", EVAL_WINDOW, columns=tt.EVENT_COLUMNS),
             "embeddings": window_input("item_content_embeddings", EVAL_WINDOW, columns=POOLED_COLUMNS),
         },
         deps=[after_previous_day("two_tower_ablations")],
@@ -605,6 +614,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 seed=config.seed,
                 max_catalog_clients=config.max_catalog_clients,
                 baselines=False,
+                client_buckets=config.client_buckets,
             )
             cfg = {**dataclasses.asdict(params), "hidden": list(params.hidden), "features": name}
             tables.append(

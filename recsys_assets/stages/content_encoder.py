@@ -113,19 +113,29 @@ class ContentToCollab(nn.Module):
         )
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / params.init_temperature)))
 
-    def set_standardisation(self, frames: torch.Tensor, audio: torch.Tensor, has_audio: torch.Tensor) -> None:
-        f = frames.reshape(-1, frames.shape[-1])
-        total = torch.zeros(f.shape[-1], dtype=torch.float64)
-        squares = torch.zeros(f.shape[-1], dtype=torch.float64)
-        for s in range(0, f.shape[0], 65_536):  # in float64 chunks: frames may be float16 and many
-            chunk = f[s : s + 65_536].double()
+    def set_standardisation(
+        self,
+        frames: torch.Tensor,
+        audio: torch.Tensor,
+        has_audio: torch.Tensor,
+        rows: typing.Optional[np.ndarray] = None,
+    ) -> None:
+        """Per-dimension mean and std of the frames and the audio of ``rows`` (default: all), the frames in
+        float64 chunks of items (they may be float16 and many: never copied whole)."""
+        rows = np.arange(frames.shape[0]) if rows is None else np.asarray(rows)
+        dim = frames.shape[-1]
+        total = torch.zeros(dim, dtype=torch.float64)
+        squares = torch.zeros(dim, dtype=torch.float64)
+        for s in range(0, len(rows), 8192):
+            chunk = frames[torch.from_numpy(rows[s : s + 8192])].reshape(-1, dim).double()
             total += chunk.sum(0)
             squares += (chunk * chunk).sum(0)
-        n = max(f.shape[0], 1)
+        n = max(len(rows) * (frames.shape[-2] if frames.dim() == 3 else 1), 1)
         mean = total / n
         var = (squares - n * mean * mean) / max(n - 1, 1)
         self.frame_mean.copy_(mean.float())
         self.frame_std.copy_(var.clamp_min(0).sqrt().float().clamp_min(1e-6))
+        audio, has_audio = audio[rows], has_audio[rows]
         a = audio[has_audio] if bool(has_audio.any()) else audio
         self.audio_mean.copy_(a.mean(0))
         self.audio_std.copy_(a.std(0).clamp_min(1e-6) if a.shape[0] > 1 else torch.ones_like(self.audio_std))
@@ -220,7 +230,7 @@ def train_encoder(
     y = torch.from_numpy(np.asarray(targets, dtype=np.float32))
     tr, va = np.flatnonzero(~is_val), np.flatnonzero(is_val)
     model = ContentToCollab(feats.frames.shape[-1], feats.audio.shape[-1], y.shape[-1], params)
-    model.set_standardisation(feats.frames[tr], feats.audio[tr], feats.has_audio[tr])
+    model.set_standardisation(feats.frames, feats.audio, feats.has_audio, rows=tr)
     model.to(device)
     scale = float((y[tr] ** 2).sum(-1).mean().clamp_min(1e-12))
 
@@ -369,8 +379,22 @@ class LanguageModels:
     config: dict[str, typing.Any]
 
 
+ContentSource = typing.Callable[[pl.Series], pl.DataFrame]
+"""Item ids (sorted) -> the usable content rows of those that have one: item_id, frame_embeddings,
+audio_embedding, sorted by item (failed items left out). Called once per language, so that one language's
+frames are in memory at a time."""
+
+CONTENT_COLUMNS = ("item_id", "frame_embeddings", "audio_embedding")
+
+
+def in_memory(embeddings: pl.DataFrame) -> ContentSource:
+    """A :data:`ContentSource` over ``item_content_embeddings`` rows in memory (one row per item)."""
+    usable = embeddings.filter(pl.col("status") != "failed").select(CONTENT_COLUMNS)
+    return lambda ids: usable.join(ids.to_frame("item_id"), on="item_id", how="semi").sort("item_id")
+
+
 def train_all(
-    embeddings: pl.DataFrame,
+    embeddings: pl.DataFrame | ContentSource,
     als_factors: pl.DataFrame,
     pairs: typing.Optional[pl.DataFrame],
     params: EncoderParams,
@@ -379,16 +403,19 @@ def train_all(
 ) -> LanguageModels:
     """One encoder per ALS language, on the items with both content embeddings and an ALS vector.
 
-    ``embeddings``: item_id, status, frame_embeddings, audio_embedding (one row per item);
-    ``als_factors``: item_id, language, vector; ``pairs``: item_id_1, item_id_2, pair_type, bucket.
+    ``embeddings``: item_id, status, frame_embeddings, audio_embedding (one row per item), or a
+    :data:`ContentSource` that loads one language's items at a time; ``als_factors``: item_id, language,
+    vector; ``pairs``: item_id_1, item_id_2, pair_type, bucket.
     """
-    usable = embeddings.filter(pl.col("status") != "failed").select("item_id", "frame_embeddings", "audio_embedding")
+    content = in_memory(embeddings) if isinstance(embeddings, pl.DataFrame) else embeddings
     models, results, stats, lang_cfg = {}, {}, [], {}
     for lang in sorted(als_factors["language"].unique().to_list()):
         if languages and lang not in languages:
             continue
-        rows = als_factors.filter(pl.col("language") == lang).join(usable, on="item_id", how="inner").sort("item_id")
-        n_als = als_factors.filter(pl.col("language") == lang).height
+        rows = feats = None  # the previous language's frames go before this one's are loaded
+        als = als_factors.filter(pl.col("language") == lang).select("item_id", "vector").sort("item_id")
+        rows = content(als["item_id"]).select(CONTENT_COLUMNS)  # sorted by item, a subset of als's items
+        n_als = als.height
         st: dict[str, typing.Any] = {"language": lang, "als_items": n_als, "items_with_content": rows.height}
         if rows.height < params.min_items:
             st.update(
@@ -399,7 +426,8 @@ def train_all(
             log(f"content encoder for {lang!r} not trained: {st['skipped']}")
             continue
         feats = features(rows)
-        targets = rows["vector"].to_numpy().astype(np.float32)
+        vectors = rows.select("item_id").join(als, on="item_id", how="left", maintain_order="left")["vector"]
+        targets = vectors.to_numpy().astype(np.float32)
         is_val = is_validation(rows["item_id"], params.val_share, params.split_seed).to_numpy()
         if is_val.all() or not is_val.any():
             st.update(

@@ -424,6 +424,8 @@ def embed_generated(
     t0 = time.perf_counter()
     spec = source.spec
     schema = output_schema(spec.n_frames, spec.image_dim, spec.audio_dim)
+    extra = [c for c in items.columns if c not in schema]
+    items = items.sort("item_id")
     ids = items["item_id"].to_numpy()
     parts = []
     for s in range(0, len(ids), chunk):
@@ -437,7 +439,6 @@ def embed_generated(
         parts.append(
             pl.DataFrame(
                 {
-                    "item_id": part,
                     "status": pl.Series(["ok"] * n, dtype=STATUS),
                     "reason": pl.Series([None] * n, dtype=pl.String),
                     "detail": pl.Series([None] * n, dtype=pl.String),
@@ -452,19 +453,24 @@ def embed_generated(
                     "source_bytes": pl.Series([None] * n, dtype=pl.Int64),
                 }
             )
-            .cast(schema)
+            .cast({k: v for k, v in schema.items() if k != "item_id"})
             .pipe(with_vector_dtype, params.vector_dtype)
+            .pipe(
+                lambda frame, s=s, n=n: pl.concat(
+                    [items.slice(s, n).select("item_id", *extra), frame], how="horizontal"
+                )
+            )
         )
         del frames, audio, blip, fused
     log(f"{len(ids)} items: content vectors generated ({source.fingerprint})")
-    fresh = (
-        pl.concat(parts, how="vertical")
-        if parts
-        else with_vector_dtype(pl.DataFrame(schema=schema), params.vector_dtype)
+    # the chunks as they are (no join, no sort, no rechunk: items were sorted first): one copy of the day
+    empty = (
+        items.head(0)
+        .select("item_id", *extra)
+        .with_columns(pl.lit(None, dtype).alias(c) for c, dtype in schema.items() if c != "item_id")
     )
+    table = pl.concat(parts, how="vertical", rechunk=False) if parts else with_vector_dtype(empty, params.vector_dtype)
     del parts
-    extra = [c for c in items.columns if c not in schema]
-    table = items.select(["item_id", *extra]).join(fresh, on="item_id", how="left").sort("item_id")
     elapsed = time.perf_counter() - t0
     stats = {
         "items": len(ids),
@@ -484,17 +490,20 @@ def embed_generated(
 
 def validate(table: pl.DataFrame, min_coverage: float) -> dict[str, tuple[bool, dict]]:
     n = table.height
-    embedded = table.filter(pl.col("status") != "failed")
-    coverage = embedded.height / n if n else 1.0
+    status = table["status"]
+    embedded = status != "failed"  # the vector columns of these rows only, a chunk at a time: never a copy
+    n_embedded = int(embedded.sum())
+    coverage = n_embedded / n if n else 1.0
     failed_reasons = dict(table.filter(pl.col("status") == "failed").group_by("reason").len().iter_rows())
     norms_ok, finite_ok = True, True
-    if embedded.height:
-        blip = embedded["blip_embedding"].to_numpy().astype(np.float32)
-        finite_ok = bool(np.isfinite(blip).all())
-        norms = np.linalg.norm(blip, axis=1)
-        atol = 4e-3 if table.schema["blip_embedding"].inner == pl.Float16 else 1e-3  # half precision: ~3 digits
-        norms_ok = bool(np.allclose(norms, 1.0, atol=atol))
-        audio = embedded.filter(pl.col("status") == "ok")["audio_embedding"]
+    atol = 4e-3 if table.schema["blip_embedding"].inner == pl.Float16 else 1e-3  # half precision: ~3 digits
+    for s in range(0, n, 65_536):
+        mask = embedded.slice(s, 65_536)
+        blip = table["blip_embedding"].slice(s, 65_536).filter(mask).to_numpy().astype(np.float32)
+        if len(blip):
+            finite_ok = finite_ok and bool(np.isfinite(blip).all())
+            norms_ok = norms_ok and bool(np.allclose(np.linalg.norm(blip, axis=1), 1.0, atol=atol))
+        audio = table["audio_embedding"].slice(s, 65_536).filter(status.slice(s, 65_536) == "ok")
         if audio.len():
             finite_ok = finite_ok and bool(np.isfinite(audio.to_numpy().astype(np.float32)).all())
     unexplained = table.filter((pl.col("status") != "ok") & pl.col("reason").is_null()).height

@@ -33,6 +33,7 @@ import dataclasses
 import datetime as dt
 import time
 import typing
+import warnings
 
 import numpy as np
 import polars as pl
@@ -77,18 +78,30 @@ def labelled(window: pl.DataFrame, rules: DatasetRules) -> pl.DataFrame:
     )
 
 
-def eligible(window: pl.DataFrame, rules: DatasetRules) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Rows of the window that pass the client and item filters (counts over the whole window)."""
-    rows = labelled(window, rules)
-    clients = rows.group_by("client_id").agg(n=pl.len(), pos=pl.col("label").sum(), neg=(~pl.col("label")).sum())
-    ok_clients = clients.filter(
+def _client_counts(rows: pl.LazyFrame) -> pl.LazyFrame:
+    return rows.group_by("client_id").agg(n=pl.len(), pos=pl.col("label").sum(), neg=(~pl.col("label")).sum())
+
+
+def _client_ok(rules: DatasetRules) -> pl.Expr:
+    return (
         (pl.col("n") >= rules.min_client_interactions)
         & (pl.col("n") <= rules.max_client_interactions)
         & (pl.col("pos") >= rules.min_client_positives)
         & (pl.col("neg") >= rules.min_client_negatives)
     )
+
+
+def _item_ok(rules: DatasetRules) -> pl.Expr:
+    return pl.col("n") >= rules.min_item_interactions
+
+
+def eligible(window: pl.DataFrame, rules: DatasetRules) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Rows of the window that pass the client and item filters (counts over the whole window)."""
+    rows = labelled(window, rules)
+    clients = _client_counts(rows.lazy()).collect()
+    ok_clients = clients.filter(_client_ok(rules))
     items = rows.group_by("item_id").agg(n=pl.len())
-    ok_items = items.filter(pl.col("n") >= rules.min_item_interactions)
+    ok_items = items.filter(_item_ok(rules))
     kept = rows.join(ok_clients.select("client_id"), on="client_id", how="semi").join(
         ok_items.select("item_id"), on="item_id", how="semi"
     )
@@ -107,6 +120,16 @@ def eligible(window: pl.DataFrame, rules: DatasetRules) -> tuple[pl.DataFrame, d
     return kept, stats
 
 
+def eligible_items(window: pl.LazyFrame, rules: DatasetRules) -> pl.Series:
+    """The item ids of :func:`eligible`'s rows, sorted, computed by the streaming engine from a lazy window
+    (only the rule's columns are read; the window is never in memory)."""
+    rows = labelled(window.select(*EVENT_COLUMNS), rules).select("client_id", "item_id", "label")
+    ok_clients = _client_counts(rows).filter(_client_ok(rules)).select("client_id")
+    ok_items = rows.group_by("item_id").agg(n=pl.len()).filter(_item_ok(rules)).select("item_id")
+    kept = rows.join(ok_clients, on="client_id", how="semi").join(ok_items, on="item_id", how="semi")
+    return kept.select("item_id").unique().collect(engine="streaming")["item_id"].sort()
+
+
 def validate_dataset(
     ds: Dataset, window: pl.DataFrame, rules: DatasetRules, items_checked: bool = True
 ) -> dict[str, tuple[bool, dict]]:
@@ -114,14 +137,8 @@ def validate_dataset(
     row's indexes resolve to its own client/day and item, features finite, no history from the row's day on."""
     rows = ds.rows
     lab = labelled(window, rules)
-    c = lab.group_by("client_id").agg(n=pl.len(), pos=pl.col("label").sum(), neg=(~pl.col("label")).sum())
-    c = c.join(rows.select("client_id").unique(), on="client_id", how="semi")
-    bad_clients = c.filter(
-        (pl.col("n") < rules.min_client_interactions)
-        | (pl.col("n") > rules.max_client_interactions)
-        | (pl.col("pos") < rules.min_client_positives)
-        | (pl.col("neg") < rules.min_client_negatives)
-    ).height
+    c = _client_counts(lab.lazy()).collect().join(rows.select("client_id").unique(), on="client_id", how="semi")
+    bad_clients = c.filter(~_client_ok(rules)).height
     bad_items = 0
     if items_checked:  # needs the whole window's item counts (a bucket of clients has only part of them)
         i = lab.group_by("item_id").len().join(rows.select("item_id").unique(), on="item_id", how="semi")
@@ -256,7 +273,7 @@ class Dataset:
 
     @property
     def feature_dim(self) -> int:
-        return int(self.items.schema["features"].size)
+        return int(self.items.collect_schema()["features"].size)
 
     @property
     def height(self) -> int:
@@ -455,19 +472,10 @@ def build_dataset_spilled(
     import pathlib
 
     lab = window.select(*EVENT_COLUMNS).pipe(lambda lf: labelled(lf, rules))
-    clients = (
-        lab.group_by("client_id")
-        .agg(n=pl.len(), pos=pl.col("label").sum(), neg=(~pl.col("label")).sum())
-        .collect(engine="streaming")
-    )
-    ok_clients = clients.filter(
-        (pl.col("n") >= rules.min_client_interactions)
-        & (pl.col("n") <= rules.max_client_interactions)
-        & (pl.col("pos") >= rules.min_client_positives)
-        & (pl.col("neg") >= rules.min_client_negatives)
-    ).select("client_id")
+    clients = _client_counts(lab).collect(engine="streaming")
+    ok_clients = clients.filter(_client_ok(rules)).select("client_id")
     items = lab.group_by("item_id").agg(n=pl.len()).collect(engine="streaming")
-    ok_items = items.filter(pl.col("n") >= rules.min_item_interactions).select("item_id")
+    ok_items = items.filter(_item_ok(rules)).select("item_id")
     with_features = ok_items.join(item_features.select("item_id"), on="item_id", how="semi")
     kept = lab.join(ok_clients.lazy(), on="client_id", how="semi").join(with_features.lazy(), on="item_id", how="semi")
     counts = kept.group_by("label").len().collect(engine="streaming")
@@ -582,23 +590,53 @@ def build_dataset(
 # --- PCA, stored as arrays -------------------------------------------------------------------------
 
 
-def fit_pca(embeddings: np.ndarray, n_components: int, seed: int = 0) -> ModelArtifact:
-    from sklearn.decomposition import PCA
+def fit_pca(embeddings: np.ndarray, n_components: int, chunk_rows: int = 65_536) -> ModelArtifact:
+    """PCA of the rows of ``embeddings`` (see :func:`fit_pca_chunks`)."""
+    return fit_pca_chunks((embeddings[s : s + chunk_rows] for s in range(0, len(embeddings), chunk_rows)), n_components)
 
-    k = int(min(n_components, embeddings.shape[0], embeddings.shape[1]))
-    pca = PCA(n_components=k, svd_solver="full", random_state=seed).fit(embeddings.astype(np.float64))
+
+def fit_pca_chunks(chunks: typing.Iterable[np.ndarray], n_components: int) -> ModelArtifact:
+    """PCA from row chunks, streamed: the mean and covariance are accumulated in float64 (d x d, shifted by
+    the first chunk's mean against cancellation) and the components are the covariance's leading
+    eigenvectors -- the full-SVD PCA's, memory one chunk plus d x d instead of the data set twice in
+    float64. Each component's sign makes its largest-magnitude entry positive (scikit-learn's convention)."""
+    n, shift, total, gram = 0, None, None, None
+    for chunk in chunks:
+        x = np.asarray(chunk, dtype=np.float64)
+        if len(x) == 0:
+            continue
+        if shift is None:
+            shift = x.mean(axis=0)
+            total, gram = np.zeros(x.shape[1]), np.zeros((x.shape[1], x.shape[1]))
+        x = x - shift
+        n += len(x)
+        total += x.sum(axis=0)
+        gram += x.T @ x
+    if shift is None or n < 2:
+        raise ValueError(f"a PCA needs at least 2 rows, got {n}")
+    d = len(shift)
+    k = int(min(n_components, n, d))
+    centred_mean = total / n
+    cov = (gram - n * np.outer(centred_mean, centred_mean)) / (n - 1)
+    values, vectors = np.linalg.eigh((cov + cov.T) / 2)
+    order = np.argsort(values)[::-1]
+    values = np.clip(values[order], 0.0, None)
+    components = vectors[:, order].T[:k]
+    signs = np.sign(components[np.arange(k), np.abs(components).argmax(axis=1)])
+    components *= np.where(signs == 0, 1.0, signs)[:, None]
+    variance = values[:k]
     arrays = {
-        "components": pca.components_.astype(np.float32),
-        "mean": pca.mean_.astype(np.float32),
-        "explained_variance": pca.explained_variance_.astype(np.float32),
-        "explained_variance_ratio": pca.explained_variance_ratio_.astype(np.float32),
-        "singular_values": pca.singular_values_.astype(np.float32),
+        "components": components.astype(np.float32),
+        "mean": (shift + centred_mean).astype(np.float32),
+        "explained_variance": variance.astype(np.float32),
+        "explained_variance_ratio": (variance / max(values.sum(), 1e-300)).astype(np.float32),
+        "singular_values": np.sqrt(variance * (n - 1)).astype(np.float32),
     }
     config = {
         "n_components": k,
         "requested_components": n_components,
-        "n_samples": int(embeddings.shape[0]),
-        "n_features": int(embeddings.shape[1]),
+        "n_samples": int(n),
+        "n_features": int(d),
         "whiten": False,
     }
     return ModelArtifact(arrays, config)
@@ -621,10 +659,12 @@ def pca_from_artifact(artifact: ModelArtifact) -> typing.Any:
     return pca
 
 
-def project(embeddings: pl.DataFrame, pca: typing.Any) -> pl.DataFrame:
-    """item_id, blip_embedding -> item_id, features (the PCA projection, float32)."""
-    x = embeddings["blip_embedding"].to_numpy().astype(np.float64)
-    z = pca.transform(x).astype(np.float32) if len(x) else np.zeros((0, pca.n_components_), np.float32)
+def project(embeddings: pl.DataFrame, pca: typing.Any, chunk_rows: int = 65_536) -> pl.DataFrame:
+    """item_id, blip_embedding -> item_id, features (the PCA projection, float32), ``chunk_rows`` at a time."""
+    z = np.zeros((embeddings.height, pca.n_components_), np.float32)
+    for s in range(0, embeddings.height, chunk_rows):
+        x = embeddings["blip_embedding"].slice(s, chunk_rows).to_numpy().astype(np.float64)
+        z[s : s + len(x)] = pca.transform(x)
     return pl.DataFrame(
         {"item_id": embeddings["item_id"], "features": pl.Series(z, dtype=pl.Array(pl.Float32, z.shape[1]))}
     )
@@ -727,6 +767,7 @@ class Tensors:
     label: torch.Tensor
     weight: torch.Tensor
     log_q: torch.Tensor
+    """Per item (indexed by item_row)."""
 
     def to(self, device: torch.device) -> "Tensors":
         return Tensors(*(getattr(self, f.name).to(device, non_blocking=True) for f in dataclasses.fields(self)))
@@ -741,7 +782,7 @@ class Tensors:
             self.items[i].float(),
             self.label[idx],
             self.weight[idx],
-            self.log_q[idx],
+            self.log_q[i],
         )
 
     def __len__(self) -> int:
@@ -753,34 +794,59 @@ def _f32(series: pl.Series) -> torch.Tensor:
 
 
 def _vectors(series: pl.Series) -> torch.Tensor:
-    """An Array column as a (n, dim) tensor in its stored precision (float16 stays float16: half the memory)."""
+    """An Array column as a (n, dim) tensor in its stored precision (float16 stays float16: half the memory),
+    on polars' own buffer where it can (the tensor is only ever indexed, never written)."""
     values = series.to_numpy()
-    return torch.from_numpy(np.array(values, dtype=np.float16 if values.dtype == np.float16 else np.float32))
+    if values.dtype not in (np.float16, np.float32):
+        values = values.astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(values)
+
+
+def _column(frame: pl.DataFrame | pl.LazyFrame, name: str) -> pl.Series:
+    """One column of an eager or lazy table (a lazy table reads only that column)."""
+    return frame[name] if isinstance(frame, pl.DataFrame) else frame.select(name).collect()[name]
+
+
+def _index(series: pl.Series) -> torch.Tensor:
+    return torch.from_numpy(series.cast(pl.Int32).to_numpy().copy())
 
 
 def tensors(ds: Dataset, log_q: typing.Optional[pl.DataFrame] = None) -> Tensors:
-    """``log_q``: item_id, log_q (absent items and rows: 0)."""
-    rows = ds.rows
-    h = ds.histories if ds.histories["history_row"].is_sorted() else ds.histories.sort("history_row")
-    items = ds.items if ds.items["item_row"].is_sorted() else ds.items.sort("item_row")
+    """``log_q``: item_id, log_q (absent items: 0). The tables of ``ds`` may be lazy scans: each column is then
+    read, converted and released one at a time (peak: the tensors plus one column), rows as int32 indexes."""
+    h, items = ds.histories, ds.items
+    if isinstance(h, pl.DataFrame) and not h["history_row"].is_sorted():
+        h = h.sort("history_row")
+    if isinstance(items, pl.DataFrame) and not items["item_row"].is_sorted():
+        items = items.sort("item_row")
+    if isinstance(h, pl.LazyFrame):  # stored in history_row order (0, 1, ..); anything else is sorted in memory
+        order = _column(h, "history_row")
+        if not order.equals(pl.int_range(len(order), dtype=order.dtype, eager=True), check_names=False):
+            h = h.collect().sort("history_row")
+    if isinstance(items, pl.LazyFrame):
+        items = items.sort("item_row").collect()
     lq = torch.zeros(items.height, dtype=torch.float32)
     if log_q is not None:
         lq = _f32(
             items.select("item_id").join(log_q, on="item_id", how="left", maintain_order="left")["log_q"].fill_null(0.0)
         )
-    item_row = torch.from_numpy(rows["item_row"].to_numpy().astype(np.int64))
-    weight = _f32(rows["weight"]) if "weight" in rows.columns else torch.ones(rows.height)
+    rows = ds.rows
+    label = _f32(_column(rows, "label").cast(pl.Float32))
+    weight = _f32(_column(rows, "weight")) if "weight" in rows.collect_schema().names() else torch.ones(len(label))
+    item_vectors = _vectors(items["features"])
     return Tensors(
-        _vectors(h["pos_hist"]).reshape(h.height, -1),
-        _vectors(h["neg_hist"]).reshape(h.height, -1),
-        _f32(h["n_pos_hist"]),
-        _f32(h["n_neg_hist"]),
-        _vectors(items["features"]).reshape(items.height, -1),
-        torch.from_numpy(rows["history_row"].to_numpy().astype(np.int64)),
-        item_row,
-        _f32(rows["label"].cast(pl.Float32)),
+        _vectors(_column(h, "pos_hist")),
+        _vectors(_column(h, "neg_hist")),
+        _f32(_column(h, "n_pos_hist")),
+        _f32(_column(h, "n_neg_hist")),
+        item_vectors.reshape(item_vectors.shape[0], -1),
+        _index(_column(rows, "history_row")),
+        _index(_column(rows, "item_row")),
+        label,
         weight,
-        lq[item_row] if rows.height else torch.zeros(0),
+        lq,
     )
 
 
@@ -843,21 +909,25 @@ def _holdout(model: TwoTower, data: Tensors, idx: torch.Tensor, params: ModelPar
 
 
 def train(ds: Dataset, params: ModelParams, log: typing.Callable[[str], None] = lambda m: None) -> TrainResult:
+    """Train on ``ds`` (its tables may be lazy scans: see :func:`tensors`); clients hashed into the holdout
+    share are held out."""
     t0 = time.perf_counter()
-    rows = ds.rows
+    rows = ds.rows.lazy()
     torch.manual_seed(params.seed)
     gen = torch.Generator().manual_seed(params.seed)
-    held = ((rows["client_id"].hash(params.seed + 17) % 1000) < int(params.holdout_share * 1000)).to_numpy()
+    is_held = (pl.col("client_id").hash(params.seed + 17) % 1000) < int(params.holdout_share * 1000)
+    held = rows.select(is_held.alias("held")).collect()["held"].to_numpy()
     log_q = None
     if params.loss == "inbatch_softmax":
-        pos_items = rows.filter(pl.col("label"))["item_id"]
+        pos_items = rows.filter(pl.col("label")).select("item_id").collect()["item_id"]
         total = max(pos_items.len(), 1)
         log_q = pos_items.value_counts().select("item_id", log_q=(pl.col("count") / total).log().cast(pl.Float32))
     device = resolve_device(params.device)
     # the whole training set moves to the device once; each step only indexes it there (no host work)
     data = tensors(ds, log_q).to(device)
-    tr = torch.from_numpy(np.flatnonzero(~held)).to(device)
-    ho = torch.from_numpy(np.flatnonzero(held)).to(device)
+    tr = torch.from_numpy(np.flatnonzero(~held).astype(np.int32)).to(device)
+    ho = torch.from_numpy(np.flatnonzero(held).astype(np.int32)).to(device)
+    del held
     dim = ds.feature_dim
     model = TwoTower(dim, params).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
@@ -866,7 +936,7 @@ def train(ds: Dataset, params: ModelParams, log: typing.Callable[[str], None] = 
     for epoch in range(params.epochs):
         model.train()
         t = time.perf_counter()
-        perm = tr[torch.randperm(len(tr), generator=gen).to(device)]
+        perm = tr[torch.randperm(len(tr), generator=gen, dtype=torch.int32).to(device)]
         total_loss, nb = torch.zeros((), device=device), 0
         for s in range(0, len(perm), params.batch_size):
             loss = _loss(model, data.take(perm[s : s + params.batch_size]), params)
