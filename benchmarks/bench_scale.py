@@ -143,6 +143,8 @@ def setup(env: dict[str, str], day: dt.date) -> None:
         if not res["ok"]:
             raise SystemExit(f"setup of {d} failed: {res}")
     for assets in (["als_factors"], ["pair_blip_scores"]):
+        if (assets_dir / assets[0] / f"{day}.parquet").exists():
+            continue  # from an earlier, interrupted setup
         t = time.perf_counter()
         res = _run(env, assets, day.isoformat())
         print(f"setup {day}: {assets[0]} {time.perf_counter() - t:.0f} s", file=sys.stderr)

@@ -292,3 +292,44 @@ def test_witness_is_the_smallest_hash_client_with_both_items_positive():
         .sort("anchor")
     )
     assert got.height == pairs.height and got.equals(both.select("anchor", "client_id"))
+
+
+def test_window_pairs_counted_in_passes_equal_phase_3s_pairs():
+    """The multi-pass count (a bucket of first items per pass, so the window's client pairs are never in memory
+    together) gives phase 3's positive pairs exactly -- same pairs, counts, order and stats -- with the
+    per-client cap applied."""
+    from recsys_assets.stages import item_pairs as phase3
+
+    rng = np.random.default_rng(4)
+    n = 6_000
+    rows = list(
+        zip(
+            rng.integers(0, 300, n).tolist(),
+            rng.integers(0, 40, n).tolist(),
+            rng.integers(0, 120, n).tolist(),
+            (rng.random(n) < 0.7).tolist(),
+            (rng.random(n) < 0.05).tolist(),
+        )
+    )
+    window = window_frame(rows)
+    for min_cowatch, cap in ((1, 200), (2, 200), (3, 10)):
+        rules = ScoreRules(min_cowatch_clients=min_cowatch, max_positive_items_per_client=cap)
+        want = phase3.build_pairs(
+            window.filter(pl.col("is_positive")),
+            None,
+            phase3.PairRules(min_num_clients=min_cowatch, max_positive_items_per_client=cap, sample_seed=rules.seed),
+        )
+        one = window_pairs(window, rules)
+        many = window_pairs(window, rules, max_pairs_per_pass=2_000)
+        assert many.stats["pair_passes"] > 3 and one.stats["pair_passes"] == 1
+        expected = want.pairs.select("item_id_1", "item_id_2", "pair_type", "num_clients")
+        assert one.pairs.equals(expected) and many.pairs.equals(expected)
+        for key in (
+            "clients_with_positive_pairs",
+            "clients_capped",
+            "sessions_excluded_all_positive",
+            "pairs_before_min_clients",
+            "pairs_below_min_clients",
+            "positive_pairs",
+        ):
+            assert one.stats[key] == many.stats[key] == want.stats[key], key

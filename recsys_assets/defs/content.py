@@ -89,10 +89,10 @@ def _reference_edges(context: dg.AssetExecutionContext, config: PairScoreConfig)
     return [float(e) for e in (edges.data if hasattr(edges, "data") else edges)]
 
 
-def _concat(window: dict[str, pl.DataFrame], columns: list[str]) -> pl.DataFrame:
-    """A window input's days, in day order, with only ``columns``."""
-    frames = [df.select(columns) for _, df in sorted(window.items())]
-    return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
+def _concat(window: dict[str, pl.LazyFrame], columns: list[str]) -> pl.LazyFrame:
+    """A lazy window input's days, in day order, with only ``columns`` (read when the scan runs)."""
+    frames = [lf.select(columns) for _, lf in sorted(window.items())]
+    return pl.concat(frames, how="vertical_relaxed") if frames else pl.LazyFrame(schema={c: pl.Int64 for c in columns})
 
 
 def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -182,13 +182,14 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         context: dg.AssetExecutionContext,
         config: PairScoreConfig,
         item_content_embeddings: pl.DataFrame,
-        filtered_interactions: dict[str, pl.DataFrame],
-        raw_interactions: dict[str, pl.DataFrame],
-        quarantine: dict[str, pl.DataFrame],
+        filtered_interactions: dict[str, pl.LazyFrame],
+        raw_interactions: dict[str, pl.LazyFrame],
+        quarantine: dict[str, pl.LazyFrame],
     ) -> typing.Iterator:
         """Partition D: the positive pairs co-watched over D-6 .. D by at least min_cowatch_clients clients
         (qualifying sessions only), one sampled negative each (an item its witness never interacted with in
-        the window), scored by BLIP cosine similarity and bucketed by stable edges."""
+        the window), scored by BLIP cosine similarity and bucketed by stable edges. The window is scanned
+        lazily: pairs are counted in passes, and the interactions are streamed past the candidates."""
         rules = to_params(config, pbs.ScoreRules)
         if config.bucket_reference_day:
             rules = dataclasses.replace(rules, bucket_edges=tuple(_reference_edges(context, config)))

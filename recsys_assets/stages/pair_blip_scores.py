@@ -68,24 +68,77 @@ def qualifying_positives(interactions: pl.DataFrame | pl.LazyFrame) -> pl.DataFr
     return lf.select("client_id", "item_id").unique().sort("client_id", "item_id").collect()
 
 
-def window_pairs(interactions: pl.DataFrame | pl.LazyFrame, rules: ScoreRules = ScoreRules()) -> phase3.PairsResult:
+def window_pairs(
+    interactions: pl.DataFrame | pl.LazyFrame,
+    rules: ScoreRules = ScoreRules(),
+    max_pairs_per_pass: int = 100_000_000,
+) -> phase3.PairsResult:
     """Positive pairs over a window of ``filtered_interactions`` (client_id, session_id, item_id,
     is_positive, session_all_positive): phase 3's positive rule -- same client, counted by distinct
-    clients -- across the window's sessions and days, qualifying sessions only, kept from
-    ``min_cowatch_clients`` clients."""
-    positives = interactions.lazy().filter(pl.col("is_positive"))
-    result = phase3.build_pairs(
-        positives,
-        None,
-        phase3.PairRules(
-            exclude_all_positive_sessions=True,
-            min_num_clients=rules.min_cowatch_clients,
-            max_positive_items_per_client=rules.max_positive_items_per_client,
-            sample_seed=rules.seed,
-        ),
+    clients, canonical ``item_id_1 < item_id_2``, each client's positives capped as in phase 3 -- across
+    the window's sessions and days, qualifying sessions only, kept from ``min_cowatch_clients`` clients.
+
+    The window's client pairs (sum of P(P-1)/2 over clients: ~10^9 at the seed's size) are never in memory
+    together: they are made and counted in passes over buckets of the first item (about
+    ``max_pairs_per_pass`` pairs a pass), and only the pairs that reach the minimum are kept."""
+    lf = interactions.lazy()
+    positives = qualifying_positives(lf)
+    excluded = (
+        lf.filter(pl.col("is_positive") & pl.col("session_all_positive"))
+        .select("client_id", "session_id")
+        .unique()
+        .select(pl.len())
+        .collect(engine="streaming")
+        .item()
     )
-    pairs = result.pairs.select("item_id_1", "item_id_2", "pair_type", "num_clients")
-    stats = {k: v for k, v in result.stats.items() if "negative" not in k and k != "sessions_capped"}
+    cap = rules.max_positive_items_per_client
+    sizes = positives.group_by("client_id").agg(n=pl.len())
+    capped = phase3._cap(positives, sizes, ["client_id"], cap, rules.seed)
+    items = capped["item_id"].unique().sort()
+    idx = capped.join(
+        pl.DataFrame({"item_id": items, "idx": pl.int_range(items.len(), dtype=pl.UInt32, eager=True)}),
+        on="item_id",
+    ).select("client_id", "idx")
+    n = sizes["n"].clip(upper_bound=cap).cast(pl.Int64)
+    total = int((n * (n - 1) // 2).sum())
+    passes = max(1, -(-total // max_pairs_per_pass))
+    bits = phase3._IDX_BITS
+    kept_parts, before = [], 0
+    right = idx.lazy().rename({"idx": "idx_2"})
+    for b in range(passes):
+        keys = (
+            idx.lazy()
+            .filter(pl.col("idx") % passes == b)
+            .join(right, on="client_id")
+            .filter(pl.col("idx") < pl.col("idx_2"))
+            .select(key=pl.col("idx").cast(pl.UInt64) * 2**bits + pl.col("idx_2").cast(pl.UInt64))
+            .sort("key")
+            .select(pl.col("key").rle())
+            .unnest("key")
+            .collect()
+        )
+        before += keys.height
+        kept_parts.append(keys.filter(pl.col("len") >= rules.min_cowatch_clients))
+        del keys
+    kept = pl.concat(kept_parts).sort("value")
+    mask = 2**bits - 1
+    pairs = pl.DataFrame(
+        {
+            "item_id_1": items.gather(((kept["value"] // 2**bits) & mask).cast(pl.UInt32)),
+            "item_id_2": items.gather((kept["value"] & mask).cast(pl.UInt32)),
+            "pair_type": pl.repeat("positive", kept.height, dtype=phase3.PAIR_TYPE, eager=True),
+            "num_clients": kept["len"].cast(pl.Int64),
+        }
+    )
+    stats = {
+        "clients_with_positive_pairs": int((sizes["n"] >= 2).sum()),
+        "clients_capped": int((sizes["n"] > cap).sum()),
+        "sessions_excluded_all_positive": int(excluded),
+        "pairs_before_min_clients": before,
+        "pairs_below_min_clients": before - kept.height,
+        "positive_pairs": kept.height,
+        "pair_passes": passes,
+    }
     return phase3.PairsResult(pairs, stats)
 
 
@@ -127,11 +180,25 @@ def _witnesses(anchors: pl.DataFrame, positives: pl.DataFrame, seed: int, bucket
     )
 
 
+def _interacted(served: pl.DataFrame | pl.LazyFrame, candidates: pl.DataFrame) -> pl.DataFrame:
+    """The (client_id, item_id) of ``candidates`` that occur in ``served``: the window's interactions are
+    streamed past a hash table of the candidates, never held or deduplicated whole."""
+    keys = candidates.select("client_id", "item_id").unique()
+    return (
+        served.lazy()
+        .select("client_id", "item_id")
+        .drop_nulls()
+        .join(keys.lazy(), on=["client_id", "item_id"], how="semi")
+        .unique()
+        .collect(engine="streaming")
+    )
+
+
 def score_pairs(
     item_pairs: pl.DataFrame,
     embeddings: pl.DataFrame,
-    filtered_interactions: pl.DataFrame,
-    served: pl.DataFrame,
+    filtered_interactions: pl.DataFrame | pl.LazyFrame,
+    served: pl.DataFrame | pl.LazyFrame,
     rules: ScoreRules = ScoreRules(),
 ) -> ScoreResult:
     """``item_pairs``: item_id_1, item_id_2, pair_type, num_clients (positive rows are used);
@@ -204,11 +271,12 @@ def score_pairs(
             .with_row_index("row")
             .with_columns(pl.col("row").cast(pl.Int64))
         )
-        long = long.join(a, on="row")
-        seen = served.select("client_id", "item_id").drop_nulls().unique()
+        long = long.join(a, on="row").filter(
+            (pl.col("item_id") != pl.col("item_id_1")) & (pl.col("item_id") != pl.col("item_id_2"))
+        )
+        seen = _interacted(served, long)
         long = (
-            long.filter((pl.col("item_id") != pl.col("item_id_1")) & (pl.col("item_id") != pl.col("item_id_2")))
-            .join(seen, on=["client_id", "item_id"], how="anti")
+            long.join(seen, on=["client_id", "item_id"], how="anti")
             .sort("row", "attempt")
             .unique("row", keep="first", maintain_order=True)
         )
@@ -340,8 +408,8 @@ def histogram(pairs: pl.DataFrame, bins: int = 20, width: int = 30) -> str:
 def validate(
     result: ScoreResult,
     item_pairs: pl.DataFrame,
-    served: pl.DataFrame,
-    filtered_interactions: typing.Optional[pl.DataFrame] = None,
+    served: pl.DataFrame | pl.LazyFrame,
+    filtered_interactions: typing.Optional[pl.DataFrame | pl.LazyFrame] = None,
 ) -> dict[str, tuple[bool, dict]]:
     out = result.pairs
     scored = out.filter(pl.col("similarity").is_not_null())["similarity"].to_numpy()
@@ -354,9 +422,7 @@ def validate(
     negs = out.filter(pl.col("pair_type") == "negative").select(
         pl.col("witness_client_id").alias("client_id"), pl.col("item_id_2").alias("item_id")
     )
-    interacted = negs.join(
-        served.select("client_id", "item_id").unique(), on=["client_id", "item_id"], how="semi"
-    ).height
+    interacted = negs.join(_interacted(served, negs), on=["client_id", "item_id"], how="semi").height
     out_checks: dict[str, tuple[bool, dict]] = {}
     if filtered_interactions is not None:
         ok = qualifying_positives(filtered_interactions)
