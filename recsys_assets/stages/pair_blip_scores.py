@@ -160,13 +160,17 @@ def _witnesses(anchors: pl.DataFrame, positives: pl.DataFrame, seed: int, bucket
     parts = []
     for b in range(buckets):
         mine = p.filter(pl.col("client_id").hash(seed + 1) % buckets == b)
+        # the bucket's client pairs first (anchors are canonical: item_id_1 < item_id_2), then the anchors: left
+        # to the optimizer, the anchors join the clients' items on item_id_1 alone first, which explodes
         pairs = (
             mine.rename({"item_id": "item_id_1"})
             .join(mine.rename({"item_id": "item_id_2"}), on="client_id")
-            .filter(pl.col("item_id_1") != pl.col("item_id_2"))
+            .filter(pl.col("item_id_1") < pl.col("item_id_2"))
+            .collect()
         )
         parts.append(
-            pairs.join(a, on=["item_id_1", "item_id_2"])
+            pairs.lazy()
+            .join(a, on=["item_id_1", "item_id_2"])
             .select("anchor", "client_id", h=pl.col("client_id").hash(seed))
             .sort("anchor", "h", "client_id")
             .unique("anchor", keep="first", maintain_order=True)
