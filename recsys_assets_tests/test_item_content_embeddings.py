@@ -203,6 +203,12 @@ def test_generated_vectors_in_float16_feed_the_encoder_in_float32(tmp_path):
     # the same items in any chunking give the same vectors; the content signal is there
     again = embed_generated(items.reverse(), gen, EmbedParams(vector_dtype="float32"), chunk=13).table
     assert again.equals(full)
+    # spilled chunk by chunk: a lazy scan of the same table (what the IO manager streams into the partition)
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    spilled = embed_generated(items, gen, EmbedParams(vector_dtype="float32"), chunk=7, spill_dir=str(spill)).table
+    assert isinstance(spilled, pl.LazyFrame) and len(list(spill.glob("part-*.parquet"))) == 8
+    assert spilled.collect().equals(full)
     truth = platform.true_item_content(items["item_id"].to_numpy())
     sim_true = truth @ truth.T
     sim_blip = full["blip_embedding"].to_numpy() @ full["blip_embedding"].to_numpy().T

@@ -4,6 +4,8 @@ and :mod:`recsys_assets.stages.pair_blip_scores`.
 """
 
 import dataclasses
+import datetime as dt
+import tempfile
 import typing
 
 import dagster as dg
@@ -95,6 +97,48 @@ def _concat(window: dict[str, pl.LazyFrame], columns: list[str]) -> pl.LazyFrame
     return pl.concat(frames, how="vertical_relaxed") if frames else pl.LazyFrame(schema={c: pl.Int64 for c in columns})
 
 
+def _embedding_outputs(
+    context: dg.AssetExecutionContext,
+    config: ContentEmbeddingConfig,
+    encoders: typing.Any,
+    random_parts: list[str],
+    day: dt.date,
+    result: ice.EmbedResult,
+) -> typing.Iterator:
+    """The output and checks of item_content_embeddings. A lazy table (chunks spilled to disk) is streamed
+    by the IO manager; metadata and checks read only the columns they need from it."""
+    table = result.table
+    light_columns = ["item_id", "language", "status", "reason", "detail", "distinct_frames", "duration_s"]
+    checked_columns = [*light_columns, "watched_on_day", "upload_date", "blip_embedding", "audio_embedding"]
+    checked = table.select(checked_columns).collect() if isinstance(table, pl.LazyFrame) else table
+    failures = checked.filter(pl.col("status") != "ok").select("item_id", "status", "reason", "detail")
+    meta = {
+        **frame_metadata(
+            checked.select("item_id", "language", "status", "reason", "distinct_frames", "duration_s"),
+            preview_rows=5,
+        ),
+        "watched_items": int(checked["watched_on_day"].sum()),
+        "unwatched_active_uploads": int((~checked["watched_on_day"]).sum()),
+        "uploaded_on_day": int((checked["upload_date"] == day).sum()),
+        "model_fingerprint": encoders.fingerprint,
+        "vector_dtype": config.vector_dtype,
+        "models": dg.MetadataValue.json(encoders.describe()),
+        "random_weights": bool(random_parts),
+        **(
+            {"random_weights_notice": RANDOM_WEIGHTS_NOTICE.format(which=" and ".join(random_parts))}
+            if random_parts
+            else {}
+        ),
+        **{k: v for k, v in result.stats.items() if k != "fresh_reasons"},
+        "coverage": float((checked["status"] != "failed").mean()) if checked.height else 1.0,
+        "not_ok_items": dg.MetadataValue.md(markdown_table(failures, max_rows=30)),
+        "not_ok_by_reason": dg.MetadataValue.json(dict(failures.group_by("reason").len().iter_rows())),
+    }
+    context.log.info(f"embeddings: {result.stats}")
+    yield dg.Output(table, metadata=to_metadata(meta))
+    yield from EMBEDDING_CHECKS.results(ice.validate(checked, config.min_coverage))
+
+
 def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """This stage's daily assets, partitioned by ``partitions`` (see ``defs/partitions.py``)."""
 
@@ -125,40 +169,17 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             context.log.warning(RANDOM_WEIGHTS_NOTICE.format(which=" and ".join(random_parts)))
         day = partition_date(context)
         items = ice.items_to_embed(item_meta, video_catalog, day, config.active_upload_days)
-        result = content_models.embed(
-            items,
-            encoders,
-            media_fetch.policy(),
-            to_params(config, ice.EmbedParams),
-            embedding_cache.cache() if config.use_cache else None,
-            context.log.info,
-        )
-        table = result.table
-        failures = table.filter(pl.col("status") != "ok").select("item_id", "status", "reason", "detail")
-        meta = {
-            **frame_metadata(
-                table.select("item_id", "language", "status", "reason", "distinct_frames", "duration_s"), preview_rows=5
-            ),
-            "watched_items": int(table["watched_on_day"].sum()),
-            "unwatched_active_uploads": int((~table["watched_on_day"]).sum()),
-            "uploaded_on_day": int((table["upload_date"] == day).sum()),
-            "model_fingerprint": encoders.fingerprint,
-            "vector_dtype": config.vector_dtype,
-            "models": dg.MetadataValue.json(encoders.describe()),
-            "random_weights": bool(random_parts),
-            **(
-                {"random_weights_notice": RANDOM_WEIGHTS_NOTICE.format(which=" and ".join(random_parts))}
-                if random_parts
-                else {}
-            ),
-            **{k: v for k, v in result.stats.items() if k != "fresh_reasons"},
-            "coverage": float((table["status"] != "failed").mean()) if table.height else 1.0,
-            "not_ok_items": dg.MetadataValue.md(markdown_table(failures, max_rows=30)),
-            "not_ok_by_reason": dg.MetadataValue.json(dict(failures.group_by("reason").len().iter_rows())),
-        }
-        context.log.info(f"embeddings: {result.stats}")
-        yield dg.Output(table, metadata=to_metadata(meta))
-        yield from EMBEDDING_CHECKS.results(ice.validate(table, config.min_coverage))
+        with tempfile.TemporaryDirectory(prefix="item_content_embeddings-") as spill:
+            result = content_models.embed(
+                items,
+                encoders,
+                media_fetch.policy(),
+                to_params(config, ice.EmbedParams),
+                embedding_cache.cache() if config.use_cache else None,
+                context.log.info,
+                spill_dir=spill,
+            )
+            yield from _embedding_outputs(context, config, encoders, random_parts, day, result)
 
     @dg.asset(
         ins={

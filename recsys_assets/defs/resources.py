@@ -212,8 +212,10 @@ class ContentModelsResource(config_from(ModelSpec, base=dg.ConfigurableResource,
         params: EmbedParams,
         cache: typing.Optional[EmbeddingCache],
         log: typing.Callable[[str], None],
+        spill_dir: typing.Optional[str] = None,
     ) -> EmbedResult:
-        """The day's embeddings: fetch, decode and encode each item's media (the cache skips known ones)."""
+        """The day's embeddings: fetch, decode and encode each item's media (the cache skips known ones); an
+        in-memory table (decoding, not memory, bounds a day of real media on one node; ``spill_dir`` unused)."""
         return embed_items(items, encoders, policy, params, cache=cache, log=log)
 
 
@@ -242,8 +244,9 @@ class GeneratedContentResource(ContentModelsResource):
         spec = VectorSpec(n_frames=self.n_frames, image_dim=self.image_dim, audio_dim=self.audio_dim)
         return GeneratedContent(ContentVectorGenerator(self.simulator.platform(), spec))
 
-    def embed(self, items, encoders, policy, params, cache, log) -> EmbedResult:
-        return embed_generated(items, encoders.generator, params, log=log)
+    def embed(self, items, encoders, policy, params, cache, log, spill_dir=None) -> EmbedResult:
+        """Generated vectors, chunk by chunk; with ``spill_dir`` a lazy scan of the spilled chunks."""
+        return embed_generated(items, encoders.generator, params, log=log, spill_dir=spill_dir)
 
 
 class EmbeddingCacheResource(dg.ConfigurableResource):

@@ -229,7 +229,9 @@ def items_to_embed(
 
 @dataclasses.dataclass
 class EmbedResult:
-    table: pl.DataFrame
+    table: pl.DataFrame | pl.LazyFrame
+    """The day's table; a ``LazyFrame`` (a scan of spilled chunks, streamed by the IO manager) when it was
+    built in a spill directory."""
     stats: dict[str, typing.Any]
 
 
@@ -417,10 +419,13 @@ def embed_generated(
     params: EmbedParams = EmbedParams(),
     chunk: int = 20_000,
     log: typing.Callable[[str], None] = lambda msg: None,
+    spill_dir: typing.Optional[str] = None,
 ) -> EmbedResult:
     """The same table as :func:`embed_items` for ``items``, from a :class:`VectorSource` (no media, no models,
     no cache: generating is cheaper than a lookup), ``chunk`` items at a time, each stored as
-    ``params.vector_dtype`` at once (the whole day never exists in float32)."""
+    ``params.vector_dtype`` at once (the whole day never exists in float32). With ``spill_dir`` each chunk
+    is written there as it is made and the table is a lazy scan of them (the day is never in memory: the
+    IO manager streams it into the partition); the directory must outlive the scan."""
     t0 = time.perf_counter()
     spec = source.spec
     schema = output_schema(spec.n_frames, spec.image_dim, spec.audio_dim)
@@ -462,7 +467,13 @@ def embed_generated(
             )
         )
         del frames, audio, blip, fused
+        if spill_dir is not None:
+            path = f"{spill_dir}/part-{len(parts):05d}.parquet"
+            parts[-1].write_parquet(path, compression="zstd", compression_level=1, statistics=True)
+            parts[-1] = path
     log(f"{len(ids)} items: content vectors generated ({source.fingerprint})")
+    if spill_dir is not None and parts:
+        return EmbedResult(pl.scan_parquet(parts), _generated_stats(len(ids), time.perf_counter() - t0))
     # the chunks as they are (no join, no sort, no rechunk: items were sorted first): one copy of the day
     empty = (
         items.head(0)
@@ -471,21 +482,23 @@ def embed_generated(
     )
     table = pl.concat(parts, how="vertical", rechunk=False) if parts else with_vector_dtype(empty, params.vector_dtype)
     del parts
-    elapsed = time.perf_counter() - t0
-    stats = {
-        "items": len(ids),
+    return EmbedResult(table, _generated_stats(len(ids), time.perf_counter() - t0))
+
+
+def _generated_stats(n: int, elapsed: float) -> dict[str, typing.Any]:
+    return {
+        "items": n,
         "cache_hits": 0,
         "decoded": 0,
-        "generated": len(ids),
+        "generated": n,
         "failed": 0,
         "no_audio": 0,
         "seconds": elapsed,
         "model_seconds": 0.0,
-        "videos_per_s": len(ids) / max(elapsed, 1e-9),
+        "videos_per_s": n / max(elapsed, 1e-9),
         "seconds_to_first_video": 0.0,
         "fresh_reasons": {},
     }
-    return EmbedResult(table, stats)
 
 
 def validate(table: pl.DataFrame, min_coverage: float) -> dict[str, tuple[bool, dict]]:
