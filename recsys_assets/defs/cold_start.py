@@ -122,7 +122,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         BLIP-bucketed pair loss, scale regression); weights + config as one safetensors object."""
 
         def content(ids: pl.Series) -> pl.DataFrame:  # one language's items at a time, failed ones left out
-            return latest_per_item(embeddings, items=ids, where=pl.col("status") != "failed")
+            return latest_per_item(embeddings, items=ids, where=pl.col("status") != "failed", sort=False)
 
         pairs = pair_blip_scores.filter(pl.col("similarity").is_not_null()).select(
             "item_id_1", "item_id_2", "pair_type", "bucket"

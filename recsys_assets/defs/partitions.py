@@ -187,13 +187,15 @@ def latest_per_item(
     window: typing.Mapping[str, pl.LazyFrame],
     items: typing.Optional[pl.Series] = None,
     where: typing.Optional[pl.Expr] = None,
+    sort: bool = True,
 ) -> pl.DataFrame:
     """The union of a window of per-item partitions (lazy inputs), one row per item -- the latest day's --
     sorted by item. Reads every day's item ids first, then from each day only the rows it is the latest for:
     an item's vectors are loaded once, not once per day it appears in (and keep their stored dtype).
     ``items``: only these items (the others are never read); ``where``: of the latest rows keep those
     that pass (applied in the scan, after the latest day is chosen: an item whose latest row fails is left
-    out, not replaced by an older row)."""
+    out, not replaced by an older row). ``sort=False``: in (day, stored) order instead of item order, with no
+    copy of the rows (sorting a window of per-frame vectors doubles them in memory)."""
     days = sorted(window)
     if not days:
         return pl.DataFrame()
@@ -208,7 +210,8 @@ def latest_per_item(
         mine = owner.filter(pl.col("day") == k)["item_id"]
         if mine.len():
             pred = pl.col("item_id").is_in(mine.implode())
-            parts.append(window[d].filter(pred if where is None else pred & where).collect())
+            parts.append(window[d].filter(pred if where is None else pred & where).collect(engine="streaming"))
     if not parts:
         return window[days[-1]].head(0).collect()
-    return pl.concat(parts, how="vertical_relaxed").sort("item_id")
+    out = pl.concat(parts, how="vertical_relaxed", rechunk=False)
+    return out.sort("item_id") if sort else out

@@ -381,7 +381,7 @@ class LanguageModels:
 
 ContentSource = typing.Callable[[pl.Series], pl.DataFrame]
 """Item ids (sorted) -> the usable content rows of those that have one: item_id, frame_embeddings,
-audio_embedding, sorted by item (failed items left out). Called once per language, so that one language's
+audio_embedding, in a deterministic order (failed items left out). Called once per language, so that one language's
 frames are in memory at a time."""
 
 CONTENT_COLUMNS = ("item_id", "frame_embeddings", "audio_embedding")
@@ -414,7 +414,7 @@ def train_all(
             continue
         rows = feats = None  # the previous language's frames go before this one's are loaded
         als = als_factors.filter(pl.col("language") == lang).select("item_id", "vector").sort("item_id")
-        rows = content(als["item_id"]).select(CONTENT_COLUMNS)  # sorted by item, a subset of als's items
+        rows = content(als["item_id"]).select(CONTENT_COLUMNS)  # a subset of als's items, in a fixed order
         n_als = als.height
         st: dict[str, typing.Any] = {"language": lang, "als_items": n_als, "items_with_content": rows.height}
         if rows.height < params.min_items:
@@ -426,6 +426,7 @@ def train_all(
             log(f"content encoder for {lang!r} not trained: {st['skipped']}")
             continue
         feats = features(rows)
+        rows = rows.select("item_id")  # the frames live on in feats (one copy of them, not two)
         vectors = rows.select("item_id").join(als, on="item_id", how="left", maintain_order="left")["vector"]
         targets = vectors.to_numpy().astype(np.float32)
         is_val = is_validation(rows["item_id"], params.val_share, params.split_seed).to_numpy()
