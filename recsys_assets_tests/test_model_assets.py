@@ -18,23 +18,24 @@ DAYS = ("2026-11-01", "2026-11-02", "2026-11-03")
 
 pytestmark = pytest.mark.slow  # the whole graph, three days
 
+RUN_CONFIG = {
+    "ops": {
+        "als_factors": {"config": {"min_cells_per_language": 50}},
+        "item_content_embeddings": {"config": {"decode_workers": 1}},
+        "content_encoder": {"config": {"min_items": 16, "max_epochs": 10}},
+        "two_tower_model": {"config": {"epochs": 3}},
+    }
+}
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cold")
     resources = tiny_resources(root)
-    config = {
-        "ops": {
-            "als_factors": {"config": {"min_cells_per_language": 50}},
-            "item_content_embeddings": {"config": {"decode_workers": 1}},
-            "content_encoder": {"config": {"min_items": 16, "max_epochs": 10}},
-            "two_tower_model": {"config": {"epochs": 3}},
-        }
-    }
     instance = dg.DagsterInstance.ephemeral()
     assets = tiny_assets(data_prep, collaborative, content, cold_start, retrieval, serving)
     results = {
-        day: dg.materialize(assets, partition_key=day, resources=resources, instance=instance, run_config=config)
+        day: dg.materialize(assets, partition_key=day, resources=resources, instance=instance, run_config=RUN_CONFIG)
         for day in DAYS
     }
     results["report"] = dg.materialize(
@@ -250,18 +251,10 @@ def test_the_windowed_stages_run_on_s3_and_give_the_local_results(run, s3_env, t
     endpoint, bucket, client = s3_env
     s3 = {"RECSYS_S3_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     resources = tiny_resources(tmp_path, RECSYS_STORAGE_URL=f"s3://{bucket}/assets", AWS_REGION="us-east-1", **s3)
-    config = {
-        "ops": {
-            "als_factors": {"config": {"min_cells_per_language": 50}},
-            "item_content_embeddings": {"config": {"decode_workers": 1}},
-            "content_encoder": {"config": {"min_items": 16, "max_epochs": 10}},
-            "two_tower_model": {"config": {"epochs": 3}},
-        }
-    }
     instance = dg.DagsterInstance.ephemeral()
     assets = tiny_assets(data_prep, collaborative, content, cold_start, retrieval)
     for day in DAYS[:2]:
-        res = dg.materialize(assets, partition_key=day, resources=resources, instance=instance, run_config=config)
+        res = dg.materialize(assets, partition_key=day, resources=resources, instance=instance, run_config=RUN_CONFIG)
         assert res.success, day
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="assets/")["Contents"]}
     assert not (tmp_path / "assets").exists()  # nothing went to the local disk

@@ -427,7 +427,7 @@ def train_all(
             continue
         feats = features(rows)
         rows = rows.select("item_id")  # the frames live on in feats (one copy of them, not two)
-        vectors = rows.select("item_id").join(als, on="item_id", how="left", maintain_order="left")["vector"]
+        vectors = rows.join(als, on="item_id", how="left", maintain_order="left")["vector"]
         targets = vectors.to_numpy().astype(np.float32)
         is_val = is_validation(rows["item_id"], params.val_share, params.split_seed).to_numpy()
         if is_val.all() or not is_val.any():

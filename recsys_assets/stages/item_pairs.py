@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 import polars as pl
 
@@ -68,13 +69,36 @@ def _cap(df: pl.DataFrame, sizes: pl.DataFrame, group: list[str], cap: int, seed
 _IDX_BITS = 31
 
 
-def _self_pairs(lf: pl.LazyFrame, on: list[str]) -> pl.LazyFrame:
-    """``(client_id, key)`` for every unordered pair of distinct items within a group (``idx`` columns)."""
+def _dense_index(items: pl.Series) -> pl.DataFrame:
+    """``item_id, idx``: each of the sorted, distinct ``items`` numbered 0.. in order (UInt32)."""
+    if items.len() >= 2**_IDX_BITS:
+        raise ValueError(f"{items.len():,} distinct items in one day: more than item_pairs can index")
+    return pl.DataFrame({"item_id": items, "idx": pl.int_range(items.len(), dtype=pl.UInt32, eager=True)})
+
+
+def _self_pairs(lf: pl.LazyFrame, on: list[str], first: typing.Optional[pl.LazyFrame] = None) -> pl.LazyFrame:
+    """``(client_id, key)`` for every unordered pair of distinct items within a group (``idx`` columns);
+    ``first``: only the pairs whose first (smaller) item is one of its rows (a part of ``lf``)."""
     right = lf.select(*on, pl.col("idx").alias("idx_2"))
     return (
-        lf.join(right, on=on, how="inner")
+        (lf if first is None else first)
+        .join(right, on=on, how="inner")
         .filter(pl.col("idx") < pl.col("idx_2"))
         .select("client_id", key=pl.col("idx").cast(pl.UInt64) * 2**_IDX_BITS + pl.col("idx_2").cast(pl.UInt64))
+    )
+
+
+def _count_keys(keys: pl.LazyFrame) -> pl.LazyFrame:
+    """``value`` (a pair key, ascending) and ``len`` (its rows: the clients who made it)."""
+    return keys.sort("key").select(pl.col("key").rle()).unnest("key")
+
+
+def _decode(values: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """The dense indexes (``idx_1``, ``idx_2``) of pair keys (the pair type bit ignored)."""
+    mask = 2**_IDX_BITS - 1
+    return (
+        ((values // 2**_IDX_BITS) & mask).cast(pl.UInt32).alias("idx_1"),
+        (values & mask).cast(pl.UInt32).alias("idx_2"),
     )
 
 
@@ -92,9 +116,7 @@ def build_pairs(
     pos, neg = pl.collect_all([pos_lf, neg_lf])
 
     items = pl.concat([pos["item_id"], neg["item_id"]]).unique().sort()
-    if items.len() >= 2**_IDX_BITS:
-        raise ValueError(f"{items.len():,} distinct items in one day: more than item_pairs can index")
-    index = pl.DataFrame({"item_id": items, "idx": pl.int_range(items.len(), dtype=pl.UInt32, eager=True)}).lazy()
+    index = _dense_index(items).lazy()
 
     pos_sizes, neg_sizes = pl.collect_all(
         [
@@ -111,7 +133,7 @@ def build_pairs(
     neg_keys = drop_rows(neg_keys, repeated_rows(neg_keys, ["client_id", "key"])).select(
         key=pl.col("key") + pl.lit(2 ** (2 * _IDX_BITS), pl.UInt64)
     )
-    counted = pl.concat([pos_keys, neg_keys]).lazy().sort("key").select(pl.col("key").rle()).unnest("key")
+    counted = _count_keys(pl.concat([pos_keys, neg_keys]).lazy())
 
     excluded = (
         lf.filter(pl.col("is_positive") & pl.col("session_all_positive")).select("client_id", "session_id").unique()
@@ -139,11 +161,7 @@ def build_pairs(
     out["pairs_below_min_clients"] = counted.height - kept.height
 
     # decode: the keys are sorted, so positives come first
-    mask = 2**_IDX_BITS - 1
-    idx_1, idx_2 = kept.select(
-        idx_1=((pl.col("value") // 2**_IDX_BITS) & mask).cast(pl.UInt32),
-        idx_2=(pl.col("value") & mask).cast(pl.UInt32),
-    ).get_columns()
+    idx_1, idx_2 = _decode(kept["value"])
     n_pos = int(kept["value"].search_sorted(2 ** (2 * _IDX_BITS)))
     pairs = pl.DataFrame(
         {

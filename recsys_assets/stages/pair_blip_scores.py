@@ -95,37 +95,23 @@ def window_pairs(
     sizes = positives.group_by("client_id").agg(n=pl.len())
     capped = phase3._cap(positives, sizes, ["client_id"], cap, rules.seed)
     items = capped["item_id"].unique().sort()
-    idx = capped.join(
-        pl.DataFrame({"item_id": items, "idx": pl.int_range(items.len(), dtype=pl.UInt32, eager=True)}),
-        on="item_id",
-    ).select("client_id", "idx")
+    idx = capped.join(phase3._dense_index(items), on="item_id").select("client_id", "idx").lazy()
     n = sizes["n"].clip(upper_bound=cap).cast(pl.Int64)
     total = int((n * (n - 1) // 2).sum())
     passes = max(1, -(-total // max_pairs_per_pass))
-    bits = phase3._IDX_BITS
     kept_parts, before = [], 0
-    right = idx.lazy().rename({"idx": "idx_2"})
     for b in range(passes):
-        keys = (
-            idx.lazy()
-            .filter(pl.col("idx") % passes == b)
-            .join(right, on="client_id")
-            .filter(pl.col("idx") < pl.col("idx_2"))
-            .select(key=pl.col("idx").cast(pl.UInt64) * 2**bits + pl.col("idx_2").cast(pl.UInt64))
-            .sort("key")
-            .select(pl.col("key").rle())
-            .unnest("key")
-            .collect()
-        )
+        first = idx.filter(pl.col("idx") % passes == b)
+        keys = phase3._count_keys(phase3._self_pairs(idx, ["client_id"], first=first).select("key")).collect()
         before += keys.height
         kept_parts.append(keys.filter(pl.col("len") >= rules.min_cowatch_clients))
         del keys
     kept = pl.concat(kept_parts).sort("value")
-    mask = 2**bits - 1
+    idx_1, idx_2 = phase3._decode(kept["value"])
     pairs = pl.DataFrame(
         {
-            "item_id_1": items.gather(((kept["value"] // 2**bits) & mask).cast(pl.UInt32)),
-            "item_id_2": items.gather((kept["value"] & mask).cast(pl.UInt32)),
+            "item_id_1": items.gather(idx_1),
+            "item_id_2": items.gather(idx_2),
             "pair_type": pl.repeat("positive", kept.height, dtype=phase3.PAIR_TYPE, eager=True),
             "num_clients": kept["len"].cast(pl.Int64),
         }
