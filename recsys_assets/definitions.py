@@ -14,6 +14,7 @@ import dagster as dg
 
 from .defs import cold_start, collaborative, content, conventions, data_prep, retrieval, serving
 from .defs.automation import NotifierResource, build_freshness, build_snapshot_sensor, run_failure_notifier
+from .defs.engine import engine_resource
 from .defs.instance import dead_run_sensor
 from .defs.io_manager import MODEL_IO, PolarsParquetIOManager, SafetensorsIOManager
 from .defs.partitions import daily_partitions
@@ -80,12 +81,26 @@ def build_resources(env: "Env | Settings" = os.environ) -> dict[str, typing.Any]
         # a platform without videos (the scale profile): content vectors generated from its true content
         content_models = GeneratedContentResource(simulator=sim, device=settings.device)
     storage_url = settings.storage_url
+    prep_engine = engine_resource(
+        settings.engine,
+        settings.spark_master,
+        settings.spark_remote,
+        dict(settings.spark_conf),
+        dict(settings.spark_scheme_map),
+    )
     return {
-        "io_manager": PolarsParquetIOManager(base_url=storage_url, s3=s3),
+        "io_manager": PolarsParquetIOManager(
+            base_url=storage_url, s3=s3, spark_scheme_map=dict(settings.spark_scheme_map)
+        ),
+        "prep_engine": prep_engine,
         MODEL_IO: SafetensorsIOManager(base_url=storage_url, s3=s3),
         "snapshots": snapshots,
         "catalog": catalog,
-        "als_engine": AlsEngineResource(num_threads=settings.als_threads),
+        "als_engine": AlsEngineResource(
+            name="mllib" if settings.engine == "spark" else "implicit",
+            num_threads=settings.als_threads,
+            spark=prep_engine if settings.engine == "spark" else None,
+        ),
         "media_fetch": MediaFetchResource(
             allowed_schemes=list(settings.media_allowed_schemes),
             allowed_hosts=list(settings.media_allowed_hosts),

@@ -41,6 +41,12 @@ read them through ``dg.EnvVar`` at run time (see ``definitions.py``).
 ``RECSYS_NOTIFY_LOG``               failed-run notices, one JSON line each (default
                                     ``$RECSYS_DATA_DIR/notifications.jsonl``)
 ``RECSYS_NOTIFY_WEBHOOK``           also POST each notice there (Slack-style ``{"text": ...}``; optional)
+``RECSYS_ENGINE``                   ``polars`` (default: the data-preparation phases in the run's process) or
+                                    ``spark`` (on Apache Spark; see README "Running at scale")
+``RECSYS_SPARK_MASTER``             the Spark master (default ``local[*]``): ``spark://...``, ``yarn``, ``k8s://...``
+``RECSYS_SPARK_REMOTE``             ``sc://host:port``: Spark Connect instead of a master (Databricks, EMR, ...)
+``RECSYS_SPARK_CONF``               extra Spark settings, ``key=value`` comma separated
+``RECSYS_SPARK_SCHEME_MAP``         storage scheme -> Spark filesystem scheme (default ``s3=s3a``; ``s3=s3`` on EMR)
 ``DAGSTER_HOME``                    the Dagster instance of ``recsys-assets`` (default ``./.dagster_home``)
 ==================================  =====================================================================
 """
@@ -51,7 +57,10 @@ import os
 import typing
 from pathlib import Path
 
+from .spark.session import parse_conf, parse_scheme_map
+
 SOURCES = ("simulator", "lake")
+ENGINES = ("polars", "spark")
 S3_ENV = ("RECSYS_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
 
 
@@ -87,6 +96,11 @@ class Settings:
     model_freshness_hours: int
     notify_log: str
     notify_webhook: typing.Optional[str]
+    engine: str
+    spark_master: str
+    spark_remote: typing.Optional[str]
+    spark_conf: dict[str, str]
+    spark_scheme_map: dict[str, str]
     s3_env_set: tuple[str, ...]
     """Which of :data:`S3_ENV` are set (their values are read at run time through ``dg.EnvVar``)."""
     dagster_home: Path
@@ -116,6 +130,18 @@ class Settings:
         executor = env.get("RECSYS_EXECUTOR", "in_process")
         if executor not in ("in_process", "multiprocess"):
             raise ValueError(f"RECSYS_EXECUTOR must be 'in_process' or 'multiprocess', not {executor!r}")
+        engine = env.get("RECSYS_ENGINE", "polars")
+        if engine not in ENGINES:
+            raise ValueError(f"RECSYS_ENGINE must be 'polars' or 'spark', not {engine!r}")
+
+        def named(name: str, parse: typing.Callable[[str], dict[str, str]], default: str = "") -> dict[str, str]:
+            try:
+                return parse(env.get(name, default))
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
+
+        if env.get("RECSYS_SPARK_REMOTE") and not env["RECSYS_SPARK_REMOTE"].startswith("sc://"):
+            raise ValueError(f"RECSYS_SPARK_REMOTE must be sc://host:port, not {env['RECSYS_SPARK_REMOTE']!r}")
         hours = integer("RECSYS_MODEL_FRESHNESS_HOURS", 6)
         if not 0 <= hours <= 23:
             raise ValueError(f"RECSYS_MODEL_FRESHNESS_HOURS must be an hour of the day (0-23), not {hours}")
@@ -144,6 +170,11 @@ class Settings:
             model_freshness_hours=hours,
             notify_log=env.get("RECSYS_NOTIFY_LOG", str(data_dir / "notifications.jsonl")),
             notify_webhook=env.get("RECSYS_NOTIFY_WEBHOOK") or None,
+            engine=engine,
+            spark_master=env.get("RECSYS_SPARK_MASTER") or "local[*]",
+            spark_remote=env.get("RECSYS_SPARK_REMOTE") or None,
+            spark_conf=named("RECSYS_SPARK_CONF", parse_conf),
+            spark_scheme_map=named("RECSYS_SPARK_SCHEME_MAP", parse_scheme_map, "s3=s3a"),
             s3_env_set=tuple(n for n in S3_ENV if env.get(n)),
             dagster_home=Path(env.get("DAGSTER_HOME") or ".dagster_home").resolve(),
         )

@@ -6,15 +6,26 @@ target (``os.replace`` is atomic on POSIX), so concurrent writers of different p
 touch each other's files and a killed writer leaves only a temp file behind. On S3 a PUT (and a
 completed multipart upload) is atomic by the service's contract, so the object is uploaded
 directly.
+
+A partition is one parquet object (``{key}``, written by polars) or a set of part files written by a
+distributed engine (Spark) under ``{key}.parts/{version}/`` and published by a small manifest,
+``{key}.manifest.json``, listing them. Publishing the manifest is the atomic switch: a reader that finds a
+manifest reads its parts, otherwise the single object. :func:`write_parquet` removes a manifest after its
+object is in place (and :func:`commit_parts` removes the single object after its manifest is), so every
+reader sees one complete version. Both layouts are read by :func:`scan_parquet` / :func:`read_parquet` and
+listed for other engines by :func:`partition_sources`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import tempfile
 import typing
 import uuid
 from pathlib import Path
+from time import time_ns
 from typing import Protocol
 from urllib.parse import urlparse
 
@@ -253,7 +264,34 @@ def rows_per_group(df: pl.DataFrame, target_bytes: int = ROW_GROUP_BYTES) -> int
 
 
 STREAMED_ROW_GROUP_ROWS = 262_144
-"""Rows per row group when a lazy frame is streamed to parquet (its size per row is not known up front)."""
+"""At most this many rows per row group when a lazy frame is streamed to parquet; fewer for wide rows
+(:func:`streamed_rows_per_group`)."""
+
+
+def _dtype_bytes(dtype: pl.DataType) -> int:
+    """Bytes one value of ``dtype`` takes in memory (strings and nested lists: a guess of 32)."""
+    if isinstance(dtype, pl.Array):
+        return dtype.size * _dtype_bytes(dtype.inner)
+    if isinstance(dtype, pl.Struct):
+        return sum(_dtype_bytes(f.dtype) for f in dtype.fields)
+    for types, size in (
+        ((pl.Boolean, pl.Int8, pl.UInt8), 1),
+        ((pl.Int16, pl.UInt16, pl.Float16), 2),
+        ((pl.Int32, pl.UInt32, pl.Float32, pl.Date), 4),
+    ):
+        if any(dtype == t for t in types):
+            return size
+    if dtype.is_numeric() or dtype.is_temporal():
+        return 8
+    return 32
+
+
+def streamed_rows_per_group(schema: pl.Schema, target_bytes: int = ROW_GROUP_BYTES) -> int:
+    """Rows per row group for a streamed write of ``schema``: about ``target_bytes`` of it in memory. A day of
+    per-frame vectors (8 x 512 float16 a row) gets ~8 k rows a group, not 262 k (2 GiB a group, buffered by
+    the writer)."""
+    per_row = sum(_dtype_bytes(t) for t in schema.values())
+    return int(min(STREAMED_ROW_GROUP_ROWS, max(1024, target_bytes // max(per_row, 1))))
 
 
 def write_parquet(
@@ -270,10 +308,11 @@ def write_parquet(
                 compression="zstd",
                 compression_level=1,
                 statistics=True,
-                row_group_size=STREAMED_ROW_GROUP_ROWS,
+                row_group_size=streamed_rows_per_group(df.collect_schema(), row_group_bytes),
             )
             size = os.path.getsize(tmp)
             store.write_file(key, tmp)
+            _retire_parts(store, key)
             return size
         df.write_parquet(
             tmp,
@@ -284,35 +323,147 @@ def write_parquet(
         )
         size = os.path.getsize(tmp)
         store.write_file(key, tmp)
+        _retire_parts(store, key)
     finally:
         Path(tmp).unlink(missing_ok=True)
     return size
+
+
+MANIFEST_SUFFIX = ".manifest.json"
+PARTS_SUFFIX = ".parts"
+
+
+def manifest_key(key: str) -> str:
+    return key + MANIFEST_SUFFIX
+
+
+def parts_prefix(key: str, version: str) -> str:
+    """Where a distributed writer puts the part files of one version of ``key``'s partition."""
+    if not version or "/" in version or version.startswith((".", "_")):
+        raise ValueError(f"bad parts version {version!r}")
+    return f"{key}{PARTS_SUFFIX}/{version}"
+
+
+def new_parts_version() -> str:
+    return f"v{time_ns()}-{uuid.uuid4().hex[:8]}"
+
+
+def read_manifest(store: ObjectStore, key: str) -> dict | None:
+    """The manifest of ``key``'s partition, or None when it is a single object (or absent)."""
+    try:
+        raw = store.read_bytes(manifest_key(key))
+    except FileNotFoundError:
+        return None
+    manifest = json.loads(raw)
+    files = manifest.get("files")
+    prefix = f"{key}{PARTS_SUFFIX}/"
+    if not isinstance(files, list) or not all(isinstance(f, str) and f.startswith(prefix) for f in files):
+        raise ValueError(f"{store.url}/{manifest_key(key)} is not a parts manifest of {key}")
+    return manifest
+
+
+def commit_parts(
+    store: ObjectStore, key: str, version: str, rows: int, written_by: str, fixed_size: dict[str, int] | None = None
+) -> dict:
+    """Publish the part files a distributed writer put under ``parts_prefix(key, version)`` as ``key``'s
+    partition: list them (writers' leftovers -- ``_SUCCESS``, ``.crc``, ``_temporary/`` -- are not data), write
+    the manifest (the atomic switch), then remove the previous version (a single object or other parts).
+    ``fixed_size``: list columns of a fixed length (Spark has no fixed-size array type): readers get polars'
+    ``Array`` of that length, as a polars writer would have stored them."""
+    prefix = parts_prefix(key, version)
+    files = [
+        k
+        for k in store.list(prefix)
+        if k.endswith(".parquet") and not any(p.startswith(("_", ".")) for p in k[len(prefix) + 1 :].split("/"))
+    ]
+    if not files:
+        raise FileNotFoundError(f"no part files under {store.url}/{prefix}: nothing to publish")
+    manifest = {
+        "format": "parquet-parts",
+        "version": version,
+        "files": files,
+        "rows": int(rows),
+        "written_by": written_by,
+        "fixed_size": dict(fixed_size or {}),
+    }
+    store.write_bytes(manifest_key(key), json.dumps(manifest, indent=1).encode())
+    if store.exists(key):
+        store.delete(key)
+    for k in store.list(f"{key}{PARTS_SUFFIX}"):
+        if not k.startswith(prefix + "/"):
+            store.delete(k)
+    return manifest
+
+
+def _retire_parts(store: ObjectStore, key: str) -> None:
+    """After a single object was written at ``key``: drop a manifest (so readers switch to it) and its parts."""
+    if store.exists(manifest_key(key)):
+        store.delete(manifest_key(key))
+        for k in store.list(f"{key}{PARTS_SUFFIX}"):
+            store.delete(k)
 
 
 class ParquetReadError(ValueError):
     """A file that should be parquet cannot be read as parquet; the message names it."""
 
 
-def _source(store: ObjectStore, key: str) -> tuple[str, dict[str, str]]:
-    """Where polars opens ``key`` (a local path, or ``s3://`` with the store's options); FileNotFoundError if absent."""
+def source_url(store: ObjectStore, key: str) -> str:
+    """Where engines open ``key``: a local path, or ``s3://bucket/prefix/key``."""
     if isinstance(store, LocalStore):
-        path = store.path(key)
-        if not path.exists():
-            raise FileNotFoundError(str(path))
-        return str(path), {}
+        return str(store.path(key))
     if isinstance(store, S3Store):
-        if not store.exists(key):
-            raise FileNotFoundError(f"{store.url}/{key}")
-        return store.object_url(key), store.polars_options()
+        return store.object_url(key)
     raise TypeError(f"no parquet reader for {type(store).__name__}")
 
 
+def partition_sources(store: ObjectStore, key: str) -> list[str]:
+    """The parquet files that hold ``key``'s partition -- the single object, or the parts its manifest lists
+    -- as local paths or ``s3://`` URLs (what polars, Spark or any other engine opens). FileNotFoundError if
+    the partition was never written."""
+    manifest = read_manifest(store, key)
+    if manifest is not None:
+        return [source_url(store, f) for f in manifest["files"]]
+    if not store.exists(key):
+        raise FileNotFoundError(f"{store.url}/{key}")
+    return [source_url(store, key)]
+
+
+def storage_options(store: ObjectStore) -> dict[str, str]:
+    return store.polars_options() if isinstance(store, S3Store) else {}
+
+
+@dataclasses.dataclass(frozen=True)
+class TableRef:
+    """Stored partitions of a table, not yet read: what an engine that reads files itself (Spark) is handed
+    instead of the rows. ``scan()`` gives polars' lazy scan of the same partitions."""
+
+    store: ObjectStore
+    keys: tuple[str, ...]
+    columns: typing.Optional[tuple[str, ...]] = None
+
+    def sources(self) -> list[str]:
+        return [u for k in self.keys for u in partition_sources(self.store, k)]
+
+    def scan(self) -> pl.LazyFrame:
+        lf = pl.concat([scan_parquet(self.store, k) for k in self.keys], how="diagonal_relaxed")
+        return lf.select(list(self.columns)) if self.columns is not None else lf
+
+
 def scan_parquet(store: ObjectStore, key: str) -> pl.LazyFrame:
-    """A lazy scan of one parquet object: columns the query selects and row groups its predicate rules out
-    are never read (locally: never paged in; on S3: never fetched -- ranged GETs of the needed column chunks).
-    A missing object raises ``FileNotFoundError`` now; an unreadable one fails when collected."""
-    source, options = _source(store, key)
-    return pl.scan_parquet(source, storage_options=options or None)
+    """A lazy scan of one partition (one object or a manifest's parts): columns the query selects and row
+    groups its predicate rules out are never read (locally: never paged in; on S3: never fetched -- ranged GETs
+    of the needed column chunks). A missing partition raises ``FileNotFoundError`` now; an unreadable one fails
+    when collected."""
+    manifest = read_manifest(store, key)
+    sources = [source_url(store, f) for f in manifest["files"]] if manifest else partition_sources(store, key)
+    scan = pl.scan_parquet(sources, storage_options=storage_options(store) or None)
+    fixed = (manifest or {}).get("fixed_size") or {}
+    if fixed:
+        schema = scan.collect_schema()
+        scan = scan.with_columns(
+            pl.col(c).list.to_array(n) for c, n in fixed.items() if isinstance(schema.get(c), pl.List)
+        )
+    return scan
 
 
 def read_parquet(store: ObjectStore, key: str, columns: typing.Sequence[str] | None = None) -> pl.DataFrame:
@@ -329,7 +480,10 @@ def read_parquet(store: ObjectStore, key: str, columns: typing.Sequence[str] | N
             scan = scan.select(list(columns))
         return scan.collect()
     except (pl.exceptions.PolarsError, OSError) as e:
-        size = store.path(key).stat().st_size if isinstance(store, LocalStore) else store.size(key)
+        try:
+            size = store.path(key).stat().st_size if isinstance(store, LocalStore) else store.size(key)
+        except OSError:
+            size = None  # a manifest's parts
         raise ParquetReadError(
             f"{store.url}/{key} ({size} bytes) is not a readable parquet file: {type(e).__name__}: {e}. "
             "Expected a complete parquet file (a partial or foreign file in the data folder?)"

@@ -48,7 +48,7 @@ def tiny_assets(*stages: typing.Any) -> list:
     return [a for stage in stages for a in stage.build_assets(PARTITIONS)]
 
 
-SERVER_FIXTURES = {"moto_server", "s3_env", "http_base", "dagster_dev"}
+SERVER_FIXTURES = {"moto_server", "s3_env", "http_base", "dagster_dev", "spark_connect"}
 """Fixtures that start a server (moto's S3 API, a loopback HTTP server, ``dagster dev``): tests using them
 are ``slow``."""
 

@@ -230,3 +230,23 @@ def test_io_manager_on_s3_through_moto(s3_env):
     assert read_parquet(store, "same_day/2026-11-01.parquet")["v"].to_list() == [10] * 5
     with pytest.raises(FileNotFoundError):
         read_parquet(store, "nope.parquet")
+
+
+def test_a_streamed_wide_frame_is_written_in_row_groups_of_bounded_bytes(tmp_path):
+    """Per-frame vectors (8 x 512 float16 = 8 KiB a row) are streamed in row groups of about ROW_GROUP_BYTES,
+    not 262 k rows (2 GiB a group, which the writer buffers whole)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from recsys_assets.storage import LocalStore, streamed_rows_per_group, write_parquet
+
+    rows = 6_000
+    frames = np.zeros((rows, 8, 512), dtype=np.float16)
+    src = tmp_path / "src.parquet"
+    pl.DataFrame({"item_id": np.arange(rows), "frame_embeddings": frames}).write_parquet(src)
+    write_parquet(LocalStore(tmp_path), "out.parquet", pl.scan_parquet(src), row_group_bytes=16 * 2**20)
+    meta = pq.ParquetFile(tmp_path / "out.parquet").metadata
+    per_group = streamed_rows_per_group(pl.scan_parquet(src).collect_schema(), 16 * 2**20)
+    assert per_group == 16 * 2**20 // (8 + 8 * 512 * 2)
+    assert meta.num_row_groups >= rows // per_group and meta.num_rows == rows
+    assert max(meta.row_group(i).num_rows for i in range(meta.num_row_groups)) <= per_group

@@ -102,7 +102,10 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         ins={
             "embeddings": window_input("item_content_embeddings", TRAIN_WINDOW, columns=ENCODER_COLUMNS),
             "als_factors": dg.AssetIn("als_factors"),
-            "pair_blip_scores": dg.AssetIn("pair_blip_scores"),
+            # the pair loss needs five of the day's pair columns; the rest (anchors, witnesses, URLs) stay on disk
+            "pair_blip_scores": columns_input(
+                "pair_blip_scores", ["item_id_1", "item_id_2", "pair_type", "bucket", "similarity"]
+            ),
         },
         deps=[after_previous_day("content_encoder")],
         pool=GPU_POOL,
@@ -116,7 +119,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         config: ContentEncoderConfig,
         embeddings: dict[str, pl.LazyFrame],
         als_factors: pl.DataFrame,
-        pair_blip_scores: pl.DataFrame,
+        pair_blip_scores: pl.LazyFrame,
     ) -> typing.Iterator:
         """Partition D: per language, frames + audio -> ALS item vector of als_factors D (CLIP-style InfoNCE,
         BLIP-bucketed pair loss, scale regression); weights + config as one safetensors object."""
@@ -124,8 +127,10 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         def content(ids: pl.Series) -> pl.DataFrame:  # one language's items at a time, failed ones left out
             return latest_per_item(embeddings, items=ids, where=pl.col("status") != "failed", sort=False)
 
-        pairs = pair_blip_scores.filter(pl.col("similarity").is_not_null()).select(
-            "item_id_1", "item_id_2", "pair_type", "bucket"
+        pairs = (
+            pair_blip_scores.filter(pl.col("similarity").is_not_null())
+            .select("item_id_1", "item_id_2", "pair_type", "bucket")
+            .collect(engine="streaming")
         )
         result = ce.train_all(
             content,

@@ -11,6 +11,7 @@ import polars as pl
 from ..stages import als_evaluation as als_eval
 from ..stages import als_factors as als
 from ..stages.ranking_metrics import in_unit_interval
+from ..storage import TableRef
 from .checks import Check, CheckSet
 from .evaluation import evaluation_asset, next_day_inputs
 from .metadata import frame_metadata, markdown_table, to_metadata
@@ -81,20 +82,15 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         context: dg.AssetExecutionContext,
         config: AlsConfig,
         als_engine: AlsEngineResource,
-        window: dict[str, pl.DataFrame],
-        video_catalog: pl.DataFrame,
+        window: dict[str, TableRef],
+        video_catalog: TableRef,
     ) -> typing.Iterator:
         """Partition D: ALS trained on filtered_interactions D-6 .. D, one model per language."""
         if not window:
             raise dg.Failure(f"no filtered_interactions in the window ending {context.partition_key}")
-        interactions = pl.concat([df for _, df in sorted(window.items())])
         params = to_params(config, als.AlsParams, num_threads=als_engine.num_threads)
-        result = als.train_als(
-            interactions,
-            video_catalog.select("item_id", "language"),
-            params,
-            to_params(config, als.ConfidenceRules),
-            engine=als_engine.engine(),
+        result = als_engine.train(
+            window, video_catalog, params, to_params(config, als.ConfidenceRules), config.max_norm
         )
         for st in result.stats:
             if not st["trained"]:
@@ -117,22 +113,25 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             for st in result.stats
         ]
         common = {
-            **window_metadata(context, window, interactions.height),
-            "engine": als_engine.engine().name,
+            **window_metadata(context, window, result.rows),
+            "engine": als_engine.name,
             "hyper_parameters": dg.MetadataValue.json(config.model_dump()),
             "languages": dg.MetadataValue.md(markdown_table(per_language)),
             "training_seconds": float(sum(st["seconds"] for st in result.stats)),
             "cells_without_language": int(result.stats[0].get("cells_without_language", 0)) if result.stats else 0,
         }
+        table_metadata = als_engine.spark.table_metadata if als_engine.name == "mllib" else frame_metadata
         yield dg.Output(
             result.item_factors,
             output_name="als_factors",
-            metadata={**frame_metadata(result.item_factors), **to_metadata(common)},
+            metadata={**table_metadata(result.item_factors), **to_metadata(common)},
         )
         yield dg.Output(
-            result.user_factors, output_name="als_user_factors", metadata=frame_metadata(result.user_factors)
+            result.user_factors, output_name="als_user_factors", metadata=table_metadata(result.user_factors)
         )
-        yield from ALS_CHECKS.results(als.validate(result.item_factors, result.stats, config.max_norm))
+        if als_engine.name == "mllib":
+            als_engine.spark.release()
+        yield from ALS_CHECKS.results(result.verdicts)
 
     @evaluation_asset(
         ins={

@@ -1,7 +1,8 @@
 """Assets of seed 000's dataset preparation: the raw snapshot, the catalog, and phases 1-3.
 
-A thin shell: each asset reads its config and resources, calls the pure stage in
-:mod:`recsys_assets.stages`, and reports metadata and check results.
+A thin shell: each asset reads its config and resources, hands the work to the ``prep_engine`` resource
+(polars in this process, or Spark: see ``engine.py``), and reports the metadata and check verdicts it returns.
+Inputs are :class:`~recsys_assets.storage.TableRef` s -- the stored files, which the engine reads itself.
 """
 
 import dataclasses
@@ -9,15 +10,15 @@ import datetime as dt
 import typing
 
 import dagster as dg
-import polars as pl
 
 from ..stages import filtered_interactions as phase1
-from ..stages import item_meta as phase2
 from ..stages import item_pairs as phase3
-from ..stages.raw_interactions import DayRecord, SnapshotRules, content_hash, enforce_schema, validate_day
+from ..stages.raw_interactions import DayRecord, SnapshotRules, day_verdicts
+from ..storage import TableRef
 from .checks import Check, CheckSet
-from .guards import IO_RETRY, only_transient_retries
-from .metadata import frame_metadata, latest_partition_metadata, markdown_table, to_metadata
+from .engine import DataPrepEngine
+from .guards import IO_RETRY
+from .metadata import latest_partition_metadata, markdown_table, to_metadata
 from .params import config_from, to_params
 from .partitions import partition_date
 from .resources import CatalogSource, SnapshotSource
@@ -146,31 +147,36 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         retry_policy=IO_RETRY,
     )
     def raw_interactions(
-        context: dg.AssetExecutionContext, config: RawInteractionsConfig, snapshots: SnapshotSource
+        context: dg.AssetExecutionContext,
+        config: RawInteractionsConfig,
+        snapshots: SnapshotSource,
+        prep_engine: DataPrepEngine,
     ) -> typing.Iterator:
         day = partition_date(context)
         rules = to_params(config, SnapshotRules)
-        with only_transient_retries():
-            raw = snapshots.load(day)
-        enforced = enforce_schema(raw, rules)
-        clean, quarantine = enforced.clean, enforced.quarantine
-        reasons = enforced.reason_counts()
-        digest = content_hash(clean)
-        verdicts = validate_day(enforced, day, _other_days(context, day, rules.window_days), rules, digest)
+        result = prep_engine.raw_interactions(snapshots, day, rules)
+        summary = result.summary
+        verdicts = day_verdicts(summary, day, _other_days(context, day, rules.window_days), rules)
         yield dg.Output(
-            clean,
+            result.clean,
             output_name="raw_interactions",
             metadata={
-                **frame_metadata(clean),
+                **prep_engine.table_metadata(result.clean),
                 "source": snapshots.describe(day),
                 "snapshot_marker": snapshots.marker(day) or "none",
-                "rows_in_snapshot": raw.height,
-                "rows_quarantined": quarantine.height,
-                "quarantine_reasons": dg.MetadataValue.json(reasons),
-                "content_hash": digest,
+                "engine": prep_engine.describe(),
+                "rows_in_snapshot": result.rows_in,
+                "rows_quarantined": summary.quarantined,
+                "quarantine_reasons": dg.MetadataValue.json(summary.reason_counts),
+                "content_hash": summary.content_hash,
             },
         )
-        yield dg.Output(quarantine, output_name="raw_interactions_quarantine", metadata=frame_metadata(quarantine))
+        yield dg.Output(
+            result.quarantine,
+            output_name="raw_interactions_quarantine",
+            metadata=prep_engine.table_metadata(result.quarantine),
+        )
+        prep_engine.release()
         yield from RAW_CHECKS.results(verdicts)
 
     @dg.asset(
@@ -180,22 +186,24 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         group_name=GROUP,
         retry_policy=IO_RETRY,
     )
-    def video_catalog(context: dg.AssetExecutionContext, catalog: CatalogSource) -> typing.Iterator:
+    def video_catalog(
+        context: dg.AssetExecutionContext, catalog: CatalogSource, prep_engine: DataPrepEngine
+    ) -> typing.Iterator:
         """The video catalog (``josh-meta/video``) as of the partition's day: items uploaded on or before it."""
-        with only_transient_retries():
-            cat = phase2.prepare_catalog(catalog.load(), as_of=partition_date(context))
-        by_language = cat["language"].value_counts(sort=True)
+        result = prep_engine.video_catalog(catalog, partition_date(context))
         yield dg.Output(
-            cat,
+            result.table,
             metadata={
-                **frame_metadata(cat),
+                **prep_engine.table_metadata(result.table),
                 "source": catalog.describe(),
                 "catalog_version": catalog.version(),
-                "items_by_language": dg.MetadataValue.md(markdown_table(by_language)),
-                "uploaded_on_this_day": int((cat["upload_date"] == partition_date(context)).sum()),
+                "engine": prep_engine.describe(),
+                "items_by_language": dg.MetadataValue.md(markdown_table(result.by_language)),
+                "uploaded_on_this_day": result.uploaded_on_day,
             },
         )
-        yield from CATALOG_CHECKS.results(phase2.validate_catalog(cat))
+        prep_engine.release()
+        yield from CATALOG_CHECKS.results(result.verdicts)
 
     @dg.asset(
         partitions_def=partitions,
@@ -203,11 +211,14 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         group_name=GROUP,
     )
     def filtered_interactions(
-        context: dg.AssetExecutionContext, config: Phase1Config, raw_interactions: pl.DataFrame
+        context: dg.AssetExecutionContext,
+        config: Phase1Config,
+        raw_interactions: TableRef,
+        prep_engine: DataPrepEngine,
     ) -> typing.Iterator:
         """Phase 1: positive / negative interactions; neutrals and clients above the positive-CTR limit dropped."""
         rules = to_params(config, phase1.Phase1Rules)
-        result = phase1.filter_interactions(raw_interactions, rules)
+        result = prep_engine.filtered_interactions(raw_interactions, rules)
         s = result.stats
         classes = [
             {"class": "positive", "rows": s["positive"]},
@@ -216,15 +227,17 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             {"class": "rows of dropped clients", "rows": s["rows_dropped_with_clients"]},
         ]
         yield dg.Output(
-            result.interactions,
+            result.table,
             metadata={
-                **frame_metadata(result.interactions),
+                **prep_engine.table_metadata(result.table),
                 **to_metadata(s),
+                "engine": prep_engine.describe(),
                 "classes": dg.MetadataValue.md(markdown_table(classes)),
                 "rules": dg.MetadataValue.json(dataclasses.asdict(rules)),
             },
         )
-        yield from PHASE1_CHECKS.results(phase1.validate(result.interactions, rules))
+        prep_engine.release()
+        yield from PHASE1_CHECKS.results(result.verdicts)
 
     @dg.asset(
         partitions_def=partitions,
@@ -234,26 +247,27 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     def item_meta(
         context: dg.AssetExecutionContext,
         config: ItemMetaConfig,
-        filtered_interactions: pl.DataFrame,
-        video_catalog: pl.DataFrame,
+        filtered_interactions: TableRef,
+        video_catalog: TableRef,
+        prep_engine: DataPrepEngine,
     ) -> typing.Iterator:
         """Phase 2: the day's unique items joined with the catalog (language, download_url, ...)."""
-        result = phase2.build_item_meta(filtered_interactions, video_catalog)
-        if result.missing.height:
-            context.log.warning(f"{result.missing.height} items of the day are not in the catalog")
+        result = prep_engine.item_meta(filtered_interactions, video_catalog, config.min_coverage)
+        if result.missing_count:
+            context.log.warning(f"{result.missing_count} items of the day are not in the catalog")
         yield dg.Output(
-            result.items,
+            result.table,
             metadata={
-                **frame_metadata(result.items),
-                "items_missing_from_catalog": result.missing.height,
-                "missing_item_ids_sample": dg.MetadataValue.json(result.missing["item_id"].head(20).to_list()),
+                **prep_engine.table_metadata(result.table),
+                "engine": prep_engine.describe(),
+                "items_missing_from_catalog": result.missing_count,
+                "missing_item_ids_sample": dg.MetadataValue.json(result.missing_sample),
                 "catalog_coverage": float(result.coverage),
-                "items_by_language": dg.MetadataValue.md(
-                    markdown_table(result.items["language"].value_counts(sort=True))
-                ),
+                "items_by_language": dg.MetadataValue.md(markdown_table(result.by_language)),
             },
         )
-        yield from PHASE2_CHECKS.results(phase2.validate_item_meta(result.items, result.coverage, config.min_coverage))
+        prep_engine.release()
+        yield from PHASE2_CHECKS.results(result.verdicts)
 
     @dg.asset(
         partitions_def=partitions,
@@ -263,26 +277,24 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     def item_pairs(
         context: dg.AssetExecutionContext,
         config: PairsConfig,
-        filtered_interactions: pl.DataFrame,
-        item_meta: pl.DataFrame,
+        filtered_interactions: TableRef,
+        item_meta: TableRef,
+        prep_engine: DataPrepEngine,
     ) -> typing.Iterator:
         """Phase 3: positive pairs (same client) and negative pairs (same client and session), by distinct clients."""
         rules = to_params(config, phase3.PairRules)
-        result = phase3.build_pairs(filtered_interactions, item_meta, rules)
-        top = (
-            result.pairs.sort("num_clients", descending=True)
-            .head(10)
-            .select("item_id_1", "item_id_2", pl.col("pair_type").cast(pl.String), "num_clients")
-        )
+        result = prep_engine.item_pairs(filtered_interactions, item_meta, rules)
         yield dg.Output(
-            result.pairs,
+            result.table,
             metadata={
-                **frame_metadata(result.pairs),
+                **prep_engine.table_metadata(result.table),
                 **to_metadata(result.stats),
-                "top_pairs": dg.MetadataValue.md(markdown_table(top)),
+                "engine": prep_engine.describe(),
+                "top_pairs": dg.MetadataValue.md(markdown_table(result.top)),
                 "rules": dg.MetadataValue.json(dataclasses.asdict(rules)),
             },
         )
-        yield from PHASE3_CHECKS.results(phase3.validate(result.pairs, rules.min_num_clients))
+        prep_engine.release()
+        yield from PHASE3_CHECKS.results(result.verdicts)
 
     return [raw_interactions, video_catalog, filtered_interactions, item_meta, item_pairs]

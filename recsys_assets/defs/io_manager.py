@@ -35,7 +35,17 @@ import polars as pl
 from pydantic import PrivateAttr
 
 from ..artifacts import ModelArtifact, from_bytes, to_bytes
-from ..storage import ObjectStore, open_store, read_parquet, scan_parquet, write_parquet
+from ..storage import (
+    LocalStore,
+    ObjectStore,
+    TableRef,
+    manifest_key,
+    open_store,
+    partition_sources,
+    read_parquet,
+    scan_parquet,
+    write_parquet,
+)
 from .checks import failed_blocking_checks
 from .s3 import S3Config
 
@@ -109,10 +119,14 @@ class _PartitionedObjectIOManager(dg.ConfigurableIOManager):
         pk: typing.Optional[str],
         columns: typing.Optional[list[str]] = None,
         lazy: bool = False,
+        ref: bool = False,
     ) -> typing.Any:
         _refuse_if_blocked(context, asset_key, pk)
         key = self.key_for(asset_key, pk)
         try:
+            if ref:
+                partition_sources(self.store, key)  # raises FileNotFoundError now if never written
+                return TableRef(self.store, (key,), tuple(columns) if columns is not None else None)
             return self._read(key, columns, lazy)
         except FileNotFoundError:
             what = asset_key.to_user_string() + (f" partition {pk}" if pk else "")
@@ -136,11 +150,12 @@ class _PartitionedObjectIOManager(dg.ConfigurableIOManager):
         wants_dict = typing.get_origin(annotation) is dict
         value_type = typing.get_args(annotation)[1] if wants_dict and typing.get_args(annotation) else annotation
         lazy = value_type is pl.LazyFrame
+        ref = value_type is TableRef
         md = context.definition_metadata or {}
         columns = list(md["columns"]) if md.get("columns") is not None else None
         if not context.has_asset_partitions:
             self._report(context, columns, 1, lazy)
-            return self._load_one(context, asset_key, None, columns, lazy)
+            return self._load_one(context, asset_key, None, columns, lazy, ref)
         keys = context.asset_partition_keys
         if not wants_dict:
             if len(keys) != 1:
@@ -149,13 +164,13 @@ class _PartitionedObjectIOManager(dg.ConfigurableIOManager):
                     "annotate it as dict[str, pl.DataFrame]"
                 )
             self._report(context, columns, 1, lazy)
-            return self._load_one(context, asset_key, keys[0], columns, lazy)
+            return self._load_one(context, asset_key, keys[0], columns, lazy, ref)
         allow_missing = bool(md.get("allow_missing_partitions", False))
         out: dict[str, typing.Any] = {}
         missing = []
         for pk in keys:
             try:
-                out[pk] = self._load_one(context, asset_key, pk, columns, lazy)
+                out[pk] = self._load_one(context, asset_key, pk, columns, lazy, ref)
             except FileNotFoundError:
                 if not allow_missing:
                     raise
@@ -169,18 +184,41 @@ class _PartitionedObjectIOManager(dg.ConfigurableIOManager):
         return out
 
 
+def is_spark_frame(obj: typing.Any) -> bool:
+    """A pyspark DataFrame, classic or Spark Connect (checked without importing pyspark)."""
+    return type(obj).__module__.startswith("pyspark.sql") and type(obj).__name__ == "DataFrame"
+
+
 class PolarsParquetIOManager(_PartitionedObjectIOManager):
-    """Stores polars DataFrames as parquet under ``base_url`` (a path, ``file://`` or ``s3://bucket/prefix``)."""
+    """Stores tables as parquet under ``base_url`` (a path, ``file://`` or ``s3://bucket/prefix``): a polars
+    DataFrame (or LazyFrame, streamed) as one object; a Spark DataFrame as part files that Spark's executors
+    write, published by a manifest (``storage.commit_parts``) -- the driver never holds the rows. Inputs come
+    back as polars frames (either layout), or as a :class:`~recsys_assets.storage.TableRef` (the files, unread)
+    when the input is annotated so. ``spark_scheme_map`` rewrites storage URLs for Spark's filesystem."""
 
     _suffix: typing.ClassVar[str] = ".parquet"
+    spark_scheme_map: dict[str, str] = {"s3": "s3a"}
 
-    def _prepare(self, obj: typing.Any) -> typing.Union[pl.DataFrame, pl.LazyFrame]:
-        if not isinstance(obj, (pl.DataFrame, pl.LazyFrame)):
-            raise TypeError(f"{type(self).__name__} stores polars DataFrames, got {type(obj).__name__}")
+    def _prepare(self, obj: typing.Any) -> typing.Any:
+        if not (isinstance(obj, (pl.DataFrame, pl.LazyFrame)) or is_spark_frame(obj)):
+            raise TypeError(f"{type(self).__name__} stores polars or Spark DataFrames, got {type(obj).__name__}")
         return obj  # a LazyFrame is streamed to the file (storage.write_parquet), never collected here
 
-    def _write(self, key: str, obj: pl.DataFrame) -> int:
+    def _write(self, key: str, obj: typing.Any) -> int:
+        if is_spark_frame(obj):
+            from ..spark.io import write_partition
+
+            manifest = write_partition(obj, self.store, key, self.spark_scheme_map)
+            return sum(self._size(f) for f in manifest["files"])
         return write_parquet(self.store, key, obj)
+
+    def _size(self, key: str) -> int:
+        if isinstance(self.store, LocalStore):
+            return self.store.path(key).stat().st_size
+        return int(self.store.size(key) or 0)  # type: ignore[attr-defined]
+
+    def is_stored_as_parts(self, asset_key: dg.AssetKey, partition_key: typing.Optional[str]) -> bool:
+        return self.store.exists(manifest_key(self.key_for(asset_key, partition_key)))
 
     def _read(self, key: str, columns: typing.Optional[list[str]] = None, lazy: bool = False) -> typing.Any:
         if lazy:

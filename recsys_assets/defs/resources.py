@@ -14,6 +14,7 @@ Each role is one resource key with interchangeable implementations chosen in ``d
 * ``two_tower_rules``: :class:`TwoTowerRulesResource` (seed 001's dataset rules, shared by three assets).
 """
 
+import dataclasses
 import datetime as dt
 import typing
 
@@ -23,13 +24,21 @@ import polars as pl
 from ..simulator.content_vectors import ContentVectorGenerator, VectorSpec
 from ..simulator.platform import Platform, get_platform
 from ..simulator.publish import catalog_uri, publish_catalog, publish_day, snapshot_template
-from ..sources.lake import catalog_version, read_catalog, read_snapshot, snapshot_marker
+from ..sources.lake import (
+    catalog_version,
+    delta_storage_options,
+    read_catalog,
+    read_snapshot,
+    snapshot_files,
+    snapshot_marker,
+)
 from ..stages.als_factors import AlsEngine, ImplicitAls
 from ..stages.content_models import ModelSpec, load_encoders
 from ..stages.item_content_embeddings import EmbeddingCache, EmbedParams, EmbedResult, embed_generated, embed_items
 from ..stages.media_fetch import FetchPolicy
 from ..stages.two_tower import DatasetRules
 from ..storage import open_store
+from .engine import DataPrepEngine
 from .params import config_from, to_params
 from .s3 import S3Config
 
@@ -60,6 +69,10 @@ class SnapshotSource(dg.ConfigurableResource):
     def load(self, day: dt.date) -> pl.DataFrame:
         raise NotImplementedError
 
+    def files(self, day: dt.date) -> list[str]:
+        """The day's parquet files as URLs, for an engine that reads them itself (Spark)."""
+        raise NotImplementedError
+
     def marker(self, day: dt.date) -> typing.Optional[str]:
         raise NotImplementedError
 
@@ -79,6 +92,9 @@ class ParquetSnapshotSource(SnapshotSource):
     def load(self, day: dt.date) -> pl.DataFrame:
         return read_snapshot(self.url_template, day, **self.s3.options())
 
+    def files(self, day: dt.date) -> list[str]:
+        return snapshot_files(self.url_template, day, **self.s3.options())
+
     def marker(self, day: dt.date) -> typing.Optional[str]:
         return snapshot_marker(self.url_template, day, **self.s3.options())
 
@@ -92,6 +108,10 @@ class SimulatedSnapshotSource(SnapshotSource):
     def load(self, day: dt.date) -> pl.DataFrame:
         self.simulator.publish_day(day)
         return read_snapshot(snapshot_template(self.simulator.root), day)
+
+    def files(self, day: dt.date) -> list[str]:
+        self.simulator.publish_day(day)
+        return snapshot_files(snapshot_template(self.simulator.root), day)
 
     def marker(self, day: dt.date) -> typing.Optional[str]:
         """Only days the simulator has published (``recsys-assets publish``, or a run that read them)."""
@@ -108,6 +128,10 @@ class CatalogSource(dg.ConfigurableResource):
     its current Delta version without reading it (None while there is no table)."""
 
     def load(self) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def files(self) -> list[str]:
+        """The table's active parquet files (at the loaded version), for an engine that reads them itself."""
         raise NotImplementedError
 
     def version(self) -> typing.Optional[int]:
@@ -127,6 +151,12 @@ class DeltaCatalogSource(CatalogSource):
     def load(self) -> pl.DataFrame:
         return read_catalog(self.table_uri, self.version_pin, **self.s3.options())
 
+    def files(self) -> list[str]:
+        from ..spark.item_meta import catalog_files
+
+        opts = delta_storage_options(**self.s3.options()) if self.table_uri.startswith("s3://") else None
+        return catalog_files(self.table_uri, self.version_pin, opts)
+
     def version(self) -> typing.Optional[int]:
         if self.version_pin is not None:
             return self.version_pin
@@ -142,6 +172,11 @@ class SimulatedCatalogSource(CatalogSource):
     def load(self) -> pl.DataFrame:
         return read_catalog(self.simulator.publish_catalog())
 
+    def files(self) -> list[str]:
+        from ..spark.item_meta import catalog_files
+
+        return catalog_files(self.simulator.publish_catalog())
+
     def version(self) -> typing.Optional[int]:
         return catalog_version(catalog_uri(self.simulator.root))
 
@@ -149,18 +184,65 @@ class SimulatedCatalogSource(CatalogSource):
         return f"simulator[{self.simulator.profile}, seed {self.simulator.seed}] " + catalog_uri(self.simulator.root)
 
 
+@dataclasses.dataclass
+class AlsTrained:
+    item_factors: typing.Any
+    """polars DataFrame (implicit) or Spark DataFrame (MLlib): item_id, language, vector."""
+    user_factors: typing.Any
+    stats: list[dict]
+    verdicts: dict[str, tuple[bool, dict]]
+    rows: int
+    """Interactions in the window."""
+
+
 class AlsEngineResource(dg.ConfigurableResource):
-    """The ALS engine: ``implicit`` (CPU, one machine). The asset's contract does not depend on it, so an
-    engine for data beyond one machine (Spark MLlib) plugs in here."""
+    """The ALS engine: ``implicit`` (CPU, one machine) or ``mllib`` (Spark MLlib's implicit ALS through the
+    Spark engine's session, ``RECSYS_ENGINE=spark``). The asset's contract -- rules, minimum counts, output
+    schema, checks -- does not depend on it."""
 
     name: str = "implicit"
     num_threads: int = 0
     """Threads for implicit's solver (0 = all cores)."""
+    spark: typing.Optional[DataPrepEngine] = None
+    """The Spark engine resource (:class:`~recsys_assets.defs.engine.SparkEngine`) when ``name`` is ``mllib``."""
 
     def engine(self) -> AlsEngine:
         if self.name == "implicit":
             return ImplicitAls()
-        raise ValueError(f"unknown ALS engine {self.name!r}; known: implicit")
+        raise ValueError(f"unknown ALS engine {self.name!r}; known: implicit, mllib (train() only)")
+
+    def train(self, window: dict, catalog, params, rules, max_norm: float) -> AlsTrained:
+        """ALS on the window's stored partitions (``TableRef`` s) with the catalog's languages."""
+        from ..stages import als_factors as als
+
+        if self.name == "mllib":
+            from ..spark import als_factors as sals
+
+            if self.spark is None:
+                raise ValueError("the mllib ALS engine needs the Spark engine (RECSYS_ENGINE=spark)")
+            urls = [u for _, ref in sorted(window.items()) for u in ref.sources()]
+            interactions = self.spark.read_files(urls)
+            result = sals.train_als(interactions, self.spark.read_files(catalog.sources()), params, rules)
+            rows = int(interactions.count())
+            return AlsTrained(
+                result.item_factors,
+                result.user_factors,
+                result.stats,
+                sals.validate(result.item_factors, result.stats, max_norm),
+                rows,
+            )
+        if self.name != "implicit":
+            raise ValueError(f"unknown ALS engine {self.name!r}; known: implicit, mllib")
+        interactions = pl.concat([ref.scan() for _, ref in sorted(window.items())]).collect()
+        languages = catalog.scan().select("item_id", "language").collect()
+        result = als.train_als(interactions, languages, params, rules, engine=self.engine())
+        return AlsTrained(
+            result.item_factors,
+            result.user_factors,
+            result.stats,
+            als.validate(result.item_factors, result.stats, max_norm),
+            interactions.height,
+        )
 
 
 class MediaFetchResource(

@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 import polars as pl
 
-from ..storage import open_store, read_parquet
+from ..storage import open_store, read_parquet, source_url
 
 
 class SnapshotNotFoundError(FileNotFoundError):
@@ -86,6 +86,20 @@ def snapshot_url(url_template: str, day: dt.date) -> str:
     if "{date}" not in url_template and "{yyyymmdd}" not in url_template:
         raise ValueError(f"snapshot URL template {url_template!r} must contain {{date}} or {{yyyymmdd}}")
     return url_template.format(date=day.isoformat(), yyyymmdd=day.strftime("%Y%m%d"))
+
+
+def snapshot_files(url_template: str, day: dt.date, **s3_options) -> list[str]:
+    """The day's snapshot files as URLs (local paths or ``s3://``), for an engine that reads them itself;
+    the same listing and the same error as :func:`read_snapshot`."""
+    url = snapshot_url(url_template, day)
+    base, keys = snapshot_keys(url, **s3_options)
+    if not keys:
+        raise SnapshotNotFoundError(
+            f"no snapshot parquet files for {day} at {url} (a folder, a .parquet file or a glob; "
+            "files and folders starting with '_' or '.' are writers' leftovers and never read)"
+        )
+    store = open_store(base, **s3_options)
+    return [source_url(store, k) for k in keys]
 
 
 def read_snapshot(url_template: str, day: dt.date, **s3_options) -> pl.DataFrame:

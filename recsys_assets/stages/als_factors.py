@@ -256,15 +256,22 @@ def validate(item_factors: pl.DataFrame, stats: list[dict], max_norm: float) -> 
         norms_ok = finite and bool((norms > 0).all() and (norms <= max_norm).all())
     else:
         finite, norms_ok, norm_stats = True, True, {}
-    expected = sum(s["items"] for s in stats if s["trained"])
     langs_per_item = item_factors.group_by("item_id").agg(n=pl.col("language").n_unique())
     multi = int((langs_per_item["n"] > 1).sum()) if langs_per_item.height else 0
+    return verdicts(item_factors.height, finite, norms_ok, norm_stats, stats, item_factors["item_id"].n_unique(), multi)
+
+
+def verdicts(
+    rows: int, finite: bool, norms_ok: bool, norm_stats: dict, stats: list[dict], distinct_items: int, multi: int
+) -> dict[str, tuple[bool, dict]]:
+    """The item factors' check verdicts from their counts (any engine computes the counts)."""
+    expected = sum(s["items"] for s in stats if s["trained"])
     return {
-        "factors_finite": (finite, {"rows": item_factors.height}),
+        "factors_finite": (finite, {"rows": rows}),
         "norms_within_bounds": (norms_ok, norm_stats),
         "every_eligible_item_has_vector": (
-            item_factors.height == expected and item_factors["item_id"].n_unique() == expected,
-            {"eligible_items": expected, "vectors": item_factors.height},
+            rows == expected and distinct_items == expected,
+            {"eligible_items": expected, "vectors": rows},
         ),
         "one_language_per_item": (multi == 0, {"items_in_several_languages": multi}),
     }

@@ -45,6 +45,11 @@ def validate_catalog(cat: pl.DataFrame) -> dict[str, tuple[bool, dict]]:
     null_ids = cat["item_id"].null_count()
     dup_ids = cat.height - cat["item_id"].n_unique()
     null_urls = cat["download_url"].null_count()
+    return catalog_verdicts(null_ids, dup_ids, null_urls)
+
+
+def catalog_verdicts(null_ids: int, dup_ids: int, null_urls: int) -> dict[str, tuple[bool, dict]]:
+    """video_catalog's check verdicts from their counts (any engine computes the counts)."""
     return {
         "item_id_unique_not_null": (null_ids == 0 and dup_ids == 0, {"null_ids": null_ids, "duplicate_ids": dup_ids}),
         "download_url_present": (null_urls == 0, {"items_without_url": null_urls}),
@@ -86,11 +91,17 @@ def build_item_meta(interactions: pl.DataFrame | pl.LazyFrame, catalog: pl.DataF
 
 def validate_item_meta(items: pl.DataFrame, coverage: float, min_coverage: float) -> dict[str, tuple[bool, dict]]:
     dup = items.height - items["item_id"].n_unique()
+    return item_meta_verdicts(
+        dup, items["item_id"].null_count(), items["download_url"].null_count(), coverage, min_coverage
+    )
+
+
+def item_meta_verdicts(
+    dup_ids: int, null_ids: int, null_urls: int, coverage: float, min_coverage: float
+) -> dict[str, tuple[bool, dict]]:
+    """item_meta's check verdicts from their counts (any engine computes the counts)."""
     return {
-        "item_id_unique": (dup == 0 and items["item_id"].null_count() == 0, {"duplicate_ids": dup}),
+        "item_id_unique": (dup_ids == 0 and null_ids == 0, {"duplicate_ids": dup_ids}),
         "catalog_coverage": (coverage >= min_coverage, {"coverage": coverage, "min_coverage": min_coverage}),
-        "download_url_present": (
-            items["download_url"].null_count() == 0,
-            {"items_without_url": items["download_url"].null_count()},
-        ),
+        "download_url_present": (null_urls == 0, {"items_without_url": null_urls}),
     }

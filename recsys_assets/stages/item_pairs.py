@@ -51,15 +51,35 @@ class PairsResult:
     stats: dict[str, int]
 
 
+CAP_HASH_MODULUS = 2**31 - 1
+"""The caps keep the items with the smallest ``(item_id mod p) * m mod p`` (p prime, ``m`` from the seed),
+ties by item_id: integer arithmetic that stays below 2**62, so every engine (polars, Spark) draws the same
+items."""
+
+
+def cap_hash_multiplier(seed: int) -> int:
+    return pow(48_271, int(seed) % (CAP_HASH_MODULUS - 1) + 1, CAP_HASH_MODULUS)
+
+
+def cap_hash(seed: int) -> pl.Expr:
+    p, m = CAP_HASH_MODULUS, cap_hash_multiplier(seed)
+    return ((pl.col("item_id") % p + p) % p * m) % p
+
+
 def _cap(df: pl.DataFrame, sizes: pl.DataFrame, group: list[str], cap: int, seed: int) -> pl.DataFrame:
-    """Keep at most ``cap`` items per group: the ones with the smallest seeded hash. Only the groups
-    over the cap (``sizes.n > cap``; usually a handful) pay for the ranking."""
+    """Keep at most ``cap`` items per group: the ones with the smallest seeded hash (:func:`cap_hash`). Only
+    the groups over the cap (``sizes.n > cap``; usually a handful) pay for the ranking."""
     over = sizes.filter(pl.col("n") > cap).select(group)
     if over.height == 0:
         return df
-    big = df.join(over, on=group, how="semi")
-    rank = pl.col("item_id").hash(seed).rank("ordinal").over(group)
-    return pl.concat([df.join(over, on=group, how="anti"), big.filter(rank <= cap)])
+    big = (
+        df.join(over, on=group, how="semi")
+        .with_columns(__h=cap_hash(seed))
+        .sort([*group, "__h", "item_id"])
+        .filter(pl.int_range(pl.len()).over(group) < cap)
+        .drop("__h")
+    )
+    return pl.concat([df.join(over, on=group, how="anti"), big])
 
 
 # Pairs are counted by sorting one packed UInt64 key per (pair_type, item_1, item_2) row: on 2 cores a
@@ -215,6 +235,13 @@ def validate(pairs: pl.DataFrame, min_num_clients: int) -> dict[str, tuple[bool,
         pl.any_horizontal(pl.col(c).is_null() for c in ("item_id_1", "item_id_2", "pair_type")).sum()
     ).item()
     below = pairs.filter(pl.col("num_clients") < min_num_clients).height
+    return verdicts(non_canonical, self_pairs, dups, int(null_keys), below, min_num_clients)
+
+
+def verdicts(
+    non_canonical: int, self_pairs: int, dups: int, null_keys: int, below: int, min_num_clients: int
+) -> dict[str, tuple[bool, dict]]:
+    """item_pairs' check verdicts from their counts (any engine computes the counts)."""
     return {
         "pairs_canonical": (
             non_canonical == 0 and self_pairs == 0,

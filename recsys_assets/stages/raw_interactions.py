@@ -144,7 +144,23 @@ def _mark_duplicates(typed: pl.DataFrame) -> pl.Series:
     later = repeated_rows(typed, DUPLICATE_KEY, where=reason.is_null())
     if later.len() == 0:
         return reason
-    return reason.scatter(later, "duplicate")
+    return reason.scatter(later, DUPLICATE)
+
+
+REASONS: tuple[str, ...] = (
+    *(f"{kind}_{n}" for n in ID_COLUMNS for kind in ("null", "unparseable")),
+    "null_event_ts",
+    "unparseable_event_ts",
+    "bad_timespent_s",
+    "bad_pcc",
+    "pcc_above_max",
+    "timespent_s_above_max",
+    "unparseable_liked",
+    "null_liked",
+)
+"""The quarantine reason codes in priority order: a row gets the first that applies (``duplicate`` is decided
+afterwards, among the rows with none of these). Every engine implements exactly these, in this order."""
+DUPLICATE = "duplicate"
 
 
 def enforce_schema(raw: pl.DataFrame | pl.LazyFrame, rules: SnapshotRules = SnapshotRules()) -> EnforcedSnapshot:
@@ -156,24 +172,19 @@ def enforce_schema(raw: pl.DataFrame | pl.LazyFrame, rules: SnapshotRules = Snap
         [_cast_expr(n, t, schema[n]).alias(n) for n, t in SCHEMA.items()]
         + [pl.col(n).is_not_null().alias(f"__had_{n}") for n in SCHEMA]
     )
-    checks: list[tuple[str, pl.Expr]] = []
+    conditions: dict[str, pl.Expr] = {}
     for n in ID_COLUMNS:
-        checks.append((f"null_{n}", pl.col(f"__had_{n}").not_() & pl.col(n).is_null()))
-        checks.append((f"unparseable_{n}", pl.col(f"__had_{n}") & pl.col(n).is_null()))
-    checks += [
-        ("null_event_ts", pl.col("__had_event_ts").not_()),
-        ("unparseable_event_ts", pl.col("__had_event_ts") & pl.col("event_ts").is_null()),
-    ]
+        conditions[f"null_{n}"] = pl.col(f"__had_{n}").not_() & pl.col(n).is_null()
+        conditions[f"unparseable_{n}"] = pl.col(f"__had_{n}") & pl.col(n).is_null()
+    conditions["null_event_ts"] = pl.col("__had_event_ts").not_()
+    conditions["unparseable_event_ts"] = pl.col("__had_event_ts") & pl.col("event_ts").is_null()
     for n in ("timespent_s", "pcc"):
-        checks.append(
-            (f"bad_{n}", pl.col(n).is_null() | pl.col(n).is_nan() | pl.col(n).is_infinite() | (pl.col(n) < 0))
-        )
-    checks += [
-        ("pcc_above_max", pl.col("pcc") > rules.max_pcc),
-        ("timespent_s_above_max", pl.col("timespent_s") > rules.max_timespent_s),
-        ("unparseable_liked", pl.col("__had_liked") & pl.col("liked").is_null()),
-        ("null_liked", pl.col("__had_liked").not_()),
-    ]
+        conditions[f"bad_{n}"] = pl.col(n).is_null() | pl.col(n).is_nan() | pl.col(n).is_infinite() | (pl.col(n) < 0)
+    conditions["pcc_above_max"] = pl.col("pcc") > rules.max_pcc
+    conditions["timespent_s_above_max"] = pl.col("timespent_s") > rules.max_timespent_s
+    conditions["unparseable_liked"] = pl.col("__had_liked") & pl.col("liked").is_null()
+    conditions["null_liked"] = pl.col("__had_liked").not_()
+    checks = [(name, conditions[name]) for name in REASONS]
     reason = pl.lit(None, dtype=pl.String)
     for name, cond in reversed(checks):
         reason = pl.when(cond).then(pl.lit(name)).otherwise(reason)
@@ -194,6 +205,50 @@ def content_hash(clean: pl.DataFrame) -> str:
     return hashlib.sha256(row_hashes.tobytes()).hexdigest()
 
 
+@dataclasses.dataclass(frozen=True)
+class DaySummary:
+    """What the day-level checks need of an enforced snapshot: counts and bounds, computed by any engine."""
+
+    rows: int
+    """Accepted (clean) rows."""
+    quarantined: int
+    reason_counts: dict[str, int]
+    rows_with_null_key: int
+    rows_outside_day: int
+    first_event: typing.Optional[str]
+    last_event: typing.Optional[str]
+    content_hash: str
+
+
+def day_bounds(day: dt.date, rules: SnapshotRules) -> tuple[dt.datetime, dt.datetime]:
+    """``[start, end)`` of the partition's day widened by the tolerance (UTC)."""
+    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc) - dt.timedelta(
+        seconds=rules.event_ts_tolerance_s
+    )
+    return start, start + dt.timedelta(days=1, seconds=2 * rules.event_ts_tolerance_s)
+
+
+def summarize(
+    enforced: EnforcedSnapshot, day: dt.date, rules: SnapshotRules, digest: typing.Optional[str] = None
+) -> DaySummary:
+    clean = enforced.clean
+    start, end = day_bounds(day, rules)
+    null_keys = (
+        clean.select(pl.any_horizontal(pl.col(c).is_null() for c in ID_COLUMNS).sum()).item() if clean.height else 0
+    )
+    outside = int(clean.filter((pl.col("event_ts") < start) | (pl.col("event_ts") >= end)).height)
+    return DaySummary(
+        rows=clean.height,
+        quarantined=enforced.quarantine.height,
+        reason_counts=enforced.reason_counts(),
+        rows_with_null_key=int(null_keys or 0),
+        rows_outside_day=outside,
+        first_event=str(clean["event_ts"].min()) if clean.height else None,
+        last_event=str(clean["event_ts"].max()) if clean.height else None,
+        content_hash=digest or content_hash(clean),
+    )
+
+
 def validate_day(
     enforced: EnforcedSnapshot,
     day: dt.date,
@@ -203,46 +258,46 @@ def validate_day(
 ) -> dict[str, tuple[bool, dict]]:
     """Verdicts of raw_interactions' checks for ``day``; ``others``: the other days of the window that are
     known (any order, ``day`` itself left out)."""
-    clean, quarantine = enforced.clean, enforced.quarantine
-    total = clean.height + quarantine.height
-    share = quarantine.height / max(total, 1)
-    null_keys = clean.select(pl.any_horizontal(pl.col(c).is_null() for c in ID_COLUMNS).sum()).item() if total else 0
+    return day_verdicts(summarize(enforced, day, rules, digest), day, others, rules)
 
+
+def day_verdicts(
+    summary: DaySummary, day: dt.date, others: typing.Sequence[DayRecord], rules: SnapshotRules
+) -> dict[str, tuple[bool, dict]]:
+    """The verdicts from a :class:`DaySummary` -- the one place the day-level rules are decided."""
+    rows = summary.rows
+    total = rows + summary.quarantined
+    share = summary.quarantined / max(total, 1)
     earlier = [o.rows for o in others if o.partition < day.isoformat()]
-    band: dict[str, typing.Any] = {"rows": clean.height, "earlier_days_known": len(earlier)}
-    if clean.height == 0:
+    band: dict[str, typing.Any] = {"rows": rows, "earlier_days_known": len(earlier)}
+    if rows == 0:
         rows_ok = False
         band["problem"] = "the day has no usable row"
     elif len(earlier) >= rules.min_history_days:
         median = statistics.median(earlier)
         low, high = rules.min_rows_vs_median * median, rules.max_rows_vs_median * median
-        rows_ok = low <= clean.height <= high
+        rows_ok = low <= rows <= high
         band.update({"trailing_median": float(median), "band_low": float(low), "band_high": float(high)})
     else:
         rows_ok = True
         band["note"] = f"fewer than {rules.min_history_days} earlier days known: only the empty day is checked"
 
-    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc) - dt.timedelta(
-        seconds=rules.event_ts_tolerance_s
-    )
-    end = start + dt.timedelta(days=1, seconds=2 * rules.event_ts_tolerance_s)
-    outside = int(clean.filter((pl.col("event_ts") < start) | (pl.col("event_ts") >= end)).height)
-    outside_share = outside / max(clean.height, 1)
+    outside_share = summary.rows_outside_day / max(rows, 1)
     ts = {
-        "rows_outside_day": outside,
+        "rows_outside_day": summary.rows_outside_day,
         "outside_share": outside_share,
         "max_outside_day_share": rules.max_outside_day_share,
     }
-    if clean.height:
-        ts.update({"first_event": str(clean["event_ts"].min()), "last_event": str(clean["event_ts"].max())})
+    if rows:
+        ts.update({"first_event": summary.first_event, "last_event": summary.last_event})
 
-    digest = digest or content_hash(clean)
-    same = sorted(o.partition for o in others if o.content_hash == digest and clean.height)
+    digest = summary.content_hash
+    same = sorted(o.partition for o in others if o.content_hash == digest and rows)
     return {
-        "keys_not_null": (null_keys == 0, {"rows_with_null_key": int(null_keys)}),
+        "keys_not_null": (summary.rows_with_null_key == 0, {"rows_with_null_key": summary.rows_with_null_key}),
         "quarantine_share_below_max": (
             share <= rules.max_quarantine_share,
-            {"quarantine_share": share, "max_quarantine_share": rules.max_quarantine_share, **enforced.reason_counts()},
+            {"quarantine_share": share, "max_quarantine_share": rules.max_quarantine_share, **summary.reason_counts},
         ),
         "row_count_within_band": (rows_ok, band),
         "event_ts_within_day": (outside_share <= rules.max_outside_day_share, ts),

@@ -1,0 +1,400 @@
+"""The Spark engine against the polars engine: the same rows, stats and check verdicts, on simulator days and
+on hand-built snapshots with every kind of bad row and every rule boundary. Spark runs for real, in local mode.
+"""
+
+import dataclasses
+import datetime as dt
+import math
+import os
+
+import polars as pl
+import pytest
+
+from recsys_assets.spark import filtered_interactions as sphase1
+from recsys_assets.spark import item_meta as sphase2
+from recsys_assets.spark import item_pairs as sphase3
+from recsys_assets.spark import raw_interactions as sraw
+from recsys_assets.spark.session import java_version, parse_conf, parse_scheme_map, spark_config, spark_path
+from recsys_assets.stages import filtered_interactions as phase1
+from recsys_assets.stages import item_meta as phase2
+from recsys_assets.stages import item_pairs as phase3
+from recsys_assets.stages import raw_interactions as raw
+
+from .conftest import interactions
+
+needs_java = pytest.mark.skipif(
+    java_version() is None and not os.environ.get("RECSYS_REQUIRE_JAVA"),  # CI requires it: there the tests fail
+    reason="no Java runtime: the Spark engine needs Java 17+ (scripts/bootstrap says what to install)",
+)
+DAYS = (dt.date(2026, 11, 1), dt.date(2026, 11, 2))
+
+
+@pytest.fixture(scope="module")
+def spark():
+    from recsys_assets.spark.session import build_session
+
+    # a tiny day: a few shuffle partitions (the default of 8 is for the bench day)
+    session = build_session(spark_config("local[2]", conf={"spark.sql.shuffle.partitions": "2"}))
+    yield session
+    session.stop()
+
+
+def to_polars(df) -> pl.DataFrame:
+    return pl.from_arrow(df.toArrow())
+
+
+def spark_read(spark, tmp_path, frame: pl.DataFrame, name: str = "snap"):
+    path = tmp_path / f"{name}.parquet"
+    frame.write_parquet(path)
+    return spark.read.parquet(str(path))
+
+
+def hostile_snapshot() -> pl.DataFrame:
+    """Every kind of bad row of a typed snapshot, beside rows on every rule boundary (phase 1's thresholds)."""
+    ts = dt.datetime(2026, 11, 2, 8, tzinfo=dt.timezone.utc)
+    rows = [
+        {"client_id": None},
+        {"session_id": None},
+        {"item_id": None},
+        {"event_ts": None},
+        {"pcc": math.nan},
+        {"pcc": -0.1},
+        {"pcc": math.inf},
+        {"pcc": None},
+        {"pcc": 10.5},
+        {"timespent_s": math.nan},
+        {"timespent_s": -1.0},
+        {"timespent_s": -math.inf},
+        {"timespent_s": 90_000.0},
+        {"liked": None},
+        {"item_id": 5, "event_ts": ts},
+        {"item_id": 5, "event_ts": ts, "pcc": 0.95},  # same key, other values: a duplicate, the first kept
+        {"item_id": 6, "event_ts": ts + dt.timedelta(days=2)},  # outside the day
+    ]
+    # phase 1 boundaries: pcc exactly 0.9 / 0.3, timespent exactly 5 s, liked beats a skip
+    for i, (pcc, spent, liked) in enumerate(
+        [(0.9, 20.0, False), (0.9000001, 20.0, False), (0.3, 20.0, False), (0.2999, 20.0, False), (0.5, 5.0, False)]
+        + [(0.5, 4.999, False), (0.1, 1.0, True), (10.0, 86_400.0, False), (0.0, 0.0, False)]
+    ):
+        rows.append(
+            {
+                "client_id": 2,
+                "session_id": 20 + i % 2,
+                "item_id": 100 + i,
+                "pcc": pcc,
+                "timespent_s": spent,
+                "liked": liked,
+            }
+        )
+    # a client at exactly the positive-CTR limit (9 of 10) and one above it (10 of 10)
+    rows += [{"client_id": 3, "session_id": 30, "item_id": 200 + i, "pcc": 1.0 if i < 9 else 0.1} for i in range(10)]
+    rows += [{"client_id": 4, "session_id": 40, "item_id": 200 + i, "pcc": 1.0} for i in range(10)]
+    return interactions(rows)
+
+
+def string_snapshot() -> pl.DataFrame:
+    """A producer that writes strings and epoch milliseconds: parsed, and the unparseable quarantined."""
+    return pl.DataFrame(
+        {
+            "client_id": ["1", "+2", "x3", " 4", "5", "99999999999999999999", "7", None],
+            "session_id": [1, 1, 1, 1, 1, 1, 1, 1],
+            "item_id": [7, 8, 9, 10, 11, 12, 13, 14],
+            "event_ts": ["2026-11-02T10:00:00", "2026-11-02 10:00:01", "2026-11-02T10:00:02", "2026-11-02T10:00:03"]
+            + ["not a time", "2026-11-02T10:00:05", "2026-11-02T10:00:06", "2026-11-02T10:00:07"],
+            "timespent_s": [1, 2, 3, 4, 5, 6, 7, 8],
+            "pcc": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+            "liked": ["true", "FALSE", "1", "maybe", "no", " yes ", None, "0"],
+            "extra_column": ["dropped"] * 8,
+        }
+    )
+
+
+def assert_enforced_equal(spark_enforced, polars_enforced, day, rules=raw.SnapshotRules()):
+    clean, quarantine = to_polars(spark_enforced.clean), to_polars(spark_enforced.quarantine)
+    assert clean.equals(polars_enforced.clean), "accepted rows differ (values or order)"
+    assert quarantine.equals(polars_enforced.quarantine), "quarantined rows differ (values, reasons or order)"
+    got = dataclasses.asdict(sraw.summarize(spark_enforced, day, rules))
+    want = dataclasses.asdict(raw.summarize(polars_enforced, day, rules))
+    got.pop("content_hash"), want.pop("content_hash")  # each engine's own digest
+    assert got == want
+    verdicts = lambda s: {k: v[0] for k, v in raw.day_verdicts(s, day, [], rules).items()}  # noqa: E731
+    assert verdicts(sraw.summarize(spark_enforced, day, rules)) == verdicts(raw.summarize(polars_enforced, day, rules))
+
+
+def test_settings_parse_and_map_urls():
+    assert parse_conf("spark.executor.memory=4g, spark.sql.shuffle.partitions = 64") == {
+        "spark.executor.memory": "4g",
+        "spark.sql.shuffle.partitions": "64",
+    }
+    with pytest.raises(ValueError, match="not key=value"):
+        parse_conf("spark.executor.memory")
+    with pytest.raises(ValueError, match="letters and digits"):
+        parse_scheme_map("s3=s3a://evil")
+    assert spark_path("s3://bucket/a/b.parquet", {"s3": "s3a"}) == "s3a://bucket/a/b.parquet"
+    assert spark_path("s3://bucket/a/b.parquet", {"s3": "s3"}) == "s3://bucket/a/b.parquet"
+    assert spark_path("/tmp/x/../y.parquet", {}) == "file:///tmp/y.parquet"
+    remote = spark_config(remote="sc://127.0.0.1:15002")
+    assert remote["spark.remote"] == "sc://127.0.0.1:15002" and "spark.master" not in remote
+    assert spark_config("local[2]", conf={"spark.sql.shuffle.partitions": "3"})["spark.sql.shuffle.partitions"] == "3"
+    with pytest.raises(ValueError, match="sc://"):
+        spark_config(remote="http://127.0.0.1:15002")
+
+
+@needs_java
+def test_hostile_snapshots_are_enforced_alike(spark, tmp_path):
+    day = dt.date(2026, 11, 2)
+    for name, frame in (("hostile", hostile_snapshot()), ("strings", string_snapshot())):
+        assert_enforced_equal(
+            sraw.enforce_schema(spark_read(spark, tmp_path, frame, name)), raw.enforce_schema(frame), day
+        )
+    # the phases after it on the hostile day, boundaries included
+    enforced = raw.enforce_schema(hostile_snapshot())
+    s1 = sphase1.filter_interactions(spark_read(spark, tmp_path, enforced.clean, "clean"))
+    p1 = phase1.filter_interactions(enforced.clean)
+    assert to_polars(s1.interactions).equals(p1.interactions)
+    assert s1.stats == p1.stats and p1.stats["clients_dropped"] == 1
+
+
+@needs_java
+def test_missing_columns_and_empty_days_fail_alike(spark, tmp_path):
+    frame = hostile_snapshot()
+    with pytest.raises(raw.SnapshotSchemaError) as polars_error:
+        raw.enforce_schema(frame.drop("pcc"))
+    with pytest.raises(raw.SnapshotSchemaError) as spark_error:
+        sraw.enforce_schema(spark_read(spark, tmp_path, frame.drop("pcc")))
+    assert str(spark_error.value) == str(polars_error.value)
+    wrong = frame.with_columns(pl.col("pcc").cast(pl.String))
+    with pytest.raises(raw.SnapshotSchemaError, match="'pcc' has type String"):
+        sraw.enforce_schema(spark_read(spark, tmp_path, wrong, "wrong"))
+    empty = frame.head(0)
+    day = dt.date(2026, 11, 2)
+    s, p = sraw.enforce_schema(spark_read(spark, tmp_path, empty, "empty")), raw.enforce_schema(empty)
+    assert_enforced_equal(s, p, day)
+    assert not raw.day_verdicts(sraw.summarize(s, day, raw.SnapshotRules()), day, [], raw.SnapshotRules())[
+        "row_count_within_band"
+    ][0]
+
+
+@needs_java
+@pytest.mark.parametrize("day", DAYS, ids=str)
+def test_simulator_days_give_the_same_tables_stats_and_verdicts(spark, tmp_path, tiny_platform, day):
+    snapshot = tiny_platform.interactions(day)
+    enforced = raw.enforce_schema(snapshot)
+    s_enforced = sraw.enforce_schema(spark_read(spark, tmp_path, snapshot))
+    assert_enforced_equal(s_enforced, enforced, day)
+
+    p1 = phase1.filter_interactions(enforced.clean)
+    s1 = sphase1.filter_interactions(s_enforced.clean)
+    s1.interactions = s1.interactions.persist()  # read by every check below (the engine resource does the same)
+    filtered = to_polars(s1.interactions)
+    assert filtered.equals(p1.interactions) and s1.stats == p1.stats
+    assert sphase1.validate(s1.interactions) == phase1.validate(p1.interactions)
+
+    catalog = phase2.prepare_catalog(tiny_platform.catalog(), as_of=day)
+    s_catalog = sphase2.prepare_catalog(
+        spark_read(spark, tmp_path, tiny_platform.catalog(), "catalog"), as_of=day
+    ).persist()
+    assert to_polars(s_catalog).equals(catalog)
+    assert sphase2.validate_catalog(s_catalog) == phase2.validate_catalog(catalog)
+
+    meta = phase2.build_item_meta(p1.interactions, catalog)
+    s_meta = sphase2.build_item_meta(s1.interactions, s_catalog)
+    s_meta.items = s_meta.items.persist()
+    got_meta = to_polars(s_meta.items)
+    assert got_meta.equals(meta.items.with_columns(pl.col("num_interactions").cast(pl.Int64)))
+    assert (s_meta.missing_count, s_meta.coverage) == (meta.missing.height, meta.coverage)
+    assert sphase2.validate_item_meta(s_meta.items, s_meta.coverage, 0.99) == phase2.validate_item_meta(
+        meta.items, meta.coverage, 0.99
+    )
+
+    # small caps, so that the seeded sampling under them is exercised too
+    for rules in (
+        phase3.PairRules(),
+        phase3.PairRules(
+            max_positive_items_per_client=3, max_negative_items_per_session=2, min_num_clients=2, sample_seed=5
+        ),
+    ):
+        pairs = phase3.build_pairs(p1.interactions, meta.items, rules)
+        s_pairs = sphase3.build_pairs(s1.interactions, s_meta.items, rules)
+        s_pairs.pairs = s_pairs.pairs.persist()
+        as_strings = [pl.col(c).cast(pl.String) for c in ("pair_type", "download_url_1", "download_url_2")]
+        assert to_polars(s_pairs.pairs).equals(pairs.pairs.with_columns(as_strings))
+        assert s_pairs.stats == pairs.stats
+        assert sphase3.validate(s_pairs.pairs, rules.min_num_clients) == phase3.validate(
+            pairs.pairs, rules.min_num_clients
+        )
+    assert pairs.stats["clients_capped"] > 0 and pairs.stats["sessions_capped"] > 0
+
+
+PREP = (
+    "raw_interactions",
+    "raw_interactions_quarantine",
+    "video_catalog",
+    "filtered_interactions",
+    "item_meta",
+    "item_pairs",
+)
+SPARK_ENV = {
+    "RECSYS_ENGINE": "spark",
+    "RECSYS_SPARK_MASTER": "local[2]",
+    "RECSYS_SPARK_CONF": "spark.sql.shuffle.partitions=2",
+}
+
+
+def _verdicts(result) -> dict[str, bool]:
+    return {f"{e.asset_key.to_user_string()}.{e.check_name}": e.passed for e in result.get_asset_check_evaluations()}
+
+
+def _stored(root, key: str, day: str) -> pl.DataFrame:
+    from recsys_assets.storage import LocalStore, read_parquet
+
+    df = read_parquet(LocalStore(root / "assets"), f"{key}/{day}.parquet")
+    return df.with_columns(
+        [
+            pl.col(c).cast(pl.String)
+            for c, t in df.schema.items()
+            if t in (pl.Categorical, pl.Enum) or isinstance(t, pl.Enum)
+        ]
+        + [pl.col(c).cast(pl.Int64) for c, t in df.schema.items() if t == pl.UInt32]
+    )
+
+
+@needs_java
+def test_the_assets_on_spark_store_what_polars_stores_and_downstream_reads_it(spark, tmp_path_factory):
+    import dagster as dg
+
+    from recsys_assets.defs import collaborative, data_prep
+    from recsys_assets.storage import LocalStore, read_manifest
+
+    from .conftest import tiny_assets, tiny_resources
+
+    assets = tiny_assets(data_prep, collaborative)
+    prep = [a for a in assets if a.keys & {dg.AssetKey(k) for k in PREP}]
+    roots = {engine: tmp_path_factory.mktemp(engine) for engine in ("polars", "spark")}
+    platform = {"RECSYS_SIM_ROOT": str(tmp_path_factory.mktemp("platform"))}  # one platform: the same media URLs
+    day = "2026-11-02"
+    results = {}
+    for engine, root in roots.items():
+        resources = tiny_resources(root, **platform, **(SPARK_ENV if engine == "spark" else {}))
+        results[engine] = dg.materialize(
+            prep, partition_key=day, resources=resources, instance=dg.DagsterInstance.ephemeral()
+        )
+        assert results[engine].success
+    assert _verdicts(results["spark"]) == _verdicts(results["polars"])
+    spark_store = LocalStore(roots["spark"] / "assets")
+    for key in PREP:
+        manifest = read_manifest(spark_store, f"{key}/{day}.parquet")
+        assert manifest is not None and manifest["written_by"] == "spark", key  # written by Spark's executors
+        assert _stored(roots["spark"], key, day).equals(_stored(roots["polars"], key, day)), key
+    md = results["spark"].asset_materializations_for_node("filtered_interactions")[0].metadata
+    assert md["engine"].value.startswith("spark (local[2]") and md["dagster/row_count"].value > 0
+
+    # downstream polars/implicit assets read Spark's output unchanged: ALS on the Spark-written day
+    resources = tiny_resources(roots["spark"], **platform)
+    config = {"ops": {"als_factors": {"config": {"min_cells_per_language": 50}}}}
+    als = dg.materialize(
+        assets,
+        selection=["als_factors", "als_user_factors"],
+        partition_key=day,
+        resources=resources,
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config=config,
+    )
+    assert als.success
+
+    # ALS on MLlib through the Spark engine: the same asset, its factors stored by Spark and read back as polars'
+    # fixed-size vectors
+    mllib_config = {"ops": {"als_factors": {"config": {"min_cells_per_language": 50, "iterations": 2}}}}
+    mllib = dg.materialize(
+        assets,
+        selection=["als_factors", "als_user_factors"],
+        partition_key=day,
+        resources=tiny_resources(roots["spark"], **platform, **SPARK_ENV),
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config=mllib_config,
+    )
+    assert mllib.success
+    assert mllib.asset_materializations_for_node("als_factors")[0].metadata["engine"].value == "mllib"
+    assert read_manifest(spark_store, f"als_factors/{day}.parquet")["fixed_size"] == {"vector": 16}
+    factors = _stored(roots["spark"], "als_factors", day)
+    assert factors.schema["vector"] == pl.Array(pl.Float32, 16) and factors.height > 0
+
+    # and Spark reads polars' output: phases 1-3 on Spark over the polars-written snapshot and catalog
+    resources = tiny_resources(roots["polars"], **platform, **SPARK_ENV)
+    mixed = dg.materialize(
+        assets,
+        selection=["filtered_interactions", "item_meta", "item_pairs"],
+        partition_key=day,
+        resources=resources,
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert mixed.success
+    polars_store = LocalStore(roots["polars"] / "assets")
+    assert read_manifest(polars_store, f"item_pairs/{day}.parquet") is not None
+    assert not polars_store.exists(f"item_pairs/{day}.parquet")  # the single object was replaced by the parts
+    assert _stored(roots["polars"], "item_pairs", day).equals(_stored(roots["spark"], "item_pairs", day))
+
+
+def test_without_java_the_polars_default_runs_and_spark_says_what_to_install(monkeypatch, tmp_path):
+    import dagster as dg
+
+    from recsys_assets.defs import data_prep
+    from recsys_assets.defs.engine import PolarsEngine, SparkEngine
+
+    from .conftest import tiny_assets, tiny_resources
+
+    monkeypatch.setenv("PATH", str(tmp_path / "no-java-here"))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    assert java_version() is None
+    resources = tiny_resources(tmp_path)
+    assert isinstance(resources["prep_engine"], PolarsEngine)
+    assets = [a for a in tiny_assets(data_prep) if a.keys & {dg.AssetKey("raw_interactions")}]
+    assert dg.materialize(assets, partition_key="2026-11-02", resources=resources).success
+    spark_engine = tiny_resources(tmp_path, **SPARK_ENV)["prep_engine"]
+    assert isinstance(spark_engine, SparkEngine)
+    with pytest.raises(RuntimeError, match="openjdk-17-jre-headless"):
+        _ = spark_engine.spark
+
+
+@needs_java
+def test_mllib_and_implicit_als_both_beat_popularity_and_agree_on_the_next_day(spark, tmp_path, tiny_platform):
+    from recsys_assets.spark import als_factors as sals
+    from recsys_assets.stages import als_evaluation as als_eval
+    from recsys_assets.stages import als_factors as als
+
+    days = [dt.date(2026, 11, 1) + dt.timedelta(days=i) for i in range(8)]
+    filtered = {
+        d: phase1.filter_interactions(raw.enforce_schema(tiny_platform.interactions(d)).clean).interactions
+        for d in days
+    }
+    train, next_day = pl.concat([filtered[d] for d in days[:7]]), filtered[days[7]]
+    languages = tiny_platform.catalog().select("item_id", "language")
+    params = als.AlsParams(min_cells_per_language=50, iterations=6)
+    implicit = als.train_als(train, languages, params)
+    mllib = sals.train_als(
+        spark_read(spark, tmp_path, train, "train"), spark_read(spark, tmp_path, languages, "lang"), params
+    )
+    vectors = pl.col("vector").list.to_array(params.factors)
+    items = to_polars(mllib.item_factors).with_columns(vectors)
+    users = to_polars(mllib.user_factors).with_columns(vectors)
+    got, want = sals.validate(mllib.item_factors, mllib.stats, 100.0), als.validate(items, mllib.stats, 100.0)
+    assert {k: v[0] for k, v in got.items()} == {k: v[0] for k, v in want.items()} and all(v[0] for v in got.values())
+    assert got["norms_within_bounds"][1]["max_norm"] == pytest.approx(want["norms_within_bounds"][1]["max_norm"])
+    trained = sorted(items["language"].unique())
+    assert trained and set(trained) <= {s["language"] for s in implicit.stats if s["trained"]}
+    for s in mllib.stats:  # the shared minimum counts: the same cells, items and clients before the solve
+        same = next(t for t in implicit.stats if t["language"] == s["language"])
+        assert {k: s[k] for k in ("cells", "cells_cancelled", "items_in_window", "clients_in_window")} == {
+            k: same[k] for k in ("cells", "cells_cancelled", "items_in_window", "clients_in_window")
+        }
+    recall = {}
+    for name, (itf, uf) in {
+        "implicit": (implicit.item_factors, implicit.user_factors),
+        "mllib": (items, users),
+    }.items():
+        keep = pl.col("language").is_in(trained)
+        table, _ = als_eval.evaluate(itf.filter(keep), uf.filter(keep), train, next_day)
+        overall = {r["method"]: r["recall@50"] for r in als_eval.overall(table).iter_rows(named=True)}
+        assert overall["als"] > overall["popularity"], (name, overall)
+        recall[name] = overall["als"]
+    assert abs(recall["mllib"] - recall["implicit"]) <= 0.1 * recall["implicit"], recall
