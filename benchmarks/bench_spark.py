@@ -189,6 +189,7 @@ def run_engine(engine: str, day: str, p: dict[str, Path], als_iterations: int) -
         sphase3.validate(pairs, 1)
         m["pairs"] = write_partition(pairs, store, "pairs.parquet", {})["rows"]
         pairs.unpersist()
+        res.release()
         return results["phase1"]["rows_out"], m["pairs"]
 
     for name, fn in zip(PHASES, (do_raw, do_phase1, do_phase2, do_phase3)):

@@ -266,14 +266,16 @@ class SparkEngine(DataPrepEngine):
         from ..spark import item_pairs as spairs
 
         result = spairs.build_pairs(self.read_files(filtered.sources()), self.read_files(item_meta.sources()), rules)
-        table = self._keep(result.pairs)
+        self._persisted.extend(result.persisted)  # the counted pairs, until the output is written
+        # checks and top pairs read the cached count; the URLs are joined as the executors write the parts
+        keys, table = result.keys, result.pairs
         top = pl.from_arrow(
-            table.orderBy(F.desc("num_clients"), "pair_type", "item_id_1", "item_id_2")
+            keys.orderBy(F.desc("num_clients"), "pair_type", "item_id_1", "item_id_2")
             .limit(10)
             .select("item_id_1", "item_id_2", "pair_type", "num_clients")
             .toArrow()
         )
-        return PairsOutput(table, result.stats, top, spairs.validate(table, rules.min_num_clients))
+        return PairsOutput(table, result.stats, top, spairs.validate(keys, rules.min_num_clients))
 
     def table_metadata(self, table) -> dict[str, typing.Any]:
         preview = pl.from_arrow(table.limit(5).toArrow())

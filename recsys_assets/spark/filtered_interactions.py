@@ -34,10 +34,27 @@ class SparkPhase1Result:
 
 
 def filter_interactions(clean, rules: Phase1Rules = Phase1Rules()) -> SparkPhase1Result:
+    """Phase 1 in one shuffle: the day is hash-partitioned by client and sorted by ``SORT`` within each
+    partition; a session's ``session_all_positive`` and a client's positive-CTR are windows over that order
+    (no join, no further shuffle or sort). The output's parts are each in the polars order, not the whole
+    partition (readers sort what they depend on). The statistics are aggregated from a separate scan."""
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     lf = clean.withColumn("__cls", interaction_class(rules))
-    sessions = lf.groupBy("client_id", "session_id").agg(F.bool_and(F.col("__cls") == 1).alias("session_all_positive"))
+    ordered = lf.repartition("client_id").sortWithinPartitions(*SORT)
+    session = Window.partitionBy("client_id", "session_id")
+    client = Window.partitionBy("client_id")
+    ctr = F.sum((F.col("__cls") == 1).cast("long")).over(client) / F.sum((F.col("__cls") != 0).cast("long")).over(
+        client
+    )
+    out = (
+        ordered.withColumn("session_all_positive", F.bool_and(F.col("__cls") == 1).over(session))
+        .withColumn("__ctr", ctr)
+        .filter((F.col("__cls") != 0) & (F.col("__ctr") <= rules.max_client_positive_ctr))
+        .withColumn(LABEL, F.col("__cls") == 1)
+        .select(*OUTPUT_COLUMNS)
+    )
     clients = (
         lf.filter(F.col("__cls") != 0)
         .groupBy("client_id")
@@ -46,15 +63,6 @@ def filter_interactions(clean, rules: Phase1Rules = Phase1Rules()) -> SparkPhase
             F.sum((F.col("__cls") == -1).cast("long")).alias("neg"),
         )
         .withColumn("ctr", F.col("pos") / (F.col("pos") + F.col("neg")))
-    )
-    keep = clients.filter(F.col("ctr") <= rules.max_client_positive_ctr).select("client_id")
-    out = (
-        lf.filter(F.col("__cls") != 0)
-        .join(keep, "client_id", "left_semi")
-        .join(sessions, ["client_id", "session_id"], "left")
-        .withColumn(LABEL, F.col("__cls") == 1)
-        .select(*OUTPUT_COLUMNS)
-        .orderBy(*SORT)
     )
     counts = lf.agg(
         F.count(F.lit(1)).alias("rows_in"),
