@@ -34,7 +34,7 @@ from .defs.resources import (
     TruthResource,
     TwoTowerRulesResource,
 )
-from .defs.s3 import S3Config
+from .defs.s3 import S3Resource
 from .settings import Settings
 from .simulator.profiles import get_profile
 
@@ -52,10 +52,12 @@ def build_resources(env: "Env | Settings" = os.environ) -> dict[str, typing.Any]
     def from_env(name: str) -> typing.Optional[dg.EnvVar]:
         return dg.EnvVar(name) if name in settings.s3_env_set else None
 
-    s3 = S3Config(
+    # dagster-aws's S3Resource: the one place S3 clients and credentials come from (see defs/s3.py)
+    s3 = S3Resource(
         endpoint_url=from_env("RECSYS_S3_ENDPOINT_URL"),
         aws_access_key_id=from_env("AWS_ACCESS_KEY_ID"),
         aws_secret_access_key=from_env("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=from_env("AWS_SESSION_TOKEN"),
         region_name=from_env("AWS_REGION"),
     )
     media_roots = list(settings.media_allowed_roots)
@@ -89,6 +91,7 @@ def build_resources(env: "Env | Settings" = os.environ) -> dict[str, typing.Any]
         dict(settings.spark_scheme_map),
     )
     return {
+        "s3": s3,
         "io_manager": PolarsParquetIOManager(
             base_url=storage_url, s3=s3, spark_scheme_map=dict(settings.spark_scheme_map)
         ),

@@ -18,7 +18,7 @@ import dagster as dg
 
 from .artifacts import from_bytes
 from .defs.io_manager import SafetensorsIOManager
-from .defs.s3 import S3Config
+from .defs.s3 import S3Resource
 from .stages.retrieval_index import ItemIndex
 
 INDEX_ASSETS = ("item_collab_index", "two_tower_item_index")
@@ -35,7 +35,7 @@ def load_index(
     if asset not in INDEX_ASSETS:
         raise ValueError(f"unknown index asset {asset!r}; one of {INDEX_ASSETS}")
     day = dt.date.fromisoformat(day) if isinstance(day, str) else day
-    io = SafetensorsIOManager(base_url=base_url, s3=S3Config(**dict(s3 or {})))
+    io = SafetensorsIOManager(base_url=base_url, s3=S3Resource(**dict(s3 or {})) if s3 else None)
     key = io.key_for(dg.AssetKey(asset), day.isoformat())
     try:
         data = io.store.read_bytes(key)

@@ -10,8 +10,9 @@ read them through ``dg.EnvVar`` at run time (see ``definitions.py``).
 ``RECSYS_STORAGE_URL``              where assets are stored: a path or ``s3://bucket/prefix``
                                     (default ``$RECSYS_DATA_DIR/assets``)
 ``RECSYS_S3_ENDPOINT_URL``          an S3-compatible endpoint (optional; AWS itself when unset)
-``AWS_ACCESS_KEY_ID`` /             S3 credentials (read via ``dg.EnvVar``; unset = the default chain)
-``AWS_SECRET_ACCESS_KEY`` /
+``AWS_ACCESS_KEY_ID`` /             S3 credentials (read via ``dg.EnvVar`` into the ``s3`` resource,
+``AWS_SECRET_ACCESS_KEY`` /         dagster-aws's ``S3Resource``; unset = the default chain)
+``AWS_SESSION_TOKEN`` /
 ``AWS_REGION``
 ``RECSYS_SOURCE``                   ``simulator`` (default) or ``lake``
 ``RECSYS_SIM_PROFILE``              ``demo`` (default), ``tiny`` or ``bench``
@@ -61,7 +62,7 @@ from .spark.session import parse_conf, parse_scheme_map
 
 SOURCES = ("simulator", "lake")
 ENGINES = ("polars", "spark")
-S3_ENV = ("RECSYS_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
+S3_ENV = ("RECSYS_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION")
 
 
 def _csv(value: str) -> tuple[str, ...]:

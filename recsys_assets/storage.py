@@ -128,7 +128,11 @@ class S3Store:
         aws_access_key_id: str | None = None,
         aws_secret_access_key: str | None = None,
         region_name: str | None = None,
+        aws_session_token: str | None = None,
+        client: typing.Any = None,
     ):
+        """``client``: the boto3 S3 client to use (the deployment's dagster-aws ``S3Resource.get_client()``);
+        without one, a client is built from the same options. The options also go to polars' own reader."""
         parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise ValueError(f"not an s3:// URL: {url!r}")
@@ -142,19 +146,23 @@ class S3Store:
                 "aws_access_key_id": aws_access_key_id or None,
                 "aws_secret_access_key": aws_secret_access_key or None,
                 "aws_region": region_name or None,
+                "aws_session_token": aws_session_token or None,
                 "aws_allow_http": "true" if (endpoint_url or "").startswith("http://") else None,
             }.items()
             if v is not None
         }
-        import boto3
+        if client is None:
+            import boto3
 
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url or None,
-            aws_access_key_id=aws_access_key_id or None,
-            aws_secret_access_key=aws_secret_access_key or None,
-            region_name=region_name or None,
-        )
+            client = boto3.client(
+                "s3",
+                endpoint_url=endpoint_url or None,
+                aws_access_key_id=aws_access_key_id or None,
+                aws_secret_access_key=aws_secret_access_key or None,
+                aws_session_token=aws_session_token or None,
+                region_name=region_name or None,
+            )
+        self.client = client
 
     def join(self, *parts: str) -> str:
         return "/".join(p.strip("/") for p in parts if p)

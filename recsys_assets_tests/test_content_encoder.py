@@ -199,11 +199,11 @@ def test_weights_round_trip_through_the_io_manager(where, tmp_path, request):
         io = SafetensorsIOManager(base_url=str(tmp_path))
     else:
         endpoint, bucket, _ = request.getfixturevalue("s3_env")
-        from recsys_assets.defs.s3 import S3Config
+        from recsys_assets.defs.s3 import S3Resource
 
         io = SafetensorsIOManager(
             base_url=f"s3://{bucket}/models",
-            s3=S3Config(
+            s3=S3Resource(
                 endpoint_url=endpoint,
                 aws_access_key_id="testing",
                 aws_secret_access_key="testing",

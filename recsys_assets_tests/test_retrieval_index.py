@@ -8,7 +8,7 @@ import pytest
 
 from recsys_assets.artifacts import from_bytes, to_bytes
 from recsys_assets.defs.io_manager import SafetensorsIOManager
-from recsys_assets.defs.s3 import S3Config
+from recsys_assets.defs.s3 import S3Resource
 from recsys_assets.serving import load_index
 from recsys_assets.stages import retrieval_index as ri
 
@@ -93,7 +93,7 @@ def test_round_trip_through_the_model_store_locally_and_on_s3(tmp_path, s3_env):
         (str(tmp_path / "assets"), {}),
         (f"s3://{bucket}/recsys/assets", {"endpoint_url": endpoint}),
     ):
-        io = SafetensorsIOManager(base_url=base, s3=S3Config(**s3))
+        io = SafetensorsIOManager(base_url=base, s3=S3Resource(**s3))
         io.store.write_bytes(io.key_for(dg.AssetKey("item_collab_index"), "2026-11-03"), to_bytes(art))
         loaded = load_index(base, "item_collab_index", "2026-11-03", s3=s3)
         assert loaded.languages == ["hindi", "tamil"]

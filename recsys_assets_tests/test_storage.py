@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from recsys_assets.defs.io_manager import PolarsParquetIOManager
-from recsys_assets.defs.s3 import S3Config
+from recsys_assets.defs.s3 import S3Resource
 from recsys_assets.storage import LocalStore, open_store, read_parquet, write_parquet
 
 
@@ -144,7 +144,7 @@ def _moto_io_manager(base_url: str) -> PolarsParquetIOManager:
     """The parquet IO manager on the moto server of ``s3_env`` (credentials as EnvVars, as deployed)."""
     return PolarsParquetIOManager(
         base_url=base_url,
-        s3=S3Config(
+        s3=S3Resource(
             endpoint_url=dg.EnvVar("RECSYS_S3_ENDPOINT_URL"),
             aws_access_key_id=dg.EnvVar("AWS_ACCESS_KEY_ID"),
             aws_secret_access_key=dg.EnvVar("AWS_SECRET_ACCESS_KEY"),
@@ -230,6 +230,42 @@ def test_io_manager_on_s3_through_moto(s3_env):
     assert read_parquet(store, "same_day/2026-11-01.parquet")["v"].to_list() == [10] * 5
     with pytest.raises(FileNotFoundError):
         read_parquet(store, "nope.parquet")
+
+
+def test_every_s3_client_comes_from_the_deployments_s3_resource(s3_env, tmp_path, monkeypatch):
+    """The location registers one dagster-aws S3Resource as ``s3``; the IO managers, the cache and the reports
+    use its client, and polars/deltalake/media fetch get its settings. A setting they could not follow is
+    refused instead of being silently dropped."""
+    from recsys_assets.definitions import build_resources
+    from recsys_assets.defs.s3 import s3_client, s3_options
+
+    endpoint, bucket, _ = s3_env
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "session-token")  # read at run time, as deployed (dg.EnvVar)
+    env = {
+        "RECSYS_DATA_DIR": str(tmp_path),
+        "RECSYS_STORAGE_URL": f"s3://{bucket}/assets",
+        "RECSYS_S3_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "session-token",
+        "AWS_REGION": "us-east-1",
+    }
+    resources = build_resources(env)
+    s3 = resources["s3"]
+    assert isinstance(s3, S3Resource)
+    for name in ("io_manager", "model_io_manager", "reports", "embedding_cache", "media_fetch", "content_models"):
+        assert resources[name].s3 is s3, name
+    with dg.build_resources({"io_manager": resources["io_manager"]}) as built:
+        store = built.io_manager.store
+        assert store.client is s3_client(built.io_manager.s3)  # the resource's (cached) boto3 client
+        assert store.client.meta.endpoint_url == endpoint
+        assert store.polars_options()["aws_session_token"] == "session-token"
+        store.write_bytes("probe", b"x")
+        assert store.read_bytes("probe") == b"x"
+    with dg.build_resources({"media_fetch": resources["media_fetch"]}) as built:
+        assert dict(built.media_fetch.policy().s3_options)["endpoint_url"] == endpoint
+    with pytest.raises(ValueError, match="AWS_PROFILE"):
+        s3_options(S3Resource(profile_name="analytics"))
 
 
 def test_a_streamed_wide_frame_is_written_in_row_groups_of_bounded_bytes(tmp_path):

@@ -40,14 +40,13 @@ from ..storage import (
     ObjectStore,
     TableRef,
     manifest_key,
-    open_store,
     partition_sources,
     read_parquet,
     scan_parquet,
     write_parquet,
 )
 from .checks import failed_blocking_checks
-from .s3 import S3Config
+from .s3 import S3Resource, open_s3_store
 
 MODEL_IO = "model_io_manager"
 """The resource key of :class:`SafetensorsIOManager`: model assets set it as their ``io_manager_key`` (and
@@ -76,14 +75,15 @@ class _PartitionedObjectIOManager(dg.ConfigurableIOManager):
     """One object per asset partition under ``base_url``; subclasses give the format."""
 
     base_url: str
-    s3: S3Config = S3Config()
+    s3: typing.Optional[S3Resource] = None
+    """The deployment's dagster-aws S3 resource (its client writes and reads); None: the environment's."""
 
     _store: typing.Optional[ObjectStore] = PrivateAttr(default=None)
 
     @property
     def store(self) -> ObjectStore:
         if self._store is None:
-            self._store = open_store(self.base_url, **self.s3.options())
+            self._store = open_s3_store(self.base_url, self.s3)
         return self._store
 
     def key_for(self, asset_key: dg.AssetKey, partition_key: typing.Optional[str]) -> str:

@@ -37,10 +37,9 @@ from ..stages.content_models import ModelSpec, load_encoders
 from ..stages.item_content_embeddings import EmbeddingCache, EmbedParams, EmbedResult, embed_generated, embed_items
 from ..stages.media_fetch import FetchPolicy
 from ..stages.two_tower import DatasetRules
-from ..storage import open_store
 from .engine import DataPrepEngine
 from .params import config_from, to_params
-from .s3 import S3Config
+from .s3 import S3Resource, open_s3_store, s3_options, s3_store_options
 
 
 class SimulatedPlatformResource(dg.ConfigurableResource):
@@ -87,16 +86,17 @@ class ParquetSnapshotSource(SnapshotSource):
     """Daily snapshot folders of parquet files, e.g. ``s3://josh-recsys/daily-snapshot/dt={date}/``."""
 
     url_template: str
-    s3: S3Config = S3Config()
+    s3: typing.Optional[S3Resource] = None
+    """The deployment's dagster-aws S3 resource (endpoint, credentials); None: the environment's."""
 
     def load(self, day: dt.date) -> pl.DataFrame:
-        return read_snapshot(self.url_template, day, **self.s3.options())
+        return read_snapshot(self.url_template, day, **s3_store_options(self.url_template, self.s3))
 
     def files(self, day: dt.date) -> list[str]:
-        return snapshot_files(self.url_template, day, **self.s3.options())
+        return snapshot_files(self.url_template, day, **s3_store_options(self.url_template, self.s3))
 
     def marker(self, day: dt.date) -> typing.Optional[str]:
-        return snapshot_marker(self.url_template, day, **self.s3.options())
+        return snapshot_marker(self.url_template, day, **s3_store_options(self.url_template, self.s3))
 
     def describe(self, day: dt.date) -> str:
         return self.url_template.format(date=day.isoformat(), yyyymmdd=day.strftime("%Y%m%d"))
@@ -146,21 +146,22 @@ class DeltaCatalogSource(CatalogSource):
 
     table_uri: str
     version_pin: typing.Optional[int] = None
-    s3: S3Config = S3Config()
+    s3: typing.Optional[S3Resource] = None
+    """The deployment's dagster-aws S3 resource (endpoint, credentials); None: the environment's."""
 
     def load(self) -> pl.DataFrame:
-        return read_catalog(self.table_uri, self.version_pin, **self.s3.options())
+        return read_catalog(self.table_uri, self.version_pin, **s3_options(self.s3))
 
     def files(self) -> list[str]:
         from ..spark.item_meta import catalog_files
 
-        opts = delta_storage_options(**self.s3.options()) if self.table_uri.startswith("s3://") else None
+        opts = delta_storage_options(**s3_options(self.s3)) if self.table_uri.startswith("s3://") else None
         return catalog_files(self.table_uri, self.version_pin, opts)
 
     def version(self) -> typing.Optional[int]:
         if self.version_pin is not None:
             return self.version_pin
-        return catalog_version(self.table_uri, **self.s3.options())
+        return catalog_version(self.table_uri, **s3_options(self.s3))
 
     def describe(self) -> str:
         return self.table_uri
@@ -255,14 +256,15 @@ class MediaFetchResource(
     folders for ``file://`` URLs and paths (``allowed_roots``).
     """
 
-    s3: S3Config = S3Config()
+    s3: typing.Optional[S3Resource] = None
+    """The deployment's dagster-aws S3 resource (endpoint, credentials); None: the environment's."""
 
     def policy(self) -> FetchPolicy:
         return to_params(
             self,
             FetchPolicy,
             allowed_schemes=tuple(s.lower() for s in self.allowed_schemes),
-            s3_options=tuple(sorted(self.s3.options().items())),
+            s3_options=tuple(sorted(s3_options(self.s3).items())),
         )
 
 
@@ -273,7 +275,8 @@ class ContentModelsResource(config_from(ModelSpec, base=dg.ConfigurableResource,
     default): the pipeline runs end to end, but the embeddings carry no learned semantics.
     """
 
-    s3: S3Config = S3Config()
+    s3: typing.Optional[S3Resource] = None
+    """The deployment's dagster-aws S3 resource (endpoint, credentials); None: the environment's."""
 
     def spec(self) -> ModelSpec:
         return to_params(
@@ -284,7 +287,7 @@ class ContentModelsResource(config_from(ModelSpec, base=dg.ConfigurableResource,
         )
 
     def load(self) -> typing.Any:
-        return load_encoders(self.spec(), self.s3.options())
+        return load_encoders(self.spec(), s3_options(self.s3))
 
     def embed(
         self,
@@ -336,10 +339,11 @@ class EmbeddingCacheResource(dg.ConfigurableResource):
 
     base_url: str
     enabled: bool = True
-    s3: S3Config = S3Config()
+    s3: typing.Optional[S3Resource] = None
+    """The deployment's dagster-aws S3 resource (endpoint, credentials); None: the environment's."""
 
     def cache(self) -> typing.Optional[EmbeddingCache]:
-        return EmbeddingCache(open_store(self.base_url, **self.s3.options())) if self.enabled else None
+        return EmbeddingCache(open_s3_store(self.base_url, self.s3)) if self.enabled else None
 
 
 class TruthResource(dg.ConfigurableResource):
@@ -378,12 +382,13 @@ class ReportStoreResource(dg.ConfigurableResource):
     """Where human-facing reports (CSV, PNG plots) are written: a path or s3:// prefix; each write is atomic."""
 
     base_url: str
-    s3: S3Config = S3Config()
+    s3: typing.Optional[S3Resource] = None
+    """The deployment's dagster-aws S3 resource (endpoint, credentials); None: the environment's."""
 
     def write_csv(self, name: str, df: pl.DataFrame) -> str:
         return self.write_bytes(name, df.write_csv().encode())
 
     def write_bytes(self, name: str, data: bytes) -> str:
-        store = open_store(self.base_url, **self.s3.options())
+        store = open_s3_store(self.base_url, self.s3)
         store.write_bytes(name, data)
         return f"{store.url}/{name}"

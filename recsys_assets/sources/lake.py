@@ -122,12 +122,14 @@ def delta_storage_options(
     aws_access_key_id: str | None = None,
     aws_secret_access_key: str | None = None,
     region_name: str | None = None,
+    aws_session_token: str | None = None,
 ) -> dict[str, str]:
     opts = {
         "AWS_ENDPOINT_URL": endpoint_url,
         "AWS_ACCESS_KEY_ID": aws_access_key_id,
         "AWS_SECRET_ACCESS_KEY": aws_secret_access_key,
         "AWS_REGION": region_name,
+        "AWS_SESSION_TOKEN": aws_session_token,
     }
     out = {k: v for k, v in opts.items() if v}
     if endpoint_url and urlparse(endpoint_url).scheme == "http":
