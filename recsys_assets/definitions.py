@@ -89,6 +89,7 @@ def build_resources(env: "Env | Settings" = os.environ) -> dict[str, typing.Any]
         settings.spark_remote,
         dict(settings.spark_conf),
         dict(settings.spark_scheme_map),
+        settings.emr,
     )
     return {
         "s3": s3,

@@ -42,12 +42,20 @@ read them through ``dg.EnvVar`` at run time (see ``definitions.py``).
 ``RECSYS_NOTIFY_LOG``               failed-run notices, one JSON line each (default
                                     ``$RECSYS_DATA_DIR/notifications.jsonl``)
 ``RECSYS_NOTIFY_WEBHOOK``           also POST each notice there (Slack-style ``{"text": ...}``; optional)
-``RECSYS_ENGINE``                   ``polars`` (default: the data-preparation phases in the run's process) or
-                                    ``spark`` (on Apache Spark; see README "Running at scale")
+``RECSYS_ENGINE``                   ``polars`` (default: the data-preparation phases in the run's process),
+                                    ``spark`` (on Apache Spark from the run's process), ``spark-subprocess``
+                                    or ``emr-serverless`` (each stage a Spark job launched through Dagster
+                                    Pipes, locally or on EMR Serverless; see README "Running at scale")
 ``RECSYS_SPARK_MASTER``             the Spark master (default ``local[*]``): ``spark://...``, ``yarn``, ``k8s://...``
 ``RECSYS_SPARK_REMOTE``             ``sc://host:port``: Spark Connect instead of a master (Databricks, EMR, ...)
 ``RECSYS_SPARK_CONF``               extra Spark settings, ``key=value`` comma separated
 ``RECSYS_SPARK_SCHEME_MAP``         storage scheme -> Spark filesystem scheme (default ``s3=s3a``; ``s3=s3`` on EMR)
+``RECSYS_EMR_APPLICATION_ID``       ``emr-serverless``: the EMR Serverless application (a Spark application)
+``RECSYS_EMR_EXECUTION_ROLE_ARN``   ``emr-serverless``: the job's IAM role
+``RECSYS_EMR_ENTRY_POINT``          ``emr-serverless``: ``recsys_assets/spark/pipes_job.py`` of the package installed
+                                    in the application's image (``local:///...``) or a copy on S3
+``RECSYS_EMR_SPARK_SUBMIT_PARAMETERS`` ``emr-serverless``: extra spark-submit parameters (optional)
+``RECSYS_EMR_ENDPOINT_URL``         ``emr-serverless``: another EMR Serverless/CloudWatch endpoint (tests: moto)
 ``DAGSTER_HOME``                    the Dagster instance of ``recsys-assets`` (default ``./.dagster_home``)
 ==================================  =====================================================================
 """
@@ -61,7 +69,14 @@ from pathlib import Path
 from .spark.session import parse_conf, parse_scheme_map
 
 SOURCES = ("simulator", "lake")
-ENGINES = ("polars", "spark")
+ENGINES = ("polars", "spark", "spark-subprocess", "emr-serverless")
+EMR_ENV = (
+    "RECSYS_EMR_APPLICATION_ID",
+    "RECSYS_EMR_EXECUTION_ROLE_ARN",
+    "RECSYS_EMR_ENTRY_POINT",
+    "RECSYS_EMR_SPARK_SUBMIT_PARAMETERS",
+    "RECSYS_EMR_ENDPOINT_URL",
+)
 S3_ENV = ("RECSYS_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION")
 
 
@@ -102,6 +117,8 @@ class Settings:
     spark_remote: typing.Optional[str]
     spark_conf: dict[str, str]
     spark_scheme_map: dict[str, str]
+    emr: dict[str, str]
+    """The ``RECSYS_EMR_*`` variables that are set (``emr-serverless`` engine)."""
     s3_env_set: tuple[str, ...]
     """Which of :data:`S3_ENV` are set (their values are read at run time through ``dg.EnvVar``)."""
     dagster_home: Path
@@ -133,7 +150,12 @@ class Settings:
             raise ValueError(f"RECSYS_EXECUTOR must be 'in_process' or 'multiprocess', not {executor!r}")
         engine = env.get("RECSYS_ENGINE", "polars")
         if engine not in ENGINES:
-            raise ValueError(f"RECSYS_ENGINE must be 'polars' or 'spark', not {engine!r}")
+            raise ValueError(f"RECSYS_ENGINE must be one of {', '.join(ENGINES)}, not {engine!r}")
+        emr = {k: env[k] for k in EMR_ENV if env.get(k)}
+        if engine == "emr-serverless":
+            missing = [k for k in EMR_ENV[:3] if k not in emr]
+            if missing:
+                raise ValueError(f"RECSYS_ENGINE=emr-serverless needs {', '.join(missing)}")
 
         def named(name: str, parse: typing.Callable[[str], dict[str, str]], default: str = "") -> dict[str, str]:
             try:
@@ -176,6 +198,7 @@ class Settings:
             spark_remote=env.get("RECSYS_SPARK_REMOTE") or None,
             spark_conf=named("RECSYS_SPARK_CONF", parse_conf),
             spark_scheme_map=named("RECSYS_SPARK_SCHEME_MAP", parse_scheme_map, "s3=s3a"),
+            emr=emr,
             s3_env_set=tuple(n for n in S3_ENV if env.get(n)),
             dagster_home=Path(env.get("DAGSTER_HOME") or ".dagster_home").resolve(),
         )

@@ -457,6 +457,38 @@ class TableRef:
         return lf.select(list(self.columns)) if self.columns is not None else lf
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class StoredPartition:
+    """A partition that another process already wrote and published with a manifest (a Spark job launched
+    through Dagster Pipes): the IO manager checks that it is the manifest version the job reported, at the
+    key the IO manager itself would use, and writes nothing."""
+
+    store_url: str
+    key: str
+    version: str
+    rows: int
+    schema: tuple[tuple[str, str], ...]
+    """(column, polars dtype) pairs, as the job saw them."""
+    preview: pl.DataFrame
+    launch: tuple[tuple[str, str], ...] = ()
+    """What the launcher reported about the job (EMR application and job run ids), for the asset's metadata."""
+
+
+def verify_stored(store: ObjectStore, key: str, stored: StoredPartition) -> dict:
+    """The manifest of ``stored`` if it is what ``store``/``key`` now holds; else a ``ValueError`` saying what
+    differs (a job that wrote elsewhere, or a newer write that replaced it)."""
+    if stored.store_url.rstrip("/") != store.url.rstrip("/") or stored.key != key:
+        raise ValueError(
+            f"the job wrote {stored.store_url}/{stored.key}, but this partition is stored at {store.url}/{key}: "
+            "the job and the IO manager must use the same storage"
+        )
+    manifest = read_manifest(store, key)
+    if manifest is None or manifest.get("version") != stored.version:
+        found = manifest.get("version") if manifest else "no manifest"
+        raise ValueError(f"{store.url}/{key}: the job reported version {stored.version}, the store holds {found}")
+    return manifest
+
+
 def scan_parquet(store: ObjectStore, key: str) -> pl.LazyFrame:
     """A lazy scan of one partition (one object or a manifest's parts): columns the query selects and row
     groups its predicate rules out are never read (locally: never paged in; on S3: never fetched -- ranged GETs

@@ -90,9 +90,31 @@ def _choose_partitions(page, text: str, launch: str) -> None:
 def _open(page, url: str) -> None:
     page.goto(url)
     page.wait_for_load_state("networkidle")
+    _dismiss_community_dialog(page)
+
+
+def _dismiss_community_dialog(page) -> None:
     skip = page.get_by_role("button", name="Skip")  # the first visit's community dialog
     if skip.count():
         skip.first.click()
+
+
+def _click_past_the_community_dialog(page, locator, timeout_s: float = 120) -> None:
+    """Click ``locator``; the first visit's community dialog may open after the page went idle and cover it:
+    skip it (or close another dialog with Escape) and click again (a CI run once timed out with a dialog's
+    backdrop over the Materialize button)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    deadline = time.time() + timeout_s
+    while True:
+        _dismiss_community_dialog(page)
+        try:
+            locator.click(timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            if time.time() > deadline:
+                raise
+            page.keyboard.press("Escape")  # another dialog over it (Blueprint dialogs close on Escape)
 
 
 @pytest.mark.slow
@@ -111,7 +133,7 @@ def test_ui_materializes_a_partition_and_backfills_the_whole_graph(dagster_dev):
             # 1. one partition from the asset's page
             started = time.time()
             _open(page, f"{url}/assets/video_catalog")
-            page.get_by_role("button", name="Materialize…").click()
+            _click_past_the_community_dialog(page, page.get_by_role("button", name="Materialize…"))
             _choose_partitions(page, "2026-11-01", "Launch 1 run")
             runs = _wait(lambda: _runs(url, "dagster/partition", "2026-11-01"), 60, "the run to be created")
             _wait(
@@ -129,7 +151,9 @@ def test_ui_materializes_a_partition_and_backfills_the_whole_graph(dagster_dev):
             _open(page, f"{url}/asset-groups")
             page.screenshot(path=str(tmp_path / "ui_lineage_by_group.png"))
             # "Materialize all (22)…": the two sources are external, not materializable
-            page.locator("button", has_text=re.compile(r"^Materialize all")).first.click()
+            _click_past_the_community_dialog(
+                page, page.locator("button", has_text=re.compile(r"^Materialize all")).first
+            )
             _choose_partitions(page, "[2026-11-01...2026-11-02]", "Launch backfill")
             (backfill,) = _wait(
                 lambda: _gql(url, BACKFILLS)["partitionBackfillsOrError"]["results"], 60, "the backfill to be created"

@@ -103,8 +103,13 @@ def test_a_poisoned_snapshot_stops_at_the_blocking_check(sim_run, tmp_path):
 def test_a_schema_mismatch_fails_with_the_column_named(sim_run, tmp_path):
     root, _, _ = sim_run
     rows = interactions([{}]).drop("liked")
-    with pytest.raises(Exception, match=r"missing column\(s\) \['liked'\]"):
-        dg.materialize(ASSETS, partition_key="2026-11-02", resources=lake_resources(tmp_path, rows, root))
+    res = dg.materialize(
+        ASSETS, partition_key="2026-11-02", resources=lake_resources(tmp_path, rows, root), raise_on_error=False
+    )
+    [failure] = res.get_step_failure_events()
+    assert "missing column(s) ['liked']" in failure.event_specific_data.error.message
+    # a data error fails at once: the IO retry policy (70 s of backoff) is for network errors only
+    assert not [e for e in res.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
 
 
 def test_config_changes_the_rules(sim_run, tmp_path):

@@ -246,6 +246,9 @@ SPARK_ENV = {
     "RECSYS_SPARK_MASTER": "local[2]",
     "RECSYS_SPARK_CONF": "spark.sql.shuffle.partitions=2",
 }
+PIPES_ENV = {**SPARK_ENV, "RECSYS_ENGINE": "spark-subprocess"}
+"""Each stage a Spark job in a subprocess, launched through Dagster Pipes: the EMR Serverless entry point."""
+ENGINE_ENV = {"polars": {}, "spark": SPARK_ENV, "pipes": PIPES_ENV}
 
 
 def _verdicts(result) -> dict[str, bool]:
@@ -275,6 +278,8 @@ def _stored(root, key: str, day: str) -> pl.DataFrame:
 
 @needs_java
 def test_the_assets_on_spark_store_what_polars_stores_and_downstream_reads_it(spark, tmp_path_factory):
+    """In-process Spark and the Pipes job (a subprocess running the EMR entry point) store what polars stores,
+    with the same check verdicts; downstream assets read Spark's output and Spark reads polars'."""
     import dagster as dg
 
     from recsys_assets.defs import collaborative, data_prep
@@ -284,24 +289,32 @@ def test_the_assets_on_spark_store_what_polars_stores_and_downstream_reads_it(sp
 
     assets = tiny_assets(data_prep, collaborative)
     prep = [a for a in assets if a.keys & {dg.AssetKey(k) for k in PREP}]
-    roots = {engine: tmp_path_factory.mktemp(engine) for engine in ("polars", "spark")}
+    roots = {engine: tmp_path_factory.mktemp(engine) for engine in ENGINE_ENV}
     platform = {"RECSYS_SIM_ROOT": str(tmp_path_factory.mktemp("platform"))}  # one platform: the same media URLs
     day = "2026-11-02"
     results = {}
     for engine, root in roots.items():
-        resources = tiny_resources(root, **platform, **(SPARK_ENV if engine == "spark" else {}))
+        resources = tiny_resources(root, **platform, **ENGINE_ENV[engine])
         results[engine] = dg.materialize(
             prep, partition_key=day, resources=resources, instance=dg.DagsterInstance.ephemeral()
         )
         assert results[engine].success
-    assert _verdicts(results["spark"]) == _verdicts(results["polars"])
-    spark_store = LocalStore(roots["spark"] / "assets")
-    for key in PREP:
-        manifest = read_manifest(spark_store, f"{key}/{day}.parquet")
-        assert manifest is not None and manifest["written_by"] == "spark", key  # written by Spark's executors
-        assert _stored(roots["spark"], key, day).equals(_stored(roots["polars"], key, day)), key
+    for engine in ("spark", "pipes"):
+        assert _verdicts(results[engine]) == _verdicts(results["polars"]), engine
+        store = LocalStore(roots[engine] / "assets")
+        for key in PREP:
+            manifest = read_manifest(store, f"{key}/{day}.parquet")
+            assert manifest is not None and manifest["written_by"] == "spark", key  # written by Spark's executors
+            assert _stored(roots[engine], key, day).equals(_stored(roots["polars"], key, day)), (engine, key)
     md = results["spark"].asset_materializations_for_node("filtered_interactions")[0].metadata
     assert md["engine"].value.startswith("spark (local[2]") and md["dagster/row_count"].value > 0
+    # the Pipes job's report: the same statistics as in-process Spark, its row count from the manifest
+    piped = results["pipes"].asset_materializations_for_node("filtered_interactions")[0].metadata
+    assert piped["engine"].value.startswith("spark job via Dagster Pipes (subprocess, local[2]")
+    for name in ("dagster/row_count", "positive", "negative", "neutral", "rows_dropped_with_clients"):
+        assert piped[name].value == md[name].value, name
+    assert piped["dagster/column_schema"].value == md["dagster/column_schema"].value
+    spark_store = LocalStore(roots["spark"] / "assets")
 
     # downstream polars/implicit assets read Spark's output unchanged: ALS on the Spark-written day
     resources = tiny_resources(roots["spark"], **platform)

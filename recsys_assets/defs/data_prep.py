@@ -17,7 +17,7 @@ from ..stages.raw_interactions import DayRecord, SnapshotRules, day_verdicts
 from ..storage import TableRef
 from .checks import Check, CheckSet
 from .engine import DataPrepEngine
-from .guards import IO_RETRY
+from .guards import IO_RETRY, only_transient_retries
 from .metadata import latest_partition_metadata, markdown_table, to_metadata
 from .params import config_from, to_params
 from .partitions import partition_date
@@ -154,7 +154,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     ) -> typing.Iterator:
         day = partition_date(context)
         rules = to_params(config, SnapshotRules)
-        result = prep_engine.raw_interactions(snapshots, day, rules)
+        with only_transient_retries():  # a schema error or a corrupt file fails at once; a network one retries
+            result = prep_engine.raw_interactions(snapshots, day, rules)
         summary = result.summary
         verdicts = day_verdicts(summary, day, _other_days(context, day, rules.window_days), rules)
         yield dg.Output(
@@ -190,7 +191,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         context: dg.AssetExecutionContext, catalog: CatalogSource, prep_engine: DataPrepEngine
     ) -> typing.Iterator:
         """The video catalog (``josh-meta/video``) as of the partition's day: items uploaded on or before it."""
-        result = prep_engine.video_catalog(catalog, partition_date(context))
+        with only_transient_retries():
+            result = prep_engine.video_catalog(catalog, partition_date(context))
         yield dg.Output(
             result.table,
             metadata={

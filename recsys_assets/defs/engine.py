@@ -4,6 +4,9 @@
 * :class:`SparkEngine` (``spark``): the same phases on Apache Spark (:mod:`recsys_assets.spark`), its session
   from ``dagster_pyspark.LazyPySparkResource`` -- local mode, a cluster master, or Spark Connect
   (``spark.remote``) -- built on first use, so runs that never touch Spark pay nothing.
+* :class:`~recsys_assets.defs.pipes_engine.PipesSparkEngine` (``spark-subprocess``, ``emr-serverless``): each
+  stage as a Spark job launched through Dagster Pipes (a local process, or EMR Serverless via dagster-aws); the
+  job writes the partition and reports the rest (see ``pipes_engine.py``).
 
 The assets in ``data_prep.py`` call the engine and report what it returns; they do not know which engine
 runs. Inputs arrive as :class:`~recsys_assets.storage.TableRef` (stored files, not rows): polars scans them
@@ -14,7 +17,6 @@ manifest): either way the same layout, which both engines and every downstream a
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import typing
 
@@ -27,54 +29,12 @@ from ..stages import filtered_interactions as phase1
 from ..stages import item_meta as phase2
 from ..stages import item_pairs as phase3
 from ..stages import raw_interactions as raw_stage
+from ..stages.prep_results import CatalogResult, ItemMetaOutput, PairsOutput, Phase1Output, RawResult
 from ..storage import TableRef
 from .metadata import describe, frame_metadata, markdown_table
 
 if typing.TYPE_CHECKING:
     from .resources import CatalogSource, SnapshotSource
-
-Verdicts = dict[str, tuple[bool, dict]]
-
-
-@dataclasses.dataclass
-class RawResult:
-    clean: typing.Any
-    quarantine: typing.Any
-    rows_in: int
-    summary: raw_stage.DaySummary
-
-
-@dataclasses.dataclass
-class CatalogResult:
-    table: typing.Any
-    by_language: pl.DataFrame
-    uploaded_on_day: int
-    verdicts: Verdicts
-
-
-@dataclasses.dataclass
-class Phase1Output:
-    table: typing.Any
-    stats: dict[str, int]
-    verdicts: Verdicts
-
-
-@dataclasses.dataclass
-class ItemMetaOutput:
-    table: typing.Any
-    missing_count: int
-    missing_sample: list[int]
-    coverage: float
-    by_language: pl.DataFrame
-    verdicts: Verdicts
-
-
-@dataclasses.dataclass
-class PairsOutput:
-    table: typing.Any
-    stats: dict[str, int]
-    top: pl.DataFrame
-    verdicts: Verdicts
 
 
 class DataPrepEngine(dg.ConfigurableResource):
@@ -120,18 +80,12 @@ class PolarsEngine(DataPrepEngine):
         return "polars"
 
     def raw_interactions(self, snapshots, day, rules) -> RawResult:
-        from .guards import only_transient_retries
-
-        with only_transient_retries():
-            raw = snapshots.load(day)
+        raw = snapshots.load(day)
         enforced = raw_stage.enforce_schema(raw, rules)
         return RawResult(enforced.clean, enforced.quarantine, raw.height, raw_stage.summarize(enforced, day, rules))
 
     def video_catalog(self, catalog, as_of) -> CatalogResult:
-        from .guards import only_transient_retries
-
-        with only_transient_retries():
-            cat = phase2.prepare_catalog(catalog.load(), as_of=as_of)
+        cat = phase2.prepare_catalog(catalog.load(), as_of=as_of)
         return CatalogResult(
             cat,
             cat["language"].value_counts(sort=True),
@@ -164,26 +118,20 @@ class PolarsEngine(DataPrepEngine):
         return frame_metadata(table)
 
 
-def _spark_schema_metadata(df) -> dg.TableSchema:
-    from ..spark.raw_interactions import polars_dtype
-
-    return dg.TableSchema(
-        columns=[
-            dg.TableColumn(f.name, str(polars_dtype(f.dataType)), description=describe(f.name))
-            for f in df.schema.fields
-        ]
-    )
+def _spark_schema_metadata(schema: list[tuple[str, str]]) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(name, dtype, description=describe(name)) for name, dtype in schema])
 
 
 class SparkEngine(DataPrepEngine):
-    """The phases on Apache Spark. ``pyspark`` is dagster-pyspark's lazy session resource (its
-    ``spark_config`` holds ``spark.master`` or ``spark.remote``); ``scheme_map`` rewrites storage URLs for
-    Spark's filesystem (``s3`` -> ``s3a`` by default; ``s3=s3`` on EMR)."""
+    """The phases on Apache Spark in this process (:class:`recsys_assets.spark.runner.SparkStages`).
+    ``pyspark`` is dagster-pyspark's lazy session resource (its ``spark_config`` holds ``spark.master`` or
+    ``spark.remote``); ``scheme_map`` rewrites storage URLs for Spark's filesystem (``s3`` -> ``s3a`` by
+    default; ``s3=s3`` on EMR)."""
 
     pyspark: LazyPySparkResource
     scheme_map: dict[str, str] = {"s3": "s3a"}
 
-    _persisted: list = PrivateAttr(default_factory=list)
+    _stages: typing.Any = PrivateAttr(default=None)
 
     @property
     def spark(self):
@@ -192,113 +140,85 @@ class SparkEngine(DataPrepEngine):
         prepare_mode(self.pyspark.spark_config or {})
         return self.pyspark.spark_session
 
+    @property
+    def stages(self):
+        if self._stages is None:
+            from ..spark.runner import SparkStages
+
+            self._stages = SparkStages(self.spark, self.scheme_map)
+        return self._stages
+
     def describe(self) -> str:
         conf = self.pyspark.spark_config or {}
         return f"spark ({conf.get('spark.remote') or conf.get('spark.master', 'default master')})"
 
     def read_files(self, urls: list[str]):
-        from ..spark.io import read_files
-
-        return read_files(self.spark, urls, self.scheme_map)
-
-    def _keep(self, df):
-        df = df.persist()
-        self._persisted.append(df)
-        return df
+        return self.stages.read(urls)
 
     def raw_interactions(self, snapshots, day, rules) -> RawResult:
-        from ..spark import raw_interactions as sraw
-        from .guards import only_transient_retries
-
-        with only_transient_retries():
-            files = snapshots.files(day)
-        raw = self.read_files(files)
-        enforced = sraw.enforce_schema(raw, rules)
-        self._persisted.append(enforced.typed)
-        summary = sraw.summarize(enforced, day, rules)
-        return RawResult(
-            self._keep(enforced.clean),
-            self._keep(enforced.quarantine),
-            summary.rows + summary.quarantined,
-            summary,
-        )
+        files = snapshots.files(day)
+        return self.stages.raw_interactions(files, day, rules)
 
     def video_catalog(self, catalog, as_of) -> CatalogResult:
-        from pyspark.sql import functions as F
-
-        from ..spark import item_meta as smeta
-        from .guards import only_transient_retries
-
-        with only_transient_retries():
-            files = catalog.files()
-        cat = self._keep(smeta.prepare_catalog(self.read_files(files), as_of=as_of))
-        by_language = pl.from_arrow(cat.groupBy("language").count().orderBy(F.desc("count"), "language").toArrow())
-        uploaded = cat.filter(F.col("upload_date") == F.lit(as_of)).count()
-        return CatalogResult(cat, by_language, int(uploaded), smeta.validate_catalog(cat))
+        files = catalog.files()
+        return self.stages.video_catalog(files, as_of)
 
     def filtered_interactions(self, raw, rules) -> Phase1Output:
-        from ..spark import filtered_interactions as sphase1
-
-        result = sphase1.filter_interactions(self.read_files(raw.sources()), rules)
-        table = self._keep(result.interactions)
-        return Phase1Output(table, result.stats, sphase1.validate(table, rules))
+        return self.stages.filtered_interactions(raw.sources(), rules)
 
     def item_meta(self, filtered, catalog, min_coverage) -> ItemMetaOutput:
-        from pyspark.sql import functions as F
-
-        from ..spark import item_meta as smeta
-
-        result = smeta.build_item_meta(self.read_files(filtered.sources()), self.read_files(catalog.sources()))
-        table = self._keep(result.items)
-        by_language = pl.from_arrow(table.groupBy("language").count().orderBy(F.desc("count"), "language").toArrow())
-        return ItemMetaOutput(
-            table,
-            result.missing_count,
-            result.missing_sample,
-            result.coverage,
-            by_language,
-            smeta.validate_item_meta(table, result.coverage, min_coverage),
-        )
+        return self.stages.item_meta(filtered.sources(), catalog.sources(), min_coverage)
 
     def item_pairs(self, filtered, item_meta, rules) -> PairsOutput:
-        from pyspark.sql import functions as F
-
-        from ..spark import item_pairs as spairs
-
-        result = spairs.build_pairs(self.read_files(filtered.sources()), self.read_files(item_meta.sources()), rules)
-        self._persisted.extend(result.persisted)  # the counted pairs, until the output is written
-        # checks and top pairs read the cached count; the URLs are joined as the executors write the parts
-        keys, table = result.keys, result.pairs
-        top = pl.from_arrow(
-            keys.orderBy(F.desc("num_clients"), "pair_type", "item_id_1", "item_id_2")
-            .limit(10)
-            .select("item_id_1", "item_id_2", "pair_type", "num_clients")
-            .toArrow()
-        )
-        return PairsOutput(table, result.stats, top, spairs.validate(keys, rules.min_num_clients))
+        return self.stages.item_pairs(filtered.sources(), item_meta.sources(), rules)
 
     def table_metadata(self, table) -> dict[str, typing.Any]:
-        preview = pl.from_arrow(table.limit(5).toArrow())
+        from ..spark.runner import table_summary
+
+        rows, schema, preview = table_summary(table)
         return {
-            "dagster/row_count": dg.MetadataValue.int(int(table.count())),
-            "dagster/column_schema": _spark_schema_metadata(table),
+            "dagster/row_count": dg.MetadataValue.int(int(rows or 0)),
+            "dagster/column_schema": _spark_schema_metadata(schema),
             "preview": dg.MetadataValue.md(markdown_table(preview, 5)),
         }
 
     def release(self, *tables) -> None:
-        for df in self._persisted:
-            df.unpersist()
-        self._persisted.clear()
+        if self._stages is not None:
+            self._stages.release()
 
 
-def engine_resource(name: str, master: str, remote: typing.Optional[str], conf: dict, scheme_map: dict):
-    """The engine resource for ``RECSYS_ENGINE`` (``polars`` or ``spark``) and the Spark settings."""
+def engine_resource(
+    name: str,
+    master: str,
+    remote: typing.Optional[str],
+    conf: dict,
+    scheme_map: dict,
+    emr: typing.Optional[typing.Mapping[str, str]] = None,
+    region_name: typing.Optional[str] = None,
+):
+    """The engine resource for ``RECSYS_ENGINE`` and the Spark / EMR settings (see ``settings.py``)."""
+    from ..spark.session import spark_config
+
     if name == "polars":
         return PolarsEngine()
     if name == "spark":
-        from ..spark.session import spark_config
-
         return SparkEngine(
             pyspark=LazyPySparkResource(spark_config=spark_config(master, remote, conf)), scheme_map=scheme_map
         )
-    raise ValueError(f"RECSYS_ENGINE must be 'polars' or 'spark', not {name!r}")
+    if name in ("spark-subprocess", "emr-serverless"):
+        from .pipes_engine import EmrServerlessLauncher, PipesSparkEngine, SubprocessLauncher
+
+        if name == "spark-subprocess":
+            launcher = SubprocessLauncher(spark_conf=spark_config(master, None, conf))
+        else:
+            emr = dict(emr or {})
+            launcher = EmrServerlessLauncher(
+                application_id=emr["RECSYS_EMR_APPLICATION_ID"],
+                execution_role_arn=emr["RECSYS_EMR_EXECUTION_ROLE_ARN"],
+                entry_point=emr["RECSYS_EMR_ENTRY_POINT"],
+                spark_submit_parameters=emr.get("RECSYS_EMR_SPARK_SUBMIT_PARAMETERS", ""),
+                endpoint_url=emr.get("RECSYS_EMR_ENDPOINT_URL"),
+                region_name=region_name,
+            )
+        return PipesSparkEngine(launcher=launcher, scheme_map=scheme_map)
+    raise ValueError(f"unknown engine {name!r}")

@@ -38,11 +38,13 @@ from ..artifacts import ModelArtifact, from_bytes, to_bytes
 from ..storage import (
     LocalStore,
     ObjectStore,
+    StoredPartition,
     TableRef,
     manifest_key,
     partition_sources,
     read_parquet,
     scan_parquet,
+    verify_stored,
     write_parquet,
 )
 from .checks import failed_blocking_checks
@@ -200,11 +202,13 @@ class PolarsParquetIOManager(_PartitionedObjectIOManager):
     spark_scheme_map: dict[str, str] = {"s3": "s3a"}
 
     def _prepare(self, obj: typing.Any) -> typing.Any:
-        if not (isinstance(obj, (pl.DataFrame, pl.LazyFrame)) or is_spark_frame(obj)):
+        if not (isinstance(obj, (pl.DataFrame, pl.LazyFrame, StoredPartition)) or is_spark_frame(obj)):
             raise TypeError(f"{type(self).__name__} stores polars or Spark DataFrames, got {type(obj).__name__}")
         return obj  # a LazyFrame is streamed to the file (storage.write_parquet), never collected here
 
     def _write(self, key: str, obj: typing.Any) -> int:
+        if isinstance(obj, StoredPartition):  # a Pipes job wrote and published it: check, write nothing
+            return sum(self._size(f) for f in verify_stored(self.store, key, obj)["files"])
         if is_spark_frame(obj):
             from ..spark.io import write_partition
 
