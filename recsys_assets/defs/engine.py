@@ -194,7 +194,6 @@ def engine_resource(
     conf: dict,
     scheme_map: dict,
     emr: typing.Optional[typing.Mapping[str, str]] = None,
-    region_name: typing.Optional[str] = None,
 ):
     """The engine resource for ``RECSYS_ENGINE`` and the Spark / EMR settings (see ``settings.py``)."""
     from ..spark.session import spark_config
@@ -218,7 +217,6 @@ def engine_resource(
                 entry_point=emr["RECSYS_EMR_ENTRY_POINT"],
                 spark_submit_parameters=emr.get("RECSYS_EMR_SPARK_SUBMIT_PARAMETERS", ""),
                 endpoint_url=emr.get("RECSYS_EMR_ENDPOINT_URL"),
-                region_name=region_name,
             )
         return PipesSparkEngine(launcher=launcher, scheme_map=scheme_map)
     raise ValueError(f"unknown engine {name!r}")

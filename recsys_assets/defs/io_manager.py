@@ -203,7 +203,10 @@ class PolarsParquetIOManager(_PartitionedObjectIOManager):
 
     def _prepare(self, obj: typing.Any) -> typing.Any:
         if not (isinstance(obj, (pl.DataFrame, pl.LazyFrame, StoredPartition)) or is_spark_frame(obj)):
-            raise TypeError(f"{type(self).__name__} stores polars or Spark DataFrames, got {type(obj).__name__}")
+            raise TypeError(
+                f"{type(self).__name__} stores polars or Spark DataFrames (or checks a Pipes job's StoredPartition), "
+                f"got {type(obj).__name__}"
+            )
         return obj  # a LazyFrame is streamed to the file (storage.write_parquet), never collected here
 
     def _write(self, key: str, obj: typing.Any) -> int:

@@ -163,7 +163,7 @@ class PipesSparkEngine(DataPrepEngine):
                 w["version"],
                 int(w["rows"]),
                 tuple(map(tuple, w["schema"])),
-                _preview(w),
+                frame_from_json(w["preview"]),
                 launch,
             )
             for name, w in report["outputs"].items()
@@ -197,10 +197,6 @@ class PipesSparkEngine(DataPrepEngine):
             "manifest_version": table.version,
             **{k: dg.MetadataValue.text(v) for k, v in table.launch},
         }
-
-
-def _preview(written: typing.Mapping[str, typing.Any]):
-    return frame_from_json(written["preview"])
 
 
 def _day() -> dt.date:

@@ -14,7 +14,6 @@ deployment would read with other credentials than it writes with. Set ``AWS_PROF
 instead (boto3, polars and deltalake all honour it).
 """
 
-import functools
 import typing
 
 from dagster_aws.s3 import S3Resource
@@ -43,13 +42,7 @@ def s3_options(s3: typing.Optional[S3Resource]) -> dict[str, typing.Optional[str
     }
 
 
-def _fields(s3: S3Resource) -> tuple:
-    return tuple(sorted((k, repr(getattr(s3, k))) for k in type(s3).model_fields))
-
-
-@functools.lru_cache(maxsize=16)
-def _client(key: tuple, s3: S3Resource) -> typing.Any:
-    return s3.get_client()
+_CLIENTS: dict[tuple, typing.Any] = {}
 
 
 def s3_client(s3: typing.Optional[S3Resource]) -> typing.Any:
@@ -57,7 +50,10 @@ def s3_client(s3: typing.Optional[S3Resource]) -> typing.Any:
     thread-safe); the default ``S3Resource()`` (environment credentials) when ``s3`` is None."""
     s3 = s3 if s3 is not None else S3Resource()
     s3_options(s3)  # refuses what polars could not follow
-    return _client(_fields(s3), s3)
+    key = tuple(sorted((k, repr(getattr(s3, k))) for k in type(s3).model_fields))
+    if key not in _CLIENTS:
+        _CLIENTS[key] = s3.get_client()
+    return _CLIENTS[key]
 
 
 def s3_store_options(url: str, s3: typing.Optional[S3Resource]) -> dict[str, typing.Any]:

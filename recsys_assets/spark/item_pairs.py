@@ -51,6 +51,21 @@ class SparkPairsResult:
         self.persisted.clear()
 
 
+def _group_counts(ranked, cap: int, with_pairs: str, capped: str):
+    """Over one row per group of :func:`_ranked` (its first-ranked item): groups with at least two items
+    (``with_pairs``) and groups above ``cap`` (``capped``)."""
+    from pyspark.sql import functions as F
+
+    return (
+        ranked.filter(F.col("__rank") == 1)
+        .agg(
+            F.sum((F.col("__n") >= 2).cast("long")).alias(with_pairs),
+            F.sum((F.col("__n") > cap).cast("long")).alias(capped),
+        )
+        .collect()[0]
+    )
+
+
 def build_pairs(interactions, item_meta=None, rules: PairRules = PairRules()) -> SparkPairsResult:
     """Pairs by distinct clients, as the polars stage. Work done once: the day's pair inputs (four columns)
     are cached and read by every statistic; each side's distinct items are ranked in one window that also
@@ -81,22 +96,8 @@ def build_pairs(interactions, item_meta=None, rules: PairRules = PairRules()) ->
     ).persist()
     persisted = [day, pos, neg]
     # group sizes: one row per group (its first-ranked item)
-    size = (
-        pos.filter(F.col("__rank") == 1)
-        .agg(
-            F.sum((F.col("__n") >= 2).cast("long")).alias("clients_with_positive_pairs"),
-            F.sum((F.col("__n") > rules.max_positive_items_per_client).cast("long")).alias("clients_capped"),
-        )
-        .collect()[0]
-    )
-    nsize = (
-        neg.filter(F.col("__rank") == 1)
-        .agg(
-            F.sum((F.col("__n") >= 2).cast("long")).alias("sessions_with_negative_pairs"),
-            F.sum((F.col("__n") > rules.max_negative_items_per_session).cast("long")).alias("sessions_capped"),
-        )
-        .collect()[0]
-    )
+    size = _group_counts(pos, rules.max_positive_items_per_client, "clients_with_positive_pairs", "clients_capped")
+    nsize = _group_counts(neg, rules.max_negative_items_per_session, "sessions_with_negative_pairs", "sessions_capped")
     day.unpersist()
     persisted.remove(day)
 
