@@ -27,7 +27,7 @@ from .partitions import (
     TRAIN_WINDOW,
     after_previous_day,
     columns_input,
-    latest_per_item,
+    latest_parts_per_item,
     partition_date,
     window_input,
 )
@@ -124,8 +124,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         """Partition D: per language, frames + audio -> ALS item vector of als_factors D (CLIP-style InfoNCE,
         BLIP-bucketed pair loss, scale regression); weights + config as one safetensors object."""
 
-        def content(ids: pl.Series) -> pl.DataFrame:  # one language's items at a time, failed ones left out
-            return latest_per_item(embeddings, items=ids, where=pl.col("status") != "failed", sort=False)
+        def content(ids: pl.Series) -> list[pl.DataFrame]:  # one language's items at a time, failed ones left out
+            return latest_parts_per_item(embeddings, items=ids, where=pl.col("status") != "failed")
 
         pairs = (
             pair_blip_scores.filter(pl.col("similarity").is_not_null())

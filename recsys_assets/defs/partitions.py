@@ -187,18 +187,30 @@ def latest_per_item(
     window: typing.Mapping[str, pl.LazyFrame],
     items: typing.Optional[pl.Series] = None,
     where: typing.Optional[pl.Expr] = None,
-    sort: bool = True,
 ) -> pl.DataFrame:
     """The union of a window of per-item partitions (lazy inputs), one row per item -- the latest day's --
-    sorted by item. Reads every day's item ids first, then from each day only the rows it is the latest for:
-    an item's vectors are loaded once, not once per day it appears in (and keep their stored dtype).
-    ``items``: only these items (the others are never read); ``where``: of the latest rows keep those
-    that pass (applied in the scan, after the latest day is chosen: an item whose latest row fails is left
-    out, not replaced by an older row). ``sort=False``: in (day, stored) order instead of item order, with no
-    copy of the rows (sorting a window of per-frame vectors doubles them in memory)."""
+    sorted by item (:func:`latest_parts_per_item` concatenated and sorted)."""
+    parts = latest_parts_per_item(window, items=items, where=where)
+    if not parts:
+        return pl.DataFrame() if not window else window[max(window)].head(0).collect()
+    return pl.concat(parts, how="vertical_relaxed", rechunk=False).sort("item_id")
+
+
+def latest_parts_per_item(
+    window: typing.Mapping[str, pl.LazyFrame],
+    items: typing.Optional[pl.Series] = None,
+    where: typing.Optional[pl.Expr] = None,
+) -> list[pl.DataFrame]:
+    """One row per item of a window of per-item partitions (lazy inputs) -- the latest day's -- as one frame per
+    day, in (day, stored) order. Reads every day's item ids first, then from each day only the rows it is the
+    latest for: an item's vectors are loaded once, not once per day it appears in (and keep their stored
+    dtype), and never copied (sorting or concatenating a window of per-frame vectors doubles them in memory;
+    a reader can consume the parts one by one). ``items``: only these items (the others are never read);
+    ``where``: of the latest rows keep those that pass (applied in the scan, after the latest day is chosen:
+    an item whose latest row fails is left out, not replaced by an older row)."""
     days = sorted(window)
     if not days:
-        return pl.DataFrame()
+        return []
     ids = pl.concat(
         [window[d].select("item_id").collect().with_columns(day=pl.lit(k, pl.Int32)) for k, d in enumerate(days)]
     )
@@ -211,7 +223,4 @@ def latest_per_item(
         if mine.len():
             pred = pl.col("item_id").is_in(mine.implode())
             parts.append(window[d].filter(pred if where is None else pred & where).collect(engine="streaming"))
-    if not parts:
-        return window[days[-1]].head(0).collect()
-    out = pl.concat(parts, how="vertical_relaxed", rechunk=False)
-    return out.sort("item_id") if sort else out
+    return parts

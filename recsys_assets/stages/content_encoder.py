@@ -34,7 +34,6 @@ import dataclasses
 import math
 import time
 import typing
-import warnings
 
 import numpy as np
 import polars as pl
@@ -185,21 +184,39 @@ class Features:
         return Features(self.item_ids[idx], self.frames[idx].float(), self.audio[idx], self.has_audio[idx])
 
 
-def features(embeddings: pl.DataFrame) -> Features:
-    """Model inputs from ``item_content_embeddings`` rows (failed rows must be filtered out first). Frames
-    stored as float16 stay float16 here (the bulk of the inputs) and become float32 per batch."""
-    stored = embeddings["frame_embeddings"].to_numpy()  # polars' buffer when it can: no copy of the bulk
-    if stored.dtype not in (np.float16, np.float32):
-        stored = stored.astype(np.float32)
-    with warnings.catch_warnings():  # read-only is fine: frames are only ever indexed (take) and summed
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        frames = torch.from_numpy(stored)
-    has_audio = embeddings["audio_embedding"].is_not_null().to_numpy()
-    audio_dim = embeddings.schema["audio_embedding"].size
-    audio = np.zeros((embeddings.height, audio_dim), dtype=np.float32)
-    if has_audio.any():
-        audio[has_audio] = embeddings.filter(pl.Series(has_audio))["audio_embedding"].to_numpy()
-    return Features(embeddings["item_id"].to_numpy(), frames, torch.from_numpy(audio), torch.from_numpy(has_audio))
+def features(rows: pl.DataFrame | list[pl.DataFrame]) -> Features:
+    """Model inputs from ``item_content_embeddings`` rows (failed rows must be filtered out first), in row order.
+    Frames stored as float16 stay float16 here (the bulk of the inputs) and become float32 per batch.
+
+    ``rows`` may be a list of parts (a window's days): the list is consumed -- each part is removed from it once
+    its rows are copied into the model inputs -- so the frames are in memory once, plus one part, never twice."""
+    parts = rows if isinstance(rows, list) else [rows]
+    if not parts:
+        raise ValueError("features() needs at least one frame of rows (its schema gives the dimensions)")
+    schema = parts[0].schema
+    frame_dtype, audio_dtype = schema["frame_embeddings"], schema["audio_embedding"]
+    leaf = frame_dtype
+    while isinstance(leaf, pl.Array):
+        leaf = leaf.inner
+    store = np.float16 if leaf == pl.Float16 else np.float32
+    n = sum(p.height for p in parts)
+    item_ids = np.empty(n, dtype=np.int64)
+    frames = np.empty((n, *frame_dtype.shape), dtype=store)
+    audio = np.zeros((n, audio_dtype.size), dtype=np.float32)
+    has_audio = np.zeros(n, dtype=bool)
+    start = 0
+    while parts:
+        part = parts.pop(0)
+        end = start + part.height
+        item_ids[start:end] = part["item_id"].to_numpy()
+        frames[start:end] = part["frame_embeddings"].to_numpy()
+        present = part["audio_embedding"].is_not_null().to_numpy()
+        has_audio[start:end] = present
+        if present.any():  # the audio column alone is filtered (filtering the part would copy its frames)
+            audio[start:end][present] = part["audio_embedding"].filter(pl.Series(present)).to_numpy()
+        start = end
+        del part
+    return Features(item_ids, torch.from_numpy(frames), torch.from_numpy(audio), torch.from_numpy(has_audio))
 
 
 @dataclasses.dataclass
@@ -244,6 +261,7 @@ def train_encoder(
         p = (
             pairs.join(row_of.rename({"item_id": "item_id_1", "row": "a"}), on="item_id_1")
             .join(row_of.rename({"item_id": "item_id_2", "row": "b"}), on="item_id_2")
+            .select("a", "b", "pair_type", "bucket")  # only what training uses is sorted
             .sort("a", "b", "pair_type")
         )
         n_pairs = p.height
@@ -341,22 +359,29 @@ def train_encoder(
 
 
 @torch.no_grad()
-def predict(model: ContentToCollab, feats: Features, batch_size: int = 4096) -> np.ndarray:
+def predict(
+    model: ContentToCollab, feats: Features, rows: typing.Optional[np.ndarray] = None, batch_size: int = 4096
+) -> np.ndarray:
+    """The model's vectors for ``rows`` of ``feats`` (default: all), a batch at a time (float32 frames of one
+    batch in memory, never of all rows)."""
     model.eval()
+    idx = np.arange(len(feats.item_ids)) if rows is None else np.asarray(rows)
     out = []
-    for s in range(0, len(feats.item_ids), batch_size):
-        f = feats.take(slice(s, s + batch_size))
+    for s in range(0, len(idx), batch_size):
+        f = feats.take(idx[s : s + batch_size])
         out.append(model(f.frames, f.audio, f.has_audio).numpy())
     return np.concatenate(out) if out else np.zeros((0, model.head[-1].out_features), dtype=np.float32)
 
 
 def retrieval_metrics(
-    pred: np.ndarray, true: np.ndarray, ks: typing.Sequence[int] = (1, 10, 50), block: int = 4096
+    pred: np.ndarray, true: np.ndarray, ks: typing.Sequence[int] = (1, 10, 50), cells: int = 1 << 24
 ) -> dict[str, float]:
     """Mean cosine(pred_i, true_i); recall@k of finding true_i among all rows of ``true`` by cosine with
-    pred_i (ranked as every evaluation ranks: :func:`~recsys_assets.stages.ranking_metrics.retrieval_at_k`)."""
+    pred_i (ranked as every evaluation ranks: :func:`~recsys_assets.stages.ranking_metrics.retrieval_at_k`),
+    scored in blocks of rows of at most ``cells`` scores (64 MiB of float32 by default) whatever the item count."""
     if len(pred) == 0:
         return {"mean_cosine": float("nan"), **{f"recall@{k}": float("nan") for k in ks}}
+    block = max(1, cells // len(true))
     p = pred / np.maximum(np.linalg.norm(pred, axis=1, keepdims=True), 1e-12)
     t = true / np.maximum(np.linalg.norm(true, axis=1, keepdims=True), 1e-12)
     own = np.einsum("nd,nd->n", p, t)
@@ -379,10 +404,10 @@ class LanguageModels:
     config: dict[str, typing.Any]
 
 
-ContentSource = typing.Callable[[pl.Series], pl.DataFrame]
-"""Item ids (sorted) -> the usable content rows of those that have one: item_id, frame_embeddings,
-audio_embedding, in a deterministic order (failed items left out). Called once per language, so that one language's
-frames are in memory at a time."""
+ContentSource = typing.Callable[[pl.Series], list[pl.DataFrame]]
+"""Item ids (sorted) -> the usable content rows of those that have one, in parts (e.g. one per day of a window):
+item_id, frame_embeddings, audio_embedding, in a deterministic order (failed items left out). Called once per
+language, so that one language's frames are in memory at a time; :func:`features` consumes the parts one by one."""
 
 CONTENT_COLUMNS = ("item_id", "frame_embeddings", "audio_embedding")
 
@@ -390,7 +415,7 @@ CONTENT_COLUMNS = ("item_id", "frame_embeddings", "audio_embedding")
 def in_memory(embeddings: pl.DataFrame) -> ContentSource:
     """A :data:`ContentSource` over ``item_content_embeddings`` rows in memory (one row per item)."""
     usable = embeddings.filter(pl.col("status") != "failed").select(CONTENT_COLUMNS)
-    return lambda ids: usable.join(ids.to_frame("item_id"), on="item_id", how="semi").sort("item_id")
+    return lambda ids: [usable.join(ids.to_frame("item_id"), on="item_id", how="semi").sort("item_id")]
 
 
 def train_all(
@@ -412,21 +437,22 @@ def train_all(
     for lang in sorted(als_factors["language"].unique().to_list()):
         if languages and lang not in languages:
             continue
-        rows = feats = None  # the previous language's frames go before this one's are loaded
+        parts = rows = feats = None  # the previous language's frames go before this one's are loaded
         als = als_factors.filter(pl.col("language") == lang).select("item_id", "vector").sort("item_id")
-        rows = content(als["item_id"]).select(CONTENT_COLUMNS)  # a subset of als's items, in a fixed order
-        n_als = als.height
-        st: dict[str, typing.Any] = {"language": lang, "als_items": n_als, "items_with_content": rows.height}
-        if rows.height < params.min_items:
+        parts = [p.select(CONTENT_COLUMNS) for p in content(als["item_id"])]  # als's items, in a fixed order
+        n_rows = sum(p.height for p in parts)
+        st: dict[str, typing.Any] = {"language": lang, "als_items": als.height, "items_with_content": n_rows}
+        if n_rows < max(params.min_items, 1):
+            parts = None
             st.update(
                 trained=False,
-                skipped=f"{rows.height} items with content and ALS vectors < min_items {params.min_items}",
+                skipped=f"{n_rows} items with content and ALS vectors < min_items {params.min_items}",
             )
             stats.append(st)
             log(f"content encoder for {lang!r} not trained: {st['skipped']}")
             continue
-        feats = features(rows)
-        rows = rows.select("item_id")  # the frames live on in feats (one copy of them, not two)
+        feats = features(parts)  # consumes the parts: the frames live on in feats (one copy of them, not two)
+        rows = pl.DataFrame({"item_id": feats.item_ids})
         vectors = rows.join(als, on="item_id", how="left", maintain_order="left")["vector"]
         targets = vectors.to_numpy().astype(np.float32)
         is_val = is_validation(rows["item_id"], params.val_share, params.split_seed).to_numpy()
@@ -438,7 +464,7 @@ def train_all(
             stats.append(st)
             continue
         res = train_encoder(feats, targets, is_val, pairs, params, log=log)
-        val_pred = predict(res.model, feats.take(np.flatnonzero(is_val)))
+        val_pred = predict(res.model, feats, rows=np.flatnonzero(is_val))
         metrics = retrieval_metrics(val_pred, targets[is_val])
         rng = np.random.default_rng(params.seed)
         floor = retrieval_metrics(rng.standard_normal(val_pred.shape).astype(np.float32), targets[is_val])
