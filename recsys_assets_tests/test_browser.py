@@ -1,7 +1,9 @@
 """The Dagster UI in a real browser, as a data engineer uses it: Playwright drives Debian's chromium against
 ``dagster dev`` on the tiny simulator. One partition is materialized from an asset's page, then a 2-day backfill
-of the whole graph is launched from the global lineage's "Materialize all" dialog; every run must succeed and
-the checks must show per partition. Screenshots are left in the test's tmp folder.
+of the whole graph is launched from the global lineage's "Materialize all" dialog: it must target exactly the two
+days of every asset, none of its runs may fail and the checks must show per partition (the backfill is cancelled once
+both days' data prep ran; test_backfill_daemon.py runs the same launch of the whole graph to the end).
+Screenshots are left in the test's tmp folder.
 
 Needs ``playwright`` (a test extra) and ``/usr/bin/chromium`` (``apt-get install chromium``; Playwright's own
 browser download is not used). Without them the test is skipped -- unless ``RECSYS_REQUIRE_BROWSER=1``, which
@@ -30,6 +32,9 @@ BACKFILLS = """{ partitionBackfillsOrError(limit: 5) { ... on PartitionBackfills
     ... on UnpartitionedAssetStatus { assetKey { path } materialized } } } } } } }"""
 RUNS = """query($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) { ... on Runs { results {
   runId status assetSelection { path } } } } }"""
+ASSET_NODES = """{ assetNodes { assetKey { path } isMaterializable isPartitioned } }"""
+CANCEL = """mutation($id: String!) { cancelPartitionBackfill(backfillId: $id) { __typename
+  ... on PythonError { message } ... on UnauthorizedError { message } } }"""
 CHECK_EXECUTIONS = """query($key: AssetKeyInput!, $name: String!) {
   assetCheckExecutions(assetKey: $key, checkName: $name, limit: 20) { status partition } }"""
 
@@ -159,34 +164,34 @@ def test_ui_materializes_a_partition_and_backfills_the_whole_graph(dagster_dev):
                 lambda: _gql(url, BACKFILLS)["partitionBackfillsOrError"]["results"], 60, "the backfill to be created"
             )
 
-            def finished():
-                (b,) = _gql(url, BACKFILLS)["partitionBackfillsOrError"]["results"]
-                return b if b["status"] not in ("REQUESTED", "CANCELING", "FAILING") else None
-
-            backfill = _wait(finished, 1500, "the whole-graph backfill", every=10)
-            timings["whole graph, 2 days"] = time.time() - started
+            # what the dialog sent: exactly the two days of every partitioned asset (not the 8-9 of issue 16).
+            # Running such a backfill to the end is test_backfill_daemon.py's (3 days, the same launch through
+            # GraphQL, every run, window and check verified); here the UI's part is shown: the launch, its runs
+            # going without a failure, and the checks per partition in the Checks tab.
             statuses = backfill["assetBackfillData"]["assetBackfillStatuses"]
-            assert backfill["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), statuses
-            for s in statuses:
-                if "numPartitionsTargeted" in s:  # exactly the two days of every asset
-                    assert (s["numPartitionsTargeted"], s["numPartitionsMaterialized"], s["numPartitionsFailed"]) == (
-                        2,
-                        2,
-                        0,
-                    ), s
-                else:
-                    assert s["materialized"], s
-            backfill_runs = _runs(url, "dagster/backfill", backfill["id"])
-            assert backfill_runs and {r["status"] for r in backfill_runs} == {"SUCCESS"}, backfill_runs
+            partitioned = [s for s in statuses if "numPartitionsTargeted" in s]
+            nodes = _gql(url, ASSET_NODES)["assetNodes"]
+            assert len(partitioned) == len([n for n in nodes if n["isMaterializable"] and n["isPartitioned"]])
+            assert all(s["numPartitionsTargeted"] == 2 for s in partitioned), statuses
 
-            # 3. the checks, per partition: in the API and on the asset's Checks tab
-            for day in ("2026-11-01", "2026-11-02"):
+            # 3. the checks, per partition: in the API (once the backfill reached filtered_interactions of both
+            # days) and on the asset's Checks tab
+            def checked_both_days():
                 executions = _gql(
                     url,
                     CHECK_EXECUTIONS,
                     {"key": {"path": ["filtered_interactions"]}, "name": "no_client_above_ctr"},
                 )["assetCheckExecutions"]
-                assert any(e["partition"] == day and e["status"] == "SUCCEEDED" for e in executions), executions
+                return all(
+                    any(e["partition"] == day and e["status"] == "SUCCEEDED" for e in executions)
+                    for day in ("2026-11-01", "2026-11-02")
+                )
+
+            _wait(checked_both_days, 900, "filtered_interactions' checks of both days", every=5)
+            timings["whole graph launched, filtered_interactions of 2 days checked"] = time.time() - started
+            backfill_runs = _runs(url, "dagster/backfill", backfill["id"])
+            # a backfill run is a day's part of the graph: the checks land mid-run; none may have failed
+            assert backfill_runs and not {r["status"] for r in backfill_runs} & {"FAILURE", "CANCELED"}, backfill_runs
             _open(page, f"{url}/assets/filtered_interactions?view=checks")
             page.get_by_text("no_client_above_ctr").first.wait_for(timeout=30_000)
             assert page.get_by_text("Succeeded").count() >= 3  # each of the asset's checks, latest partition
@@ -194,6 +199,8 @@ def test_ui_materializes_a_partition_and_backfills_the_whole_graph(dagster_dev):
             _open(page, f"{url}/asset-groups")
             page.wait_for_timeout(5000)  # the groups' status counts load after the page
             page.screenshot(path=str(tmp_path / "ui_lineage_after.png"))
+            cancelled = _gql(url, CANCEL, {"id": backfill["id"]})["cancelPartitionBackfill"]
+            assert cancelled["__typename"] == "CancelBackfillSuccess", cancelled
         except Exception:
             page.screenshot(path=str(tmp_path / "ui_failure.png"))
             print(f"browser test failed; screenshot {tmp_path / 'ui_failure.png'}")

@@ -172,13 +172,23 @@ def run_lazy_roundtrip(io_manager: PolarsParquetIOManager) -> pl.DataFrame:
     return out
 
 
-def test_io_manager_streams_lazy_outputs_and_projects_lazy_inputs_locally(tmp_path):
-    run_lazy_roundtrip(PolarsParquetIOManager(base_url=str(tmp_path)))
-    stored = read_parquet(LocalStore(tmp_path), "streamed/2026-11-01.parquet")
+@pytest.fixture
+def spill_in_tmp(tmp_path, monkeypatch):
+    """``streamed``'s spill (tempfile.mkdtemp) goes under the test's tmp_path, not /tmp."""
+    import tempfile
+
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))
+
+
+def test_io_manager_streams_lazy_outputs_and_projects_lazy_inputs_locally(tmp_path, spill_in_tmp):
+    run_lazy_roundtrip(PolarsParquetIOManager(base_url=str(tmp_path / "store")))
+    stored = read_parquet(LocalStore(tmp_path / "store"), "streamed/2026-11-01.parquet")
     assert stored.height == 12 and stored.columns == ["k", "v", "wide"]
 
 
-def test_io_manager_streams_lazy_outputs_and_projects_lazy_inputs_on_s3(s3_env):
+def test_io_manager_streams_lazy_outputs_and_projects_lazy_inputs_on_s3(s3_env, spill_in_tmp):
     endpoint, bucket, client = s3_env
     io = _moto_io_manager(f"s3://{bucket}/lazy")
     run_lazy_roundtrip(io)
