@@ -61,6 +61,31 @@ def planted(n=1200, d=8, seed=0):
     return feats, y
 
 
+def test_features_of_parts_equal_features_of_the_whole_and_consume_the_parts():
+    """A window's days as parts (some empty, audio missing in places, float16 frames) give the inputs of the
+    concatenated rows, frames kept float16; the list is emptied as the parts are copied."""
+    rng = np.random.default_rng(1)
+    n = 23
+    whole = pl.DataFrame(
+        {
+            "item_id": np.arange(n, dtype=np.int64) * 5,
+            "frame_embeddings": pl.Series(rng.standard_normal((n, 3, 4)).astype(np.float16)).cast(
+                pl.Array(pl.Float16, (3, 4))
+            ),
+            "audio_embedding": pl.Series(rng.standard_normal((n, 6)).astype(np.float16)).cast(pl.Array(pl.Float16, 6)),
+        }
+    ).with_columns(audio_embedding=pl.when(pl.col("item_id") % 3 == 0).then(None).otherwise(pl.col("audio_embedding")))
+    parts = [whole.slice(0, 9), whole.head(0), whole.slice(9, 1), whole.slice(10, 13)]
+    got, want = ce.features(parts), ce.features(whole)
+    assert parts == []
+    assert got.frames.dtype == torch.float16 and got.frames.shape == (n, 3, 4)
+    np.testing.assert_array_equal(got.item_ids, whole["item_id"].to_numpy())
+    for field in ("frames", "audio", "has_audio"):
+        assert torch.equal(getattr(got, field), getattr(want, field)), field
+    assert not bool(got.has_audio[0]) and bool(got.has_audio[1]) and float(got.audio[0].abs().sum()) == 0.0
+    np.testing.assert_array_equal(got.audio[1].numpy(), whole["audio_embedding"][1].to_numpy().astype(np.float32))
+
+
 def test_learns_a_planted_linear_map_and_is_deterministic():
     feats, y = planted()
     is_val = ce.is_validation(pl.Series(feats.item_ids), 0.2, 0).to_numpy()

@@ -207,6 +207,8 @@ def features(rows: pl.DataFrame | list[pl.DataFrame]) -> Features:
     start = 0
     while parts:
         part = parts.pop(0)
+        if not part.height:
+            continue
         end = start + part.height
         item_ids[start:end] = part["item_id"].to_numpy()
         frames[start:end] = part["frame_embeddings"].to_numpy()
