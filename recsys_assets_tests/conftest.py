@@ -1,3 +1,4 @@
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -135,10 +136,10 @@ def interactions(rows: list[dict], **defaults) -> pl.DataFrame:
     )
 
 
-@pytest.fixture
-def dagster_dev(tmp_path):
+@contextlib.contextmanager
+def run_dagster_dev(tmp_path: Path, **extra_env: str) -> typing.Iterator[tuple[str, Path, Path]]:
     """``dagster dev -w workspace.yaml`` (webserver and daemons) on the tiny simulator, with the shipped
-    ``dagster.yaml``; yields ``(url, DAGSTER_HOME, tmp_path)``."""
+    ``dagster.yaml`` and ``extra_env``; yields ``(url, DAGSTER_HOME, tmp_path)``, stops it on exit."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text((REPO / "recsys_assets" / "dagster.yaml").read_text())
@@ -148,6 +149,7 @@ def dagster_dev(tmp_path):
         "RECSYS_DATA_DIR": str(tmp_path / "data"),
         "RECSYS_SIM_PROFILE": "tiny",
         "RECSYS_SIM_SEED": "3",
+        **extra_env,
     }
     port = free_port()
     log = open(tmp_path / "dagster_dev.log", "w")
@@ -179,3 +181,24 @@ def dagster_dev(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+        kill_processes_of(home)
+
+
+def kill_processes_of(home: Path) -> None:
+    """SIGKILL every process left with ``DAGSTER_HOME=home``: dagster dev starts its code server in a session
+    of its own, and a run still in flight when dagster dev stops keeps it alive (a failed test once left one
+    running for the rest of the suite)."""
+    marker = f"DAGSTER_HOME={home}".encode()
+    for proc_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            if int(proc_dir.name) != os.getpid() and marker in (proc_dir / "environ").read_bytes().split(b"\0"):
+                os.kill(int(proc_dir.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue  # gone already, or not ours to read
+
+
+@pytest.fixture
+def dagster_dev(tmp_path):
+    """:func:`run_dagster_dev` with the default (polars) engine."""
+    with run_dagster_dev(tmp_path) as served:
+        yield served

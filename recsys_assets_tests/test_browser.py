@@ -201,6 +201,14 @@ def test_ui_materializes_a_partition_and_backfills_the_whole_graph(dagster_dev):
             page.screenshot(path=str(tmp_path / "ui_lineage_after.png"))
             cancelled = _gql(url, CANCEL, {"id": backfill["id"]})["cancelPartitionBackfill"]
             assert cancelled["__typename"] == "CancelBackfillSuccess", cancelled
+            _wait(  # the daemon stops the backfill's runs before dagster dev is stopped
+                lambda: all(
+                    r["status"] not in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
+                    for r in _runs(url, "dagster/backfill", backfill["id"])
+                ),
+                180,
+                "the cancelled backfill's runs to stop",
+            )
         except Exception:
             page.screenshot(path=str(tmp_path / "ui_failure.png"))
             print(f"browser test failed; screenshot {tmp_path / 'ui_failure.png'}")

@@ -144,6 +144,21 @@ def test_settings_parse_and_map_urls():
     assert spark_config("local[2]", conf={"spark.sql.shuffle.partitions": "3"})["spark.sql.shuffle.partitions"] == "3"
     with pytest.raises(ValueError, match="sc://"):
         spark_config(remote="http://127.0.0.1:15002")
+    # MLlib ALS needs a checkpoint directory: a local session gets one, a cluster's comes from its conf
+    assert spark_config("local[2]")["spark.checkpoint.dir"].endswith("recsys-spark-checkpoints")
+    assert "spark.checkpoint.dir" not in spark_config("spark://host:7077") and "spark.checkpoint.dir" not in remote
+    shared = {"spark.checkpoint.dir": "s3a://bucket/checkpoints"}
+    assert spark_config("local[2]", conf=shared)["spark.checkpoint.dir"] == "s3a://bucket/checkpoints"
+
+
+@needs_java
+def test_a_local_session_has_the_checkpoint_directory_mllib_als_needs(spark):
+    """Without one MLlib never cuts its factors' lineage: a 15-iteration fit on a two-day window died with a
+    StackOverflowError in the Spark daemon backfill (issue 12); train_als refuses a session without one."""
+    from recsys_assets.spark.als_factors import checkpoint_dir
+
+    found = checkpoint_dir(spark)
+    assert found and "recsys-spark-checkpoints" in found
 
 
 @needs_java

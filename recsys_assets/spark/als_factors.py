@@ -59,10 +59,35 @@ def _vectors(factors, ids, id_name: str, language: str, k: int):
     )
 
 
+CHECKPOINT_INTERVAL = 10
+"""MLlib ALS checkpoints its factor RDDs every this many iterations (its default)."""
+
+
+def checkpoint_dir(spark) -> typing.Optional[str]:
+    """The session's checkpoint directory (``spark.checkpoint.dir`` or ``SparkContext.setCheckpointDir``), None if
+    it has none."""
+    try:
+        found = spark.sparkContext.getCheckpointDir()
+    except Exception:  # a Spark Connect session has no SparkContext: the server's setting is what counts
+        found = None
+    return found or spark.conf.get("spark.checkpoint.dir", None) or None
+
+
 def train_als(interactions, item_language, params: AlsParams = AlsParams(), rules: ConfidenceRules = ConfidenceRules()):
-    """One MLlib ALS model per language (see the polars stage's ``train_als`` for the rules)."""
+    """One MLlib ALS model per language (see the polars stage's ``train_als`` for the rules).
+
+    The session needs a checkpoint directory (``spark.checkpoint.dir``; local sessions get one from
+    :func:`~recsys_assets.spark.session.spark_config`): without it MLlib never cuts the lineage of its factors, whose
+    plan then grows with every iteration until a task dies with a StackOverflowError (seen at 15 iterations on a
+    two-day window). Each language's vectors are checkpointed, so nothing downstream recomputes the iterations."""
     from pyspark.ml.recommendation import ALS
     from pyspark.sql import functions as F
+
+    if checkpoint_dir(interactions.sparkSession) is None:
+        raise ValueError(
+            "MLlib ALS needs a Spark checkpoint directory: set spark.checkpoint.dir (RECSYS_SPARK_CONF) to a path "
+            "every executor can write -- HDFS or S3 on a cluster"
+        )
 
     cells = (
         confidence_cells(interactions.select("client_id", "item_id", "is_positive", "liked", "pcc"), rules)
@@ -144,6 +169,7 @@ def train_als(interactions, item_language, params: AlsParams = AlsParams(), rule
             ratingCol="value",
             seed=params.seed,
             nonnegative=False,
+            checkpointInterval=CHECKPOINT_INTERVAL,
         ).fit(solvable)
         item_vectors = _vectors(
             model.itemFactors, items.withColumnRenamed("col", "idx"), "item_id", lang, params.factors
@@ -151,9 +177,9 @@ def train_als(interactions, item_language, params: AlsParams = AlsParams(), rule
         user_vectors = _vectors(
             model.userFactors, clients.withColumnRenamed("row", "idx"), "client_id", lang, params.factors
         )
-        items_out.append(item_vectors.persist())
-        users_out.append(user_vectors.persist())
-        items_out[-1].count(), users_out[-1].count()
+        # checkpointed (written, lineage cut): the checks, the write and the next language never replay ALS
+        items_out.append(item_vectors.checkpoint(eager=True))
+        users_out.append(user_vectors.checkpoint(eager=True))
         st["seconds"] = round(time.perf_counter() - t, 3)
         st["trained"] = True
         stats.append(st)

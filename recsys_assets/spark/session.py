@@ -3,7 +3,8 @@
 * ``master`` (``local[*]`` by default; a ``spark://``, ``yarn`` or ``k8s://`` master on a cluster) or
   ``remote`` (``sc://host:port``: Spark Connect -- Databricks, EMR, a self-run Connect server). With ``remote``
   the session is a Connect client and ``master`` is the server's business.
-* ``conf``: extra ``key=value`` settings (``RECSYS_SPARK_CONF``, comma or newline separated).
+* ``conf``: extra ``key=value`` settings (``RECSYS_SPARK_CONF``, comma or newline separated). MLlib ALS needs
+  ``spark.checkpoint.dir`` (shared storage on a cluster; a local session gets a temporary folder).
 * ``scheme_map``: how the project's storage URLs are written for Spark's filesystem -- ``s3://`` (what the
   project, boto3 and polars use) to ``s3a://`` (Hadoop's S3A) by default; ``s3=s3`` on EMR, whose EMRFS
   serves ``s3://`` itself.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import typing
 from pathlib import Path
 from urllib.parse import urlparse
@@ -24,6 +26,8 @@ BASE_CONF: dict[str, str] = {
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.adaptive.enabled": "true",
     "spark.ui.showConsoleProgress": "false",
+    # checkpoint files (MLlib ALS's) are deleted once their data is no longer referenced
+    "spark.cleaner.referenceTracking.cleanCheckpoints": "true",
 }
 LOCAL_CONF: dict[str, str] = {
     "spark.driver.host": "127.0.0.1",
@@ -70,6 +74,9 @@ def spark_config(
         out["spark.master"] = master
         if master.startswith("local"):
             out.update(LOCAL_CONF)
+            # a cluster's checkpoint directory must be shared storage (spark.checkpoint.dir in the deployment's conf);
+            # a local session's may be the machine's temporary folder (Spark makes a folder per application in it)
+            out["spark.checkpoint.dir"] = str(Path(tempfile.gettempdir()) / "recsys-spark-checkpoints")
     out.update(dict(conf))
     return out
 
