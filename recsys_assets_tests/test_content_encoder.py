@@ -61,7 +61,7 @@ def planted(n=1200, d=8, seed=0):
     return feats, y
 
 
-def test_features_of_parts_equal_features_of_the_whole_and_consume_the_parts():
+def test_features_of_parts_equal_features_of_the_whole_and_consume_the_parts(tmp_path):
     """A window's days as parts (some empty, audio missing in places, float16 frames) give the inputs of the
     concatenated rows, frames kept float16; the list is emptied as the parts are copied."""
     rng = np.random.default_rng(1)
@@ -84,6 +84,21 @@ def test_features_of_parts_equal_features_of_the_whole_and_consume_the_parts():
         assert torch.equal(getattr(got, field), getattr(want, field)), field
     assert not bool(got.has_audio[0]) and bool(got.has_audio[1]) and float(got.audio[0].abs().sum()) == 0.0
     np.testing.assert_array_equal(got.audio[1].numpy(), whole["audio_embedding"][1].to_numpy().astype(np.float32))
+
+    # lazy parts (a day's query over a parquet file) are counted, then streamed in batches smaller than a part
+    path = tmp_path / "day.parquet"
+    whole.with_columns(status=pl.lit("ok")).write_parquet(path, row_group_size=4)
+    scan = pl.scan_parquet(path)
+    lazy = [
+        scan.filter(pl.col("item_id") < 45),
+        scan.filter(pl.col("item_id") > 1_000),
+        scan.filter(pl.col("item_id") >= 45),
+    ]
+    streamed = ce.features(lazy, batch_rows=3)
+    assert lazy == []
+    np.testing.assert_array_equal(streamed.item_ids, whole["item_id"].to_numpy())
+    for field in ("frames", "audio", "has_audio"):
+        assert torch.equal(getattr(streamed, field), getattr(want, field)), field
 
 
 def test_learns_a_planted_linear_map_and_is_deterministic():
@@ -132,6 +147,70 @@ def test_the_item_split_never_leaks_even_through_pairs():
     res = ce.train_encoder(feats, y, is_val, pairs, ce.EncoderParams(max_epochs=2, device="cpu"))
     assert res.train_pairs == 2  # the two pairs touching a validation item are dropped
     assert not set(res.train_ids) & set(res.val_ids)
+
+
+def test_pair_rows_equal_the_join_of_pairs_to_rows():
+    rng = np.random.default_rng(5)
+    item_ids = rng.permutation(np.arange(1_000, 3_000, 2, dtype=np.int64))  # unique, not sorted
+    usable = rng.random(len(item_ids)) > 0.3
+    n = 20_000
+    pairs = pl.DataFrame(
+        {
+            "item_id_1": rng.integers(990, 3_010, n),  # some ids are no row at all
+            "item_id_2": rng.integers(990, 3_010, n),
+            "pair_type": pl.Series(rng.choice(["positive", "negative"], n)).cast(pl.Enum(["positive", "negative"])),
+            "bucket": pl.Series(rng.integers(0, 10, n)).scatter([0, 1], None),
+        }
+    ).with_columns(item_id_1=pl.Series(rng.integers(990, 3_010, n)).scatter([2], None))  # a null id is dropped
+    # one row per (pair, type), as in pair_blip_scores
+    pairs = pairs.unique(["item_id_1", "item_id_2", "pair_type"], keep="first", maintain_order=True)
+    a, b, positive, buckets = ce.pair_rows(item_ids, usable, pairs)
+    row_of = pl.DataFrame({"item_id": item_ids, "row": np.arange(len(item_ids))}).filter(pl.Series(usable))
+    want = (
+        pairs.join(row_of.rename({"item_id": "item_id_1", "row": "a"}), on="item_id_1")
+        .join(row_of.rename({"item_id": "item_id_2", "row": "b"}), on="item_id_2")
+        .sort("a", "b", "pair_type")  # the Enum: positives first
+    )
+    assert 0 < len(a) == want.height < n
+    np.testing.assert_array_equal(a, want["a"].to_numpy())
+    np.testing.assert_array_equal(b, want["b"].to_numpy())
+    np.testing.assert_array_equal(positive, (want["pair_type"] == "positive").to_numpy())
+    np.testing.assert_array_equal(buckets, want["bucket"].fill_null(0).to_numpy())
+    assert a.dtype == np.int32 and usable[a].all() and usable[b].all()
+    with pytest.raises(ValueError, match="unique"):
+        ce.pair_rows(np.array([1, 2, 1]), np.ones(3, dtype=bool), pairs)
+
+
+def test_train_all_reads_each_language_s_training_pairs_from_a_pair_source():
+    feats, y = planted(n=400)
+    langs = ["hindi"] * 300 + ["tamil"] * 100
+    emb, als = frame_table(feats, y, langs)
+    rng = np.random.default_rng(2)
+    pairs = pl.DataFrame(
+        {
+            "item_id_1": rng.choice(feats.item_ids, 3_000),
+            "item_id_2": rng.choice(feats.item_ids, 3_000),
+            "pair_type": rng.choice(["positive", "negative"], 3_000),
+            "bucket": rng.integers(0, 10, 3_000),
+        }
+    )
+    asked = []
+
+    def source(ids: pl.Series) -> pl.DataFrame:
+        asked.append(ids)
+        return pairs.filter(pl.col("item_id_1").is_in(ids.implode()) & pl.col("item_id_2").is_in(ids.implode()))
+
+    params = ce.EncoderParams(max_epochs=3, min_items=50, device="cpu")
+    whole = ce.train_all(emb, als, pairs, params)
+    by_language = ce.train_all(emb, als, source, params)
+    # asked once per language, for its training items only (sorted), and the same models come out
+    assert [len(ids) for ids in asked] == [len(whole.results[lang].train_ids) for lang in ("hindi", "tamil")]
+    for ids, lang in zip(asked, ("hindi", "tamil")):
+        assert ids.is_sorted() and set(ids) == set(whole.results[lang].train_ids)
+    for lang in ("hindi", "tamil"):
+        assert by_language.results[lang].train_pairs == whole.results[lang].train_pairs > 0
+        for k, v in whole.models[lang].state_dict().items():
+            torch.testing.assert_close(by_language.models[lang].state_dict()[k], v, rtol=0, atol=0)
 
 
 def frame_table(feats, y, languages):

@@ -27,7 +27,7 @@ from .partitions import (
     TRAIN_WINDOW,
     after_previous_day,
     columns_input,
-    latest_parts_per_item,
+    latest_queries_per_item,
     partition_date,
     window_input,
 )
@@ -124,14 +124,19 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         """Partition D: per language, frames + audio -> ALS item vector of als_factors D (CLIP-style InfoNCE,
         BLIP-bucketed pair loss, scale regression); weights + config as one safetensors object."""
 
-        def content(ids: pl.Series) -> list[pl.DataFrame]:  # one language's items at a time, failed ones left out
-            return latest_parts_per_item(embeddings, items=ids, where=pl.col("status") != "failed")
+        def content(ids: pl.Series) -> list[pl.LazyFrame]:  # one language's items at a time, failed ones left out
+            return latest_queries_per_item(embeddings, items=ids, where=pl.col("status") != "failed")
 
-        pairs = (
-            pair_blip_scores.filter(pl.col("similarity").is_not_null())
-            .select("item_id_1", "item_id_2", "pair_type", "bucket")
-            .collect(engine="streaming")
-        )
+        def pairs(ids: pl.Series) -> pl.DataFrame:  # one language's training pairs at a time, not the day's
+            keep = ids.to_frame("item_id").lazy()
+            return (
+                pair_blip_scores.filter(pl.col("similarity").is_not_null())
+                .select("item_id_1", "item_id_2", "pair_type", "bucket")
+                .join(keep.rename({"item_id": "item_id_1"}), on="item_id_1", how="semi")
+                .join(keep.rename({"item_id": "item_id_2"}), on="item_id_2", how="semi")
+                .collect(engine="streaming")
+            )
+
         result = ce.train_all(
             content,
             als_factors,

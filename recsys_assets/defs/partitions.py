@@ -196,18 +196,18 @@ def latest_per_item(
     return pl.concat(parts, how="vertical_relaxed", rechunk=False).sort("item_id")
 
 
-def latest_parts_per_item(
+def latest_queries_per_item(
     window: typing.Mapping[str, pl.LazyFrame],
     items: typing.Optional[pl.Series] = None,
     where: typing.Optional[pl.Expr] = None,
-) -> list[pl.DataFrame]:
-    """One row per item of a window of per-item partitions (lazy inputs) -- the latest day's -- as one frame per
-    day, in (day, stored) order. Reads every day's item ids first, then from each day only the rows it is the
-    latest for: an item's vectors are loaded once, not once per day it appears in (and keep their stored
-    dtype), and never copied (sorting or concatenating a window of per-frame vectors doubles them in memory;
-    a reader can consume the parts one by one). ``items``: only these items (the others are never read);
-    ``where``: of the latest rows keep those that pass (applied in the scan, after the latest day is chosen:
-    an item whose latest row fails is left out, not replaced by an older row)."""
+) -> list[pl.LazyFrame]:
+    """One row per item of a window of per-item partitions (lazy inputs) -- the latest day's -- as one query per
+    day, in (day, stored) order. Reads every day's item ids first; each query then reads from its day only the
+    rows that day is the latest for: an item's vectors are loaded once, not once per day it appears in (and keep
+    their stored dtype). A reader may stream the queries (``collect_batches``) into its own arrays, so that the
+    rows are never held as frames as well. ``items``: only these items (the others are never read); ``where``:
+    of the latest rows keep those that pass (applied in the scan, after the latest day is chosen: an item whose
+    latest row fails is left out, not replaced by an older row)."""
     days = sorted(window)
     if not days:
         return []
@@ -217,10 +217,20 @@ def latest_parts_per_item(
     if items is not None:
         ids = ids.filter(pl.col("item_id").is_in(items.implode()))
     owner = ids.group_by("item_id").agg(pl.col("day").max())
-    parts = []
+    queries = []
     for k, d in enumerate(days):
         mine = owner.filter(pl.col("day") == k)["item_id"]
         if mine.len():
             pred = pl.col("item_id").is_in(mine.implode())
-            parts.append(window[d].filter(pred if where is None else pred & where).collect(engine="streaming"))
-    return parts
+            queries.append(window[d].filter(pred if where is None else pred & where))
+    return queries
+
+
+def latest_parts_per_item(
+    window: typing.Mapping[str, pl.LazyFrame],
+    items: typing.Optional[pl.Series] = None,
+    where: typing.Optional[pl.Expr] = None,
+) -> list[pl.DataFrame]:
+    """:func:`latest_queries_per_item`, each day's query collected: one frame per day (never concatenated or sorted:
+    with per-frame vectors that would double them in memory)."""
+    return [q.collect(engine="streaming") for q in latest_queries_per_item(window, items=items, where=where)]

@@ -184,41 +184,99 @@ class Features:
         return Features(self.item_ids[idx], self.frames[idx].float(), self.audio[idx], self.has_audio[idx])
 
 
-def features(rows: pl.DataFrame | list[pl.DataFrame]) -> Features:
+CONTENT_COLUMNS = ("item_id", "frame_embeddings", "audio_embedding")
+
+Part = pl.DataFrame | pl.LazyFrame
+
+
+def row_count(part: Part) -> int:
+    """Rows of a part; a lazy part is counted by a query that reads no vectors."""
+    return part.height if isinstance(part, pl.DataFrame) else int(part.select(pl.len()).collect().item())
+
+
+def features(rows: Part | list[Part], batch_rows: int = 8192) -> Features:
     """Model inputs from ``item_content_embeddings`` rows (failed rows must be filtered out first), in row order.
     Frames stored as float16 stay float16 here (the bulk of the inputs) and become float32 per batch.
 
-    ``rows`` may be a list of parts (a window's days): the list is consumed -- each part is removed from it once
-    its rows are copied into the model inputs -- so the frames are in memory once, plus one part, never twice."""
+    ``rows`` may be a list of parts (a window's days), frames or lazy queries; the list is consumed (each part is
+    dropped once copied). A lazy part is counted first, then streamed ``batch_rows`` rows at a time into the model
+    inputs, so its rows are never held as a frame as well: the frames are in memory once, plus one batch."""
     parts = rows if isinstance(rows, list) else [rows]
     if not parts:
         raise ValueError("features() needs at least one frame of rows (its schema gives the dimensions)")
-    schema = parts[0].schema
+    first = parts[0]
+    schema = first.schema if isinstance(first, pl.DataFrame) else first.collect_schema()
     frame_dtype, audio_dtype = schema["frame_embeddings"], schema["audio_embedding"]
     leaf = frame_dtype
     while isinstance(leaf, pl.Array):
         leaf = leaf.inner
     store = np.float16 if leaf == pl.Float16 else np.float32
-    n = sum(p.height for p in parts)
+    counts = [row_count(p) for p in parts]
+    n = sum(counts)
     item_ids = np.empty(n, dtype=np.int64)
     frames = np.empty((n, *frame_dtype.shape), dtype=store)
     audio = np.zeros((n, audio_dtype.size), dtype=np.float32)
     has_audio = np.zeros(n, dtype=bool)
     start = 0
+
+    def copy(batch: pl.DataFrame) -> None:
+        nonlocal start
+        end = start + batch.height
+        if end > n:
+            raise ValueError(f"features(): the parts gave more rows than the {n} they were counted at")
+        item_ids[start:end] = batch["item_id"].to_numpy()
+        frames[start:end] = batch["frame_embeddings"].to_numpy()
+        present = batch["audio_embedding"].is_not_null().to_numpy()
+        has_audio[start:end] = present
+        if present.any():  # the audio column alone is filtered (filtering the batch would copy its frames)
+            audio[start:end][present] = batch["audio_embedding"].filter(pl.Series(present)).to_numpy()
+        start = end
+
     while parts:
         part = parts.pop(0)
-        if not part.height:
-            continue
-        end = start + part.height
-        item_ids[start:end] = part["item_id"].to_numpy()
-        frames[start:end] = part["frame_embeddings"].to_numpy()
-        present = part["audio_embedding"].is_not_null().to_numpy()
-        has_audio[start:end] = present
-        if present.any():  # the audio column alone is filtered (filtering the part would copy its frames)
-            audio[start:end][present] = part["audio_embedding"].filter(pl.Series(present)).to_numpy()
-        start = end
+        if isinstance(part, pl.LazyFrame):
+            for batch in part.select(CONTENT_COLUMNS).collect_batches(chunk_size=batch_rows, maintain_order=True):
+                copy(batch)
+        elif part.height:
+            copy(part)
         del part
+    if start != n:
+        raise ValueError(f"features(): the parts gave {start} rows, counted at {n}")
     return Features(item_ids, torch.from_numpy(frames), torch.from_numpy(audio), torch.from_numpy(has_audio))
+
+
+def pair_rows(
+    item_ids: np.ndarray, usable: np.ndarray, pairs: pl.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``pairs`` (item_id_1, item_id_2, pair_type, bucket) as row indices into ``item_ids`` (unique ids, any order):
+    ``(a, b, positive, bucket)`` of the pairs whose two items are rows with ``usable`` true, sorted by a, b, then
+    positives first. Rows are found by a sorted search (no join: no copy of the pairs per key); row indices are
+    int32 when they fit, so a day's tens of millions of pairs cost 10 bytes each."""
+    order = np.argsort(item_ids, kind="stable")
+    sorted_ids = item_ids[order]
+    if len(sorted_ids) > 1 and not (sorted_ids[1:] > sorted_ids[:-1]).all():
+        raise ValueError("pair_rows: item ids must be unique")
+    index_dtype = np.int32 if len(item_ids) < 2**31 else np.int64
+
+    if pairs["item_id_1"].null_count() or pairs["item_id_2"].null_count():
+        pairs = pairs.drop_nulls(["item_id_1", "item_id_2"])
+
+    def rows_of(column: str) -> tuple[np.ndarray, np.ndarray]:
+        ids = pairs[column].to_numpy()
+        at = np.minimum(np.searchsorted(sorted_ids, ids), max(len(sorted_ids) - 1, 0))
+        found = sorted_ids[at] == ids if len(sorted_ids) else np.zeros(len(ids), dtype=bool)
+        rows = order[at].astype(index_dtype) if len(sorted_ids) else np.zeros(len(ids), dtype=index_dtype)
+        return rows, found & usable[rows]
+
+    a, keep_a = rows_of("item_id_1")
+    b, keep_b = rows_of("item_id_2")
+    keep = keep_a & keep_b
+    del keep_a, keep_b
+    positive = (pairs["pair_type"].cast(pl.String) == "positive").to_numpy()
+    buckets = pairs["bucket"].fill_null(0).to_numpy()
+    a, b, positive, buckets = a[keep], b[keep], positive[keep], buckets[keep]
+    by = np.lexsort((~positive, b, a))  # a, then b, then positives first
+    return a[by], b[by], positive[by], buckets[by].astype(np.int64)
 
 
 @dataclasses.dataclass
@@ -257,26 +315,16 @@ def train_encoder(
     pair_a = pair_b = pair_pos = pair_w = None
     n_pairs = 0
     if pairs is not None and pairs.height and params.pair_weight > 0:
-        row_of = pl.DataFrame({"item_id": feats.item_ids, "row": np.arange(len(feats.item_ids))}).filter(
-            pl.Series(~is_val)
-        )
-        p = (
-            pairs.join(row_of.rename({"item_id": "item_id_1", "row": "a"}), on="item_id_1")
-            .join(row_of.rename({"item_id": "item_id_2", "row": "b"}), on="item_id_2")
-            .select("a", "b", "pair_type", "bucket")  # only what training uses is sorted
-            .sort("a", "b", "pair_type")
-        )
-        n_pairs = p.height
+        a, b, positive, buckets = pair_rows(feats.item_ids, ~is_val, pairs)
+        n_pairs = len(a)
         if n_pairs:
-            pair_a = torch.from_numpy(np.array(p["a"].to_numpy()))
-            pair_b = torch.from_numpy(np.array(p["b"].to_numpy()))
-            pair_pos = torch.from_numpy((p["pair_type"].cast(pl.String) == "positive").to_numpy())
-            buckets = p["bucket"].fill_null(0).to_numpy().astype(np.int64)
+            pair_a, pair_b, pair_pos = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(positive)
             if params.bucket_weights:
                 bw = np.asarray(params.bucket_weights, dtype=np.float32)
                 pair_w = torch.from_numpy(bw[np.clip(buckets, 0, len(bw) - 1)])
             else:
                 pair_w = torch.ones(n_pairs)
+        del a, b, positive, buckets
 
     opt = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
 
@@ -406,12 +454,16 @@ class LanguageModels:
     config: dict[str, typing.Any]
 
 
-ContentSource = typing.Callable[[pl.Series], list[pl.DataFrame]]
-"""Item ids (sorted) -> the usable content rows of those that have one, in parts (e.g. one per day of a window):
-item_id, frame_embeddings, audio_embedding, in a deterministic order (failed items left out). Called once per
-language, so that one language's frames are in memory at a time; :func:`features` consumes the parts one by one."""
+ContentSource = typing.Callable[[pl.Series], list[Part]]
+"""Item ids (sorted) -> the usable content rows of those that have one, in parts (e.g. one per day of a window;
+frames, or lazy queries that :func:`features` streams): item_id, frame_embeddings, audio_embedding, in a
+deterministic order (failed items left out). Called once per language, so that one language's frames are in
+memory at a time; :func:`features` consumes the parts one by one."""
 
-CONTENT_COLUMNS = ("item_id", "frame_embeddings", "audio_embedding")
+PairSource = typing.Callable[[pl.Series], pl.DataFrame]
+"""Item ids (sorted) -> the scored pairs among them: item_id_1, item_id_2, pair_type, bucket (pairs with an item
+outside the ids may be included; they are dropped). Called once per language with its training items, so that
+one language's pairs are in memory at a time, not the day's."""
 
 
 def in_memory(embeddings: pl.DataFrame) -> ContentSource:
@@ -423,7 +475,7 @@ def in_memory(embeddings: pl.DataFrame) -> ContentSource:
 def train_all(
     embeddings: pl.DataFrame | ContentSource,
     als_factors: pl.DataFrame,
-    pairs: typing.Optional[pl.DataFrame],
+    pairs: typing.Optional[pl.DataFrame | PairSource],
     params: EncoderParams,
     languages: typing.Optional[typing.Sequence[str]] = None,
     log: typing.Callable[[str], None] = lambda m: None,
@@ -432,7 +484,7 @@ def train_all(
 
     ``embeddings``: item_id, status, frame_embeddings, audio_embedding (one row per item), or a
     :data:`ContentSource` that loads one language's items at a time; ``als_factors``: item_id, language,
-    vector; ``pairs``: item_id_1, item_id_2, pair_type, bucket.
+    vector; ``pairs``: item_id_1, item_id_2, pair_type, bucket, or a :data:`PairSource` that loads one language's.
     """
     content = in_memory(embeddings) if isinstance(embeddings, pl.DataFrame) else embeddings
     models, results, stats, lang_cfg = {}, {}, [], {}
@@ -442,7 +494,7 @@ def train_all(
         parts = rows = feats = None  # the previous language's frames go before this one's are loaded
         als = als_factors.filter(pl.col("language") == lang).select("item_id", "vector").sort("item_id")
         parts = [p.select(CONTENT_COLUMNS) for p in content(als["item_id"])]  # als's items, in a fixed order
-        n_rows = sum(p.height for p in parts)
+        n_rows = sum(row_count(p) for p in parts)
         st: dict[str, typing.Any] = {"language": lang, "als_items": als.height, "items_with_content": n_rows}
         if n_rows < max(params.min_items, 1):
             parts = None
@@ -465,7 +517,15 @@ def train_all(
             )
             stats.append(st)
             continue
-        res = train_encoder(feats, targets, is_val, pairs, params, log=log)
+        lang_pairs = (
+            pairs(pl.Series("item_id", np.sort(feats.item_ids[~is_val])))
+            if callable(pairs) and params.pair_weight > 0
+            else pairs
+            if isinstance(pairs, pl.DataFrame)
+            else None
+        )
+        res = train_encoder(feats, targets, is_val, lang_pairs, params, log=log)
+        lang_pairs = None
         val_pred = predict(res.model, feats, rows=np.flatnonzero(is_val))
         metrics = retrieval_metrics(val_pred, targets[is_val])
         rng = np.random.default_rng(params.seed)
