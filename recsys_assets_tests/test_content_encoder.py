@@ -179,6 +179,7 @@ def test_pair_rows_equal_the_join_of_pairs_to_rows():
     assert a.dtype == np.int32 and usable[a].all() and usable[b].all()
     with pytest.raises(ValueError, match="unique"):
         ce.pair_rows(np.array([1, 2, 1]), np.ones(3, dtype=bool), pairs)
+    assert all(len(x) == 0 for x in ce.pair_rows(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), pairs))
 
 
 def test_train_all_reads_each_language_s_training_pairs_from_a_pair_source():

@@ -211,8 +211,7 @@ def features(rows: Part | list[Part], batch_rows: int = 8192) -> Features:
     while isinstance(leaf, pl.Array):
         leaf = leaf.inner
     store = np.float16 if leaf == pl.Float16 else np.float32
-    counts = [row_count(p) for p in parts]
-    n = sum(counts)
+    n = sum(row_count(p) for p in parts)
     item_ids = np.empty(n, dtype=np.int64)
     frames = np.empty((n, *frame_dtype.shape), dtype=store)
     audio = np.zeros((n, audio_dtype.size), dtype=np.float32)
@@ -257,16 +256,17 @@ def pair_rows(
     if len(sorted_ids) > 1 and not (sorted_ids[1:] > sorted_ids[:-1]).all():
         raise ValueError("pair_rows: item ids must be unique")
     index_dtype = np.int32 if len(item_ids) < 2**31 else np.int64
-
+    if not len(sorted_ids):
+        empty = np.zeros(0, dtype=index_dtype)
+        return empty, empty.copy(), np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
     if pairs["item_id_1"].null_count() or pairs["item_id_2"].null_count():
         pairs = pairs.drop_nulls(["item_id_1", "item_id_2"])
 
     def rows_of(column: str) -> tuple[np.ndarray, np.ndarray]:
         ids = pairs[column].to_numpy()
-        at = np.minimum(np.searchsorted(sorted_ids, ids), max(len(sorted_ids) - 1, 0))
-        found = sorted_ids[at] == ids if len(sorted_ids) else np.zeros(len(ids), dtype=bool)
-        rows = order[at].astype(index_dtype) if len(sorted_ids) else np.zeros(len(ids), dtype=index_dtype)
-        return rows, found & usable[rows]
+        at = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+        rows = order[at].astype(index_dtype)
+        return rows, (sorted_ids[at] == ids) & usable[rows]
 
     a, keep_a = rows_of("item_id_1")
     b, keep_b = rows_of("item_id_2")
