@@ -189,8 +189,8 @@ def latest_per_item(
     where: typing.Optional[pl.Expr] = None,
 ) -> pl.DataFrame:
     """The union of a window of per-item partitions (lazy inputs), one row per item -- the latest day's --
-    sorted by item (:func:`latest_parts_per_item` concatenated and sorted)."""
-    parts = latest_parts_per_item(window, items=items, where=where)
+    sorted by item (:func:`latest_queries_per_item`, collected, concatenated and sorted)."""
+    parts = [q.collect(engine="streaming") for q in latest_queries_per_item(window, items=items, where=where)]
     if not parts:
         return pl.DataFrame() if not window else window[max(window)].head(0).collect()
     return pl.concat(parts, how="vertical_relaxed", rechunk=False).sort("item_id")
@@ -224,13 +224,3 @@ def latest_queries_per_item(
             pred = pl.col("item_id").is_in(mine.implode())
             queries.append(window[d].filter(pred if where is None else pred & where))
     return queries
-
-
-def latest_parts_per_item(
-    window: typing.Mapping[str, pl.LazyFrame],
-    items: typing.Optional[pl.Series] = None,
-    where: typing.Optional[pl.Expr] = None,
-) -> list[pl.DataFrame]:
-    """:func:`latest_queries_per_item`, each day's query collected: one frame per day (never concatenated or sorted:
-    with per-frame vectors that would double them in memory)."""
-    return [q.collect(engine="streaming") for q in latest_queries_per_item(window, items=items, where=where)]

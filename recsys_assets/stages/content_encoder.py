@@ -194,13 +194,14 @@ def row_count(part: Part) -> int:
     return part.height if isinstance(part, pl.DataFrame) else int(part.select(pl.len()).collect().item())
 
 
-def features(rows: Part | list[Part], batch_rows: int = 8192) -> Features:
+def features(rows: Part | list[Part], batch_rows: int = 8192, n_rows: typing.Optional[int] = None) -> Features:
     """Model inputs from ``item_content_embeddings`` rows (failed rows must be filtered out first), in row order.
     Frames stored as float16 stay float16 here (the bulk of the inputs) and become float32 per batch.
 
     ``rows`` may be a list of parts (a window's days), frames or lazy queries; the list is consumed (each part is
     dropped once copied). A lazy part is counted first, then streamed ``batch_rows`` rows at a time into the model
-    inputs, so its rows are never held as a frame as well: the frames are in memory once, plus one batch."""
+    inputs, so its rows are never held as a frame as well: the frames are in memory once, plus one batch.
+    ``n_rows``: the parts' total, when the caller has counted them already (not counted again)."""
     parts = rows if isinstance(rows, list) else [rows]
     if not parts:
         raise ValueError("features() needs at least one frame of rows (its schema gives the dimensions)")
@@ -211,7 +212,7 @@ def features(rows: Part | list[Part], batch_rows: int = 8192) -> Features:
     while isinstance(leaf, pl.Array):
         leaf = leaf.inner
     store = np.float16 if leaf == pl.Float16 else np.float32
-    n = sum(row_count(p) for p in parts)
+    n = sum(row_count(p) for p in parts) if n_rows is None else n_rows
     item_ids = np.empty(n, dtype=np.int64)
     frames = np.empty((n, *frame_dtype.shape), dtype=store)
     audio = np.zeros((n, audio_dtype.size), dtype=np.float32)
@@ -505,7 +506,8 @@ def train_all(
             stats.append(st)
             log(f"content encoder for {lang!r} not trained: {st['skipped']}")
             continue
-        feats = features(parts)  # consumes the parts: the frames live on in feats (one copy of them, not two)
+        # consumes the parts (counted above): the frames live on in feats, one copy of them, not two
+        feats = features(parts, n_rows=n_rows)
         rows = pl.DataFrame({"item_id": feats.item_ids})
         vectors = rows.join(als, on="item_id", how="left", maintain_order="left")["vector"]
         targets = vectors.to_numpy().astype(np.float32)
@@ -517,13 +519,11 @@ def train_all(
             )
             stats.append(st)
             continue
-        lang_pairs = (
-            pairs(pl.Series("item_id", np.sort(feats.item_ids[~is_val])))
-            if callable(pairs) and params.pair_weight > 0
-            else pairs
-            if isinstance(pairs, pl.DataFrame)
-            else None
-        )
+        lang_pairs = pairs  # a frame, None, or a source asked for this language's training pairs only
+        if callable(pairs):
+            lang_pairs = (
+                pairs(pl.Series("item_id", np.sort(feats.item_ids[~is_val]))) if params.pair_weight > 0 else None
+            )
         res = train_encoder(feats, targets, is_val, lang_pairs, params, log=log)
         lang_pairs = None
         val_pred = predict(res.model, feats, rows=np.flatnonzero(is_val))
