@@ -6,15 +6,19 @@
 
 The day is ``bench_data_prep.py``'s (generated there on first use, under ``benchmarks/_data/``). Each engine
 runs every phase in one process of its own (``--masters``: a Spark master per run; ``polars``: the polars
-stages), reading the files the previous phase wrote and writing its output the way the IO manager does (polars:
-one parquet object; Spark: part files + manifest written by the executors). The phases are the engines'
-functions (``recsys_assets.stages`` / ``recsys_assets.spark``) with the statistics and check verdicts the assets
-report, so each phase is what its asset runs:
+stages), reading the files the previous phase wrote and writing its output: polars as the IO manager does (one
+parquet object); Spark through ``run_stage``, exactly as the ``spark`` engine runs each stage for its asset (the
+executors write part files + a manifest; phases 1 and 3 count their statistics and check counts in that same
+job). Each phase is what its asset runs, with the statistics and check verdicts the asset reports:
 
 * ``raw``    -- schema enforcement and quarantine, the day summary (``raw_interactions``);
 * ``phase1`` -- classification, the positive-CTR filter, stats and checks (``filtered_interactions``);
 * ``phase2`` -- the Delta catalog (from its file list) and the day's items with it (``video_catalog`` + ``item_meta``);
 * ``phase3`` -- positive and negative pairs by distinct clients, stats and checks (``item_pairs``).
+
+A Spark ``local[N]`` run is pinned to N cores (``sched_setaffinity``, inherited by its JVM; ``--no-pin`` leaves
+it free): unpinned, ``local[1]`` still runs its JVM's garbage collector and JIT compiler and the Python driver on
+the other core, so the 1 -> 2 core scaling would compare 2 cores with 2 cores.
 
 Peak memory is the sum of the RSS of the engine's process and its children (the JVM of a Spark local master),
 sampled every 0.1 s during the phase. Spark's session start is timed apart. ALS: seconds per iteration of
@@ -75,8 +79,11 @@ class TreePeak:
         self.peak = max(self.peak, self._rss())
 
 
-def run_engine(engine: str, day: str, p: dict[str, Path], als_iterations: int) -> dict:
+def run_engine(engine: str, day: str, p: dict[str, Path], als_iterations: int, pin: bool = True) -> dict:
     """Runs inside the child: every phase on ``engine`` (``polars`` or a Spark master)."""
+    cores = engine[engine.index("[") + 1 : -1] if "[" in engine else ""
+    if pin and cores.isdigit() and int(cores) <= len(os.sched_getaffinity(0)):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: int(cores)])  # the JVM started below inherits it
     import polars as pl
 
     from recsys_assets.storage import LocalStore, write_parquet
@@ -134,15 +141,14 @@ def run_engine(engine: str, day: str, p: dict[str, Path], als_iterations: int) -
             results["als"] = _als_implicit(store, p, als_iterations)
         return {"phases": results}
 
-    from recsys_assets.spark import filtered_interactions as sphase1
-    from recsys_assets.spark import item_meta as sphase2
-    from recsys_assets.spark import item_pairs as sphase3
-    from recsys_assets.spark import raw_interactions as sraw
-    from recsys_assets.spark.io import read_files, read_partitions, write_partition
+    from recsys_assets.spark.item_meta import catalog_files
+    from recsys_assets.spark.pipes_job import job_params, parse_params, run_stage
     from recsys_assets.spark.session import build_session, spark_config
+    from recsys_assets.stages.filtered_interactions import Phase1Rules
+    from recsys_assets.stages.item_pairs import PairRules
     from recsys_assets.stages.raw_interactions import SnapshotRules
+    from recsys_assets.storage import partition_sources
 
-    cores = engine[engine.index("[") + 1 : -1] if "[" in engine else "2"
     conf = {
         "spark.sql.shuffle.partitions": str(4 * int(cores)) if cores.isdigit() else "8",
         "spark.driver.memory": "6g",
@@ -153,44 +159,53 @@ def run_engine(engine: str, day: str, p: dict[str, Path], als_iterations: int) -
         spark.range(1).count()
         start = time.perf_counter() - t
     results["start"] = {"seconds": start, "rows_in": 0, "rows_out": 0, "peak_gib": peak.peak / 2**30}
-    m = {}
+
+    def stage(name: str, inputs: dict, outputs: dict, **params) -> dict:
+        """One stage exactly as the ``spark`` engine runs it for its asset: ``run_stage`` writes the outputs
+        (parts + manifest, from the executors) and reports statistics, verdicts and rows written."""
+        extras = job_params(name, day_d, inputs, outputs, store.url, {}, **params)
+        return run_stage(spark, parse_params(extras), log=lambda _: None)
+
+    def sources(key: str) -> list[str]:
+        return partition_sources(store, key)
 
     def do_raw():
-        enforced = sraw.enforce_schema(read_files(spark, [str(p["snapshot"])], {}))
-        summary = sraw.summarize(enforced, day_d, SnapshotRules())
-        write_partition(enforced.clean, store, "raw.parquet", {})
-        enforced.release()
-        return summary.rows + summary.quarantined, summary.rows
+        r = stage(
+            "raw_interactions",
+            {"snapshot": [str(p["snapshot"])]},
+            {"clean": "raw.parquet", "quarantine": "quarantine.parquet"},
+            rules=SnapshotRules(),
+        )
+        return r["rows_in"], r["outputs"]["clean"]["rows"]
 
     def do_phase1():
-        res = sphase1.filter_interactions(read_partitions(spark, store, ["raw.parquet"], {}))
-        table = res.interactions.persist()
-        sphase1.validate(table)
-        write_partition(table, store, "filtered.parquet", {})
-        table.unpersist()
-        return res.stats["rows_in"], res.stats["rows_out"]
+        r = stage(
+            "filtered_interactions",
+            {"raw_interactions": sources("raw.parquet")},
+            {"table": "filtered.parquet"},
+            rules=Phase1Rules(),
+        )
+        return r["stats"]["rows_in"], r["outputs"]["table"]["rows"]
 
     def do_phase2():
-        cat = sphase2.prepare_catalog(read_files(spark, sphase2.catalog_files(str(p["catalog"])), {}), as_of=day_d)
-        cat = cat.persist()
-        sphase2.validate_catalog(cat)
-        res = sphase2.build_item_meta(read_partitions(spark, store, ["filtered.parquet"], {}), cat)
-        items = res.items.persist()
-        sphase2.validate_item_meta(items, res.coverage, 0.99)
-        write_partition(items, store, "meta.parquet", {})
-        items.unpersist(), cat.unpersist()
-        return res.items_count + res.missing_count, res.items_count
+        stage("video_catalog", {"catalog": catalog_files(str(p["catalog"]))}, {"table": "catalog.parquet"})
+        r = stage(
+            "item_meta",
+            {"filtered_interactions": sources("filtered.parquet"), "video_catalog": sources("catalog.parquet")},
+            {"table": "meta.parquet"},
+            min_coverage=0.99,
+        )
+        rows = r["outputs"]["table"]["rows"]
+        return rows + r["missing_count"], rows
 
     def do_phase3():
-        res = sphase3.build_pairs(
-            read_partitions(spark, store, ["filtered.parquet"], {}), read_partitions(spark, store, ["meta.parquet"], {})
+        r = stage(
+            "item_pairs",
+            {"filtered_interactions": sources("filtered.parquet"), "item_meta": sources("meta.parquet")},
+            {"table": "pairs.parquet"},
+            rules=PairRules(),
         )
-        pairs = res.pairs.persist()
-        sphase3.validate(pairs, 1)
-        m["pairs"] = write_partition(pairs, store, "pairs.parquet", {})["rows"]
-        pairs.unpersist()
-        res.release()
-        return results["phase1"]["rows_out"], m["pairs"]
+        return results["phase1"]["rows_out"], r["outputs"]["table"]["rows"]
 
     for name, fn in zip(PHASES, (do_raw, do_phase1, do_phase2, do_phase3)):
         timed(name, fn)
@@ -268,6 +283,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=HERE / "_data")
     ap.add_argument("--masters", default="local[2],local[1]", help="Spark masters to run, comma separated")
     ap.add_argument("--als-iterations", type=int, default=5, help="0 skips the ALS comparison")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin a local[N] run to N cores")
     ap.add_argument("--child")
     args = ap.parse_args()
     p = _paths(args.data, args.profile, args.day)
@@ -275,11 +291,11 @@ def main() -> None:
         print(json.dumps(generate_day(args.profile, args.day, args.seed, p)))
         return
     if args.child:
-        print(json.dumps(run_engine(args.child, args.day, p, args.als_iterations)))
+        print(json.dumps(run_engine(args.child, args.day, p, args.als_iterations, pin=not args.no_pin)))
         return
 
     common = ["--profile", args.profile, "--day", args.day, "--seed", str(args.seed), "--data", str(args.data)]
-    common += ["--als-iterations", str(args.als_iterations)]
+    common += ["--als-iterations", str(args.als_iterations)] + (["--no-pin"] if args.no_pin else [])
     if not p["snapshot"].exists():
         print(f"generating {args.profile} day {args.day} under {p['platform']} …", flush=True)
         run_child(__file__, ["--child", "generate", *common], "generate")
@@ -305,7 +321,11 @@ def main() -> None:
         start = runs[e].get("start", {}).get("seconds")
         print(f"{e}: phases 1-3 with schema enforcement {total:.1f} s" + (f" (+ {start:.1f} s start)" if start else ""))
     if "local[1]" in totals and "local[2]" in totals:
-        print(f"scaling local[1] -> local[2]: {totals['local[1]'] / totals['local[2]']:.2f}x (target >= 1.7x)")
+        pinned = "each run pinned to its cores" if not args.no_pin else "not pinned"
+        scale = totals["local[1]"] / totals["local[2]"]
+        print(f"scaling local[1] -> local[2], phases 1-3 with enforcement: {scale:.2f}x ({pinned}; target >= 1.7x)")
+        p13 = {e: sum(runs[e][n]["seconds"] for n in ("phase1", "phase3")) for e in ("local[1]", "local[2]")}
+        print(f"scaling local[1] -> local[2], phase 1 + phase 3: {p13['local[1]'] / p13['local[2]']:.2f}x")
     if "local[2]" in totals:
         ref = sum(runs["local[2]"][n]["seconds"] for n in ("phase1", "phase3"))
         print(f"Spark local[2] phase 1 + phase 3 (pairs): {ref:.1f} s (reference: 73 s for phase 1 + both self-joins)")

@@ -14,6 +14,7 @@ from recsys_assets.spark import filtered_interactions as sphase1
 from recsys_assets.spark import item_meta as sphase2
 from recsys_assets.spark import item_pairs as sphase3
 from recsys_assets.spark import raw_interactions as sraw
+from recsys_assets.spark.metrics import NotYetObserved
 from recsys_assets.spark.session import java_version, parse_conf, parse_scheme_map, spark_config, spark_path
 from recsys_assets.stages import filtered_interactions as phase1
 from recsys_assets.stages import item_meta as phase2
@@ -173,7 +174,29 @@ def test_hostile_snapshots_are_enforced_alike(spark, tmp_path):
     s1 = sphase1.filter_interactions(spark_read(spark, tmp_path, enforced.clean, "clean"))
     p1 = phase1.filter_interactions(enforced.clean)
     assert to_polars(s1.interactions).sort(sphase1.SORT).equals(p1.interactions)  # parts in polars' order
+    s1.observed.ran()  # the statistics and check counts were counted by that one job
     assert s1.stats == p1.stats and p1.stats["clients_dropped"] == 1
+    assert s1.verdicts == phase1.validate(p1.interactions)
+
+
+@needs_java
+def test_pairs_repeated_by_the_url_join_fail_the_uniqueness_check_counted_as_they_are_written(spark, tmp_path):
+    """The pair count emits each pair once; only the URL join after it could repeat a pair (an item twice in
+    item_meta, which item_meta's blocking check stops). The verdict counted during the write sees it, and
+    agrees with the checks run on their own over the table."""
+    rows = [{"client_id": 1, "session_id": 1, "item_id": i, "pcc": 1.0} for i in (1, 2, 3)]
+    rows += [{"client_id": 1, "session_id": 2, "item_id": 9, "pcc": 0.1}]
+    filtered = phase1.filter_interactions(interactions(rows)).interactions
+    meta = pl.DataFrame({"item_id": [1, 1, 2, 3, 9], "download_url": ["a", "b", "c", "d", "e"]})
+    rules = phase3.PairRules(exclude_all_positive_sessions=False)
+    s = sphase3.build_pairs(spark_read(spark, tmp_path, filtered, "f"), spark_read(spark, tmp_path, meta, "m"), rules)
+    written = to_polars(s.pairs)
+    s.observed.ran()
+    s.release()
+    assert written.height == 5  # (1,2) and (1,3) twice, (2,3) once
+    assert s.verdicts["pairs_unique"] == (False, {"duplicate_pairs": 2, "null_keys": 0})
+    assert s.verdicts == sphase3.validate(s.pairs, rules.min_num_clients)
+    assert s.stats["positive_pairs"] == 3
 
 
 @needs_java
@@ -206,10 +229,13 @@ def test_simulator_days_give_the_same_tables_stats_and_verdicts(spark, tmp_path,
 
     p1 = phase1.filter_interactions(enforced.clean)
     s1 = sphase1.filter_interactions(s_enforced.clean)
-    s1.interactions = s1.interactions.persist()  # read by every check below (the engine resource does the same)
+    with pytest.raises(NotYetObserved):  # counted as the table is written, not by a scan of their own
+        _ = s1.stats
     filtered = to_polars(s1.interactions).sort(sphase1.SORT)
+    s1.observed.ran()
     assert filtered.equals(p1.interactions) and s1.stats == p1.stats
-    assert sphase1.validate(s1.interactions) == phase1.validate(p1.interactions)
+    # the counts the write job observes, and the same checks run on their own over the table, agree with polars
+    assert s1.verdicts == sphase1.validate(s1.interactions) == phase1.validate(p1.interactions)
 
     catalog = phase2.prepare_catalog(tiny_platform.catalog(), as_of=day)
     s_catalog = sphase2.prepare_catalog(
@@ -237,14 +263,15 @@ def test_simulator_days_give_the_same_tables_stats_and_verdicts(spark, tmp_path,
     ):
         pairs = phase3.build_pairs(p1.interactions, meta.items, rules)
         s_pairs = sphase3.build_pairs(s1.interactions, s_meta.items, rules)
-        s_pairs.pairs = s_pairs.pairs.persist()
         as_strings = [pl.col(c).cast(pl.String) for c in ("pair_type", "download_url_1", "download_url_2")]
         order = [pl.col("pair_type") == "negative", "item_id_1", "item_id_2"]
-        assert to_polars(s_pairs.pairs).sort(order).equals(pairs.pairs.with_columns(as_strings))
+        got = to_polars(s_pairs.pairs)
+        s_pairs.observed.ran()
+        s_pairs.release()
+        assert got.sort(order).equals(pairs.pairs.with_columns(as_strings))
         assert s_pairs.stats == pairs.stats
-        assert sphase3.validate(s_pairs.pairs, rules.min_num_clients) == phase3.validate(
-            pairs.pairs, rules.min_num_clients
-        )
+        want = phase3.validate(pairs.pairs, rules.min_num_clients)
+        assert s_pairs.verdicts == sphase3.validate(s_pairs.pairs, rules.min_num_clients) == want
     assert pairs.stats["clients_capped"] > 0 and pairs.stats["sessions_capped"] > 0
 
 

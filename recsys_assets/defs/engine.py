@@ -3,7 +3,8 @@
 * :class:`PolarsEngine` (``polars``, the default): one process, the stages of :mod:`recsys_assets.stages`.
 * :class:`SparkEngine` (``spark``): the same phases on Apache Spark (:mod:`recsys_assets.spark`), its session
   from ``dagster_pyspark.LazyPySparkResource`` -- local mode, a cluster master, or Spark Connect
-  (``spark.remote``) -- built on first use, so runs that never touch Spark pay nothing.
+  (``spark.remote``) -- built on first use, so runs that never touch Spark pay nothing. Each stage writes its
+  own output partitions from the executors (:class:`SparkJobEngine`).
 * :class:`~recsys_assets.defs.pipes_engine.PipesSparkEngine` (``spark-subprocess``, ``emr-serverless``): each
   stage as a Spark job launched through Dagster Pipes (a local process, or EMR Serverless via dagster-aws); the
   job writes the partition and reports the rest (see ``pipes_engine.py``).
@@ -11,8 +12,8 @@
 The assets in ``data_prep.py`` call the engine and report what it returns; they do not know which engine
 runs. Inputs arrive as :class:`~recsys_assets.storage.TableRef` (stored files, not rows): polars scans them
 lazily, Spark reads the files on its executors. Outputs are a polars frame (the IO manager writes one parquet
-object) or a Spark DataFrame (the IO manager has Spark write its part files and publishes them with a
-manifest): either way the same layout, which both engines and every downstream asset read.
+object) or a partition the Spark stage stored itself (part files published with a manifest; the IO manager
+checks it): either way the same layout, which both engines and every downstream asset read.
 """
 
 from __future__ import annotations
@@ -23,14 +24,13 @@ import typing
 import dagster as dg
 import polars as pl
 from dagster_pyspark import LazyPySparkResource
-from pydantic import PrivateAttr
 
 from ..stages import filtered_interactions as phase1
 from ..stages import item_meta as phase2
 from ..stages import item_pairs as phase3
 from ..stages import raw_interactions as raw_stage
 from ..stages.prep_results import CatalogResult, ItemMetaOutput, PairsOutput, Phase1Output, RawResult
-from ..storage import TableRef
+from ..storage import StoredPartition, TableRef
 from .metadata import describe, frame_metadata, markdown_table
 
 if typing.TYPE_CHECKING:
@@ -122,16 +122,98 @@ def _spark_schema_metadata(schema: list[tuple[str, str]]) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(name, dtype, description=describe(name)) for name, dtype in schema])
 
 
-class SparkEngine(DataPrepEngine):
-    """The phases on Apache Spark in this process (:class:`recsys_assets.spark.runner.SparkStages`).
-    ``pyspark`` is dagster-pyspark's lazy session resource (its ``spark_config`` holds ``spark.master`` or
-    ``spark.remote``); ``scheme_map`` rewrites storage URLs for Spark's filesystem (``s3`` -> ``s3a`` by
-    default; ``s3=s3`` on EMR)."""
+class SparkJobEngine(DataPrepEngine):
+    """The Spark engines: each stage is one run of :func:`recsys_assets.spark.pipes_job.run_stage` -- in this
+    process (:class:`SparkEngine`) or as a job launched through Dagster Pipes
+    (:class:`~recsys_assets.defs.pipes_engine.PipesSparkEngine`). The stage writes each output partition into
+    the IO manager's store at the IO manager's key (both looked up from the running asset, not configured
+    twice) and reports a manifest version per output; the asset yields a
+    :class:`~recsys_assets.storage.StoredPartition` and the IO manager checks that the store holds that
+    version instead of writing. The rows never pass through this process."""
+
+    scheme_map: dict[str, str] = {"s3": "s3a"}
+    """Storage URL rewrites for Spark's filesystem (``s3`` -> ``s3a``; ``s3=s3`` on EMR, whose EMRFS reads
+    ``s3://``)."""
+
+    def _execute(
+        self, context: dg.AssetExecutionContext, extras: dict[str, typing.Any], name: str
+    ) -> tuple[list[typing.Any], tuple[tuple[str, str], ...]]:
+        """Run the stage job ``extras``: (the custom messages it reported, launch metadata)."""
+        raise NotImplementedError
+
+    def _run(self, stage: str, day: dt.date, inputs: dict[str, list[str]], **params) -> typing.Any:
+        from ..spark.pipes_job import OUTPUT_ASSETS, REPORT_KIND, decode_report, frame_from_json, job_params
+
+        context = dg.AssetExecutionContext.get()
+        io = context.resources.io_manager  # where the IO manager would store each output: the stage writes there
+        pk = context.partition_key
+        outputs = {name: io.key_for(dg.AssetKey(asset), pk) for name, asset in OUTPUT_ASSETS[stage].items()}
+        extras = job_params(stage, day, inputs, outputs, io.store.url, self.scheme_map, **params)
+        messages, launch = self._execute(context, extras, f"recsys_assets {stage} {pk}")
+        reports = [m for m in messages if isinstance(m, dict) and m.get("kind") == REPORT_KIND]
+        if len(reports) != 1:
+            raise dg.Failure(
+                f"the {stage} job for {pk} ended without reporting its result ({len(reports)} reports): nothing "
+                "is recorded. Its log (CloudWatch for EMR Serverless) says why.",
+                metadata={"engine": self.describe()},
+                allow_retries=False,  # a launched job is not an IO hiccup: retried by a person, not a policy
+            )
+        report = reports[0]
+        tables = {
+            name: StoredPartition(
+                w["store_url"],
+                w["key"],
+                w["version"],
+                int(w["rows"]),
+                tuple(map(tuple, w["schema"])),
+                frame_from_json(w["preview"]),
+                launch,
+            )
+            for name, w in report["outputs"].items()
+        }
+        return decode_report(report, tables)
+
+    def raw_interactions(self, snapshots, day, rules) -> RawResult:
+        files = snapshots.files(day)
+        return self._run("raw_interactions", day, {"snapshot": files}, rules=rules)
+
+    def video_catalog(self, catalog, as_of) -> CatalogResult:
+        files = catalog.files()
+        return self._run("video_catalog", as_of, {"catalog": files})
+
+    def filtered_interactions(self, raw, rules) -> Phase1Output:
+        return self._run("filtered_interactions", _day(), {"raw_interactions": raw.sources()}, rules=rules)
+
+    def item_meta(self, filtered, catalog, min_coverage) -> ItemMetaOutput:
+        inputs = {"filtered_interactions": filtered.sources(), "video_catalog": catalog.sources()}
+        return self._run("item_meta", _day(), inputs, min_coverage=min_coverage)
+
+    def item_pairs(self, filtered, item_meta, rules) -> PairsOutput:
+        inputs = {"filtered_interactions": filtered.sources(), "item_meta": item_meta.sources()}
+        return self._run("item_pairs", _day(), inputs, rules=rules)
+
+    def table_metadata(self, table: StoredPartition) -> dict[str, typing.Any]:
+        return {
+            "dagster/row_count": dg.MetadataValue.int(table.rows),
+            "dagster/column_schema": _spark_schema_metadata(list(table.schema)),
+            "preview": dg.MetadataValue.md(markdown_table(table.preview, 5)),
+            "manifest_version": table.version,
+            **{k: dg.MetadataValue.text(v) for k, v in table.launch},
+        }
+
+
+def _day() -> dt.date:
+    from .partitions import partition_date
+
+    return partition_date(dg.AssetExecutionContext.get())
+
+
+class SparkEngine(SparkJobEngine):
+    """The phases on Apache Spark in this process: each stage is :func:`recsys_assets.spark.pipes_job.run_stage`
+    on the session of ``pyspark``, dagster-pyspark's lazy session resource (its ``spark_config`` holds
+    ``spark.master`` or ``spark.remote``) -- the same code the Pipes job runs on a cluster's driver."""
 
     pyspark: LazyPySparkResource
-    scheme_map: dict[str, str] = {"s3": "s3a"}
-
-    _stages: typing.Any = PrivateAttr(default=None)
 
     @property
     def spark(self):
@@ -140,39 +222,20 @@ class SparkEngine(DataPrepEngine):
         prepare_mode(self.pyspark.spark_config or {})
         return self.pyspark.spark_session
 
-    @property
-    def stages(self):
-        if self._stages is None:
-            from ..spark.runner import SparkStages
-
-            self._stages = SparkStages(self.spark, self.scheme_map)
-        return self._stages
-
     def describe(self) -> str:
         conf = self.pyspark.spark_config or {}
         return f"spark ({conf.get('spark.remote') or conf.get('spark.master', 'default master')})"
 
     def read_files(self, urls: list[str]):
-        return self.stages.read(urls)
+        from ..spark.io import read_files
 
-    def raw_interactions(self, snapshots, day, rules) -> RawResult:
-        files = snapshots.files(day)
-        return self.stages.raw_interactions(files, day, rules)
-
-    def video_catalog(self, catalog, as_of) -> CatalogResult:
-        files = catalog.files()
-        return self.stages.video_catalog(files, as_of)
-
-    def filtered_interactions(self, raw, rules) -> Phase1Output:
-        return self.stages.filtered_interactions(raw.sources(), rules)
-
-    def item_meta(self, filtered, catalog, min_coverage) -> ItemMetaOutput:
-        return self.stages.item_meta(filtered.sources(), catalog.sources(), min_coverage)
-
-    def item_pairs(self, filtered, item_meta, rules) -> PairsOutput:
-        return self.stages.item_pairs(filtered.sources(), item_meta.sources(), rules)
+        return read_files(self.spark, urls, self.scheme_map)
 
     def table_metadata(self, table) -> dict[str, typing.Any]:
+        """A stage's stored partition, or a Spark DataFrame the IO manager is about to write (ALS on MLlib):
+        its row count, schema and first rows (a count and a limit: the rows stay on the executors)."""
+        if isinstance(table, StoredPartition):
+            return super().table_metadata(table)
         from ..spark.runner import table_summary
 
         rows, schema, preview = table_summary(table)
@@ -182,9 +245,10 @@ class SparkEngine(DataPrepEngine):
             "preview": dg.MetadataValue.md(markdown_table(preview, 5)),
         }
 
-    def release(self, *tables) -> None:
-        if self._stages is not None:
-            self._stages.release()
+    def _execute(self, context, extras, name):
+        from ..spark.pipes_job import parse_params, run_stage
+
+        return [run_stage(self.spark, parse_params(extras), log=context.log.info)], ()
 
 
 def engine_resource(

@@ -20,25 +20,12 @@ version instead of writing. The job's statistics and check verdicts come back as
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 import typing
 
 import dagster as dg
 
-from ..spark.pipes_job import REPORT_KIND, decode_report, frame_from_json, job_params
-from ..stages.prep_results import CatalogResult, ItemMetaOutput, PairsOutput, Phase1Output, RawResult
-from ..storage import StoredPartition
-from .engine import DataPrepEngine, _spark_schema_metadata
-from .metadata import markdown_table
-
-_OUTPUT_ASSETS: dict[str, dict[str, str]] = {
-    "raw_interactions": {"clean": "raw_interactions", "quarantine": "raw_interactions_quarantine"},
-    "video_catalog": {"table": "video_catalog"},
-    "filtered_interactions": {"table": "filtered_interactions"},
-    "item_meta": {"table": "item_meta"},
-    "item_pairs": {"table": "item_pairs"},
-}
+from .engine import SparkJobEngine
 
 
 class PipesLauncher(dg.ConfigurableResource):
@@ -129,77 +116,15 @@ class EmrServerlessLauncher(PipesLauncher):
         return f"EMR Serverless application {self.application_id}"
 
 
-class PipesSparkEngine(DataPrepEngine):
+class PipesSparkEngine(SparkJobEngine):
     """Each stage as one Spark job launched through Dagster Pipes by ``launcher`` (see the module)."""
 
     launcher: PipesLauncher
-    scheme_map: dict[str, str] = {"s3": "s3a"}
-    """Storage URL rewrites for the job's filesystem (``s3=s3`` on EMR, whose EMRFS reads ``s3://``)."""
 
     def describe(self) -> str:
         return f"spark job via Dagster Pipes ({self.launcher.describe()})"
 
-    def _run(self, stage: str, day: dt.date, inputs: dict[str, list[str]], **params) -> typing.Any:
-        context = dg.AssetExecutionContext.get()
-        io = context.resources.io_manager  # where the IO manager would store each output: the job writes there
-        pk = context.partition_key
-        outputs = {name: io.key_for(dg.AssetKey(asset), pk) for name, asset in _OUTPUT_ASSETS[stage].items()}
-        extras = job_params(stage, day, inputs, outputs, io.store.url, self.scheme_map, **params)
-        invocation = self.launcher.launch(context, extras, name=f"recsys_assets {stage} {pk}")
-        reports = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and m.get("kind") == REPORT_KIND]
-        if len(reports) != 1:
-            raise dg.Failure(
-                f"the {stage} job for {pk} ended without reporting its result ({len(reports)} reports): nothing "
-                "is recorded. Its log (CloudWatch for EMR Serverless) says why.",
-                metadata={"launch": self.launcher.describe()},
-                allow_retries=False,  # a launched job is not an IO hiccup: retried by a person, not a policy
-            )
-        report = reports[0]
+    def _execute(self, context, extras, name):
+        invocation = self.launcher.launch(context, extras, name=name)
         launch = tuple((k, str(getattr(v, "value", v))) for k, v in invocation.metadata.items())
-        tables = {
-            name: StoredPartition(
-                w["store_url"],
-                w["key"],
-                w["version"],
-                int(w["rows"]),
-                tuple(map(tuple, w["schema"])),
-                frame_from_json(w["preview"]),
-                launch,
-            )
-            for name, w in report["outputs"].items()
-        }
-        return decode_report(report, tables)
-
-    def raw_interactions(self, snapshots, day, rules) -> RawResult:
-        files = snapshots.files(day)
-        return self._run("raw_interactions", day, {"snapshot": files}, rules=rules)
-
-    def video_catalog(self, catalog, as_of) -> CatalogResult:
-        files = catalog.files()
-        return self._run("video_catalog", as_of, {"catalog": files})
-
-    def filtered_interactions(self, raw, rules) -> Phase1Output:
-        return self._run("filtered_interactions", _day(), {"raw_interactions": raw.sources()}, rules=rules)
-
-    def item_meta(self, filtered, catalog, min_coverage) -> ItemMetaOutput:
-        inputs = {"filtered_interactions": filtered.sources(), "video_catalog": catalog.sources()}
-        return self._run("item_meta", _day(), inputs, min_coverage=min_coverage)
-
-    def item_pairs(self, filtered, item_meta, rules) -> PairsOutput:
-        inputs = {"filtered_interactions": filtered.sources(), "item_meta": item_meta.sources()}
-        return self._run("item_pairs", _day(), inputs, rules=rules)
-
-    def table_metadata(self, table: StoredPartition) -> dict[str, typing.Any]:
-        return {
-            "dagster/row_count": dg.MetadataValue.int(table.rows),
-            "dagster/column_schema": _spark_schema_metadata(list(table.schema)),
-            "preview": dg.MetadataValue.md(markdown_table(table.preview, 5)),
-            "manifest_version": table.version,
-            **{k: dg.MetadataValue.text(v) for k, v in table.launch},
-        }
-
-
-def _day() -> dt.date:
-    from .partitions import partition_date
-
-    return partition_date(dg.AssetExecutionContext.get())
+        return list(invocation.get_custom_messages()), launch

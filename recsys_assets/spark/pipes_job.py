@@ -35,6 +35,14 @@ STAGES = ("raw_interactions", "video_catalog", "filtered_interactions", "item_me
 REPORT_KIND = "recsys_assets.stage_report"
 """The ``kind`` of the custom message that carries a stage's report (any other message is not a report)."""
 
+OUTPUT_ASSETS: dict[str, dict[str, str]] = {
+    "raw_interactions": {"clean": "raw_interactions", "quarantine": "raw_interactions_quarantine"},
+    "video_catalog": {"table": "video_catalog"},
+    "filtered_interactions": {"table": "filtered_interactions"},
+    "item_meta": {"table": "item_meta"},
+    "item_pairs": {"table": "item_pairs"},
+}
+"""Each stage's outputs and the assets they are stored as."""
 _RULES: dict[str, type] = {
     "raw_interactions": raw_stage.SnapshotRules,
     "filtered_interactions": phase1.Phase1Rules,
@@ -47,13 +55,7 @@ _INPUTS: dict[str, tuple[str, ...]] = {
     "item_meta": ("filtered_interactions", "video_catalog"),
     "item_pairs": ("filtered_interactions", "item_meta"),
 }
-_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "raw_interactions": ("clean", "quarantine"),
-    "video_catalog": ("table",),
-    "filtered_interactions": ("table",),
-    "item_meta": ("table",),
-    "item_pairs": ("table",),
-}
+_OUTPUTS: dict[str, tuple[str, ...]] = {stage: tuple(outputs) for stage, outputs in OUTPUT_ASSETS.items()}
 
 
 class JobParamsError(ValueError):
@@ -213,45 +215,44 @@ def decode_report(report: typing.Mapping[str, typing.Any], tables: typing.Mappin
     raise JobParamsError(f"unknown stage {stage!r} in the report")
 
 
-def _tables(stage: str, result: typing.Any) -> dict[str, typing.Any]:
-    if stage == "raw_interactions":
-        return {"clean": result.clean, "quarantine": result.quarantine}
-    return {"table": result.table}
-
-
 def run_stage(spark, params: Params, log: typing.Callable[[str], None] = print) -> dict[str, typing.Any]:
-    """Run ``params``' stage on ``spark``, write its outputs, and return the report (:func:`encode_report`)."""
-    from recsys_assets.spark.io import write_partition
+    """Run ``params``' stage on ``spark``; the stage writes each output (the executors write the parts, the
+    manifest publishes them) and this returns the report (:func:`encode_report`)."""
+    from recsys_assets.spark.io import read_partitions, write_partition
     from recsys_assets.spark.runner import SparkStages, table_summary
 
     stages = SparkStages(spark, params.scheme_map)
-    i = params.inputs
-    if params.stage == "raw_interactions":
-        result = stages.raw_interactions(i["snapshot"], params.day, params.rules)
-    elif params.stage == "video_catalog":
-        result = stages.video_catalog(i["catalog"], params.day)
-    elif params.stage == "filtered_interactions":
-        result = stages.filtered_interactions(i["raw_interactions"], params.rules)
-    elif params.stage == "item_meta":
-        result = stages.item_meta(i["filtered_interactions"], i["video_catalog"], params.min_coverage)
-    else:
-        result = stages.item_pairs(i["filtered_interactions"], i["item_meta"], params.rules)
     store = open_store(params.store_url)
     written: dict[str, dict[str, typing.Any]] = {}
+
+    def write(name: str, df):
+        key = params.outputs[name]
+        manifest = write_partition(df, store, key, params.scheme_map)
+        stored = read_partitions(spark, store, [key], params.scheme_map)  # the preview reads stored rows
+        _, schema, preview = table_summary(stored, count=False)
+        written[name] = {
+            "store_url": store.url,
+            "key": key,
+            "version": manifest["version"],
+            "rows": int(manifest["rows"]),
+            "schema": schema,
+            "preview": frame_to_json(preview),
+        }
+        log(f"{params.stage}: wrote {name} ({manifest['rows']} rows) to {store.url}/{key} v{manifest['version']}")
+        return stored
+
+    i = params.inputs
     try:
-        for name, df in _tables(params.stage, result).items():
-            key = params.outputs[name]
-            manifest = write_partition(df, store, key, params.scheme_map)
-            _, schema, preview = table_summary(df, count=False)
-            written[name] = {
-                "store_url": store.url,
-                "key": key,
-                "version": manifest["version"],
-                "rows": int(manifest["rows"]),
-                "schema": schema,
-                "preview": frame_to_json(preview),
-            }
-            log(f"{params.stage}: wrote {name} ({manifest['rows']} rows) to {store.url}/{key} v{manifest['version']}")
+        if params.stage == "raw_interactions":
+            result = stages.raw_interactions(i["snapshot"], params.day, params.rules, write)
+        elif params.stage == "video_catalog":
+            result = stages.video_catalog(i["catalog"], params.day, write)
+        elif params.stage == "filtered_interactions":
+            result = stages.filtered_interactions(i["raw_interactions"], params.rules, write)
+        elif params.stage == "item_meta":
+            result = stages.item_meta(i["filtered_interactions"], i["video_catalog"], params.min_coverage, write)
+        else:
+            result = stages.item_pairs(i["filtered_interactions"], i["item_meta"], params.rules, write)
     finally:
         stages.release()
     return encode_report(params.stage, result, written)

@@ -2,9 +2,12 @@
 
 One implementation, two callers: the ``spark`` engine runs it in the Dagster process (its session local, a
 cluster master or Spark Connect), and the Pipes job (:mod:`recsys_assets.spark.pipes_job`) runs it on the
-cluster's driver (EMR Serverless, or a local subprocess). Inputs are file URLs (the driver lists files, never
-reads rows); ``keep`` persists a frame that is read more than once until it is stored and released.
-No Dagster imports.
+cluster's driver (EMR Serverless, or a local subprocess); both through :func:`~recsys_assets.spark.pipes_job.run_stage`.
+Inputs are file URLs (the driver lists files, never reads rows). Each stage stores its outputs itself through
+``write(name, frame)``, which has the executors write the partition and returns the stored table: statistics
+and check counts that Spark counts as it writes (phases 1 and 3) are read after the write, and what is read
+again (the top pairs) is read from the stored files, not recomputed. ``keep`` persists a frame that is read
+more than once until it is stored and released. No Dagster imports.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from ..stages import item_pairs as phase3
 from ..stages import raw_interactions as raw_stage
 from ..stages.prep_results import CatalogResult, ItemMetaOutput, PairsOutput, Phase1Output, RawResult
 from .io import read_files
+
+Write = typing.Callable[[str, typing.Any], typing.Any]
+"""``write(output name, Spark DataFrame)`` stores the partition and returns it as stored (a Spark DataFrame)."""
 
 
 class SparkStages:
@@ -42,17 +48,19 @@ class SparkStages:
             df.unpersist()
         self.persisted.clear()
 
-    def raw_interactions(self, files: typing.Sequence[str], day: dt.date, rules: raw_stage.SnapshotRules) -> RawResult:
+    def raw_interactions(
+        self, files: typing.Sequence[str], day: dt.date, rules: raw_stage.SnapshotRules, write: Write
+    ) -> RawResult:
         from . import raw_interactions as sraw
 
         enforced = sraw.enforce_schema(self.read(files), rules)
         self.persisted.append(enforced.typed)
         summary = sraw.summarize(enforced, day, rules)
-        return RawResult(
-            self.keep(enforced.clean), self.keep(enforced.quarantine), summary.rows + summary.quarantined, summary
-        )
+        clean = write("clean", self.keep(enforced.clean))
+        quarantine = write("quarantine", self.keep(enforced.quarantine))
+        return RawResult(clean, quarantine, summary.rows + summary.quarantined, summary)
 
-    def video_catalog(self, files: typing.Sequence[str], as_of: dt.date) -> CatalogResult:
+    def video_catalog(self, files: typing.Sequence[str], as_of: dt.date, write: Write) -> CatalogResult:
         from pyspark.sql import functions as F
 
         from . import item_meta as smeta
@@ -60,17 +68,19 @@ class SparkStages:
         cat = self.keep(smeta.prepare_catalog(self.read(files), as_of=as_of))
         by_language = pl.from_arrow(cat.groupBy("language").count().orderBy(F.desc("count"), "language").toArrow())
         uploaded = cat.filter(F.col("upload_date") == F.lit(as_of)).count()
-        return CatalogResult(cat, by_language, int(uploaded), smeta.validate_catalog(cat))
+        verdicts = smeta.validate_catalog(cat)
+        return CatalogResult(write("table", cat), by_language, int(uploaded), verdicts)
 
-    def filtered_interactions(self, raw: typing.Sequence[str], rules: phase1.Phase1Rules) -> Phase1Output:
+    def filtered_interactions(self, raw: typing.Sequence[str], rules: phase1.Phase1Rules, write: Write) -> Phase1Output:
         from . import filtered_interactions as sphase1
 
         result = sphase1.filter_interactions(self.read(raw), rules)
-        table = self.keep(result.interactions)
-        return Phase1Output(table, result.stats, sphase1.validate(table, rules))
+        table = write("table", result.interactions)  # one job: the statistics and check counts as it writes
+        result.observed.ran()
+        return Phase1Output(table, result.stats, result.verdicts)
 
     def item_meta(
-        self, filtered: typing.Sequence[str], catalog: typing.Sequence[str], min_coverage: float
+        self, filtered: typing.Sequence[str], catalog: typing.Sequence[str], min_coverage: float, write: Write
     ) -> ItemMetaOutput:
         from pyspark.sql import functions as F
 
@@ -79,33 +89,29 @@ class SparkStages:
         result = smeta.build_item_meta(self.read(filtered), self.read(catalog))
         table = self.keep(result.items)
         by_language = pl.from_arrow(table.groupBy("language").count().orderBy(F.desc("count"), "language").toArrow())
+        verdicts = smeta.validate_item_meta(table, result.coverage, min_coverage)
         return ItemMetaOutput(
-            table,
-            result.missing_count,
-            result.missing_sample,
-            result.coverage,
-            by_language,
-            smeta.validate_item_meta(table, result.coverage, min_coverage),
+            write("table", table), result.missing_count, result.missing_sample, result.coverage, by_language, verdicts
         )
 
     def item_pairs(
-        self, filtered: typing.Sequence[str], item_meta: typing.Sequence[str], rules: phase3.PairRules
+        self, filtered: typing.Sequence[str], item_meta: typing.Sequence[str], rules: phase3.PairRules, write: Write
     ) -> PairsOutput:
         from pyspark.sql import functions as F
 
         from . import item_pairs as spairs
 
         result = spairs.build_pairs(self.read(filtered), self.read(item_meta), rules)
-        self.persisted.extend(result.persisted)  # the counted pairs, until the output is written
-        # checks and top pairs read the cached count; the URLs are joined as the executors write the parts
-        keys, table = result.keys, result.pairs
+        self.persisted.extend(result.persisted)  # the ranked item groups, until the pairs are written
+        stored = write("table", result.pairs)  # one job: the statistics and check counts as it writes
+        result.observed.ran()
         top = pl.from_arrow(
-            keys.orderBy(F.desc("num_clients"), "pair_type", "item_id_1", "item_id_2")
+            stored.select("item_id_1", "item_id_2", "pair_type", "num_clients")
+            .orderBy(F.desc("num_clients"), "pair_type", "item_id_1", "item_id_2")
             .limit(10)
-            .select("item_id_1", "item_id_2", "pair_type", "num_clients")
             .toArrow()
         )
-        return PairsOutput(table, result.stats, top, spairs.validate(keys, rules.min_num_clients))
+        return PairsOutput(stored, result.stats, top, result.verdicts)
 
 
 def table_summary(
