@@ -92,6 +92,10 @@ def _driver_env(request: dict) -> dict[str, str]:
     return {k[len(prefix) :]: v for k, v in pairs if k.startswith(prefix)}
 
 
+DRIVER_TIMEOUT_S = 900
+"""How long the stand-in driver may run (a Spark job of a tiny day: seconds, minutes on a loaded machine)."""
+
+
 def _emr_driver_stand_in(endpoint: str, app: str, done: dict, finished: threading.Event) -> None:
     try:
         _drive(endpoint, app, done)
@@ -126,7 +130,11 @@ def _drive(endpoint: str, app: str, done: dict) -> None:
     env = {**os.environ, **_driver_env(request), "PYSPARK_SUBMIT_ARGS": submit}
     env.pop("PYTHONPATH", None)
     proc = subprocess.run(
-        [sys.executable, entry.removeprefix("local://")], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, entry.removeprefix("local://")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DRIVER_TIMEOUT_S,
     )
     done.update(request=request, returncode=proc.returncode, stderr=proc.stderr)
     group, stream = "/aws/emr-serverless", f"/applications/{app}/jobs/{run['id']}/SPARK_DRIVER"
@@ -185,7 +193,8 @@ def test_phase_1_on_emr_serverless_through_pipes_on_moto(s3_env, tmp_path):
 
     def running_until_the_driver_exits(**kwargs) -> None:
         """moto reports SUCCESS at once; EMR reports it when the driver has exited: GetJobRun waits for it."""
-        finished.wait(timeout=300)
+        # past the driver's own timeout: a slow machine fails in the driver, not as a missing report
+        finished.wait(timeout=DRIVER_TIMEOUT_S + 120)
 
     session = boto3._get_default_session()  # the one the launcher's clients come from
     session.events.register("before-call.emr-serverless.GetJobRun", running_until_the_driver_exits)
