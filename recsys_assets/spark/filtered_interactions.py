@@ -13,7 +13,7 @@ import dataclasses
 import typing
 
 from ..stages.filtered_interactions import LABEL, OUTPUT_COLUMNS, Phase1Rules, verdicts
-from .metrics import Observed, as_int, run_observed
+from .metrics import Observed, as_int, count_where, run_observed
 
 SORT = ("client_id", "session_id", "event_ts", "item_id")
 
@@ -40,19 +40,12 @@ def _client_windows():
     return ordered, ordered.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
 
 
-def _count(cond):
-    from pyspark.sql import functions as F
-
-    return F.sum(cond.cast("long"))
-
-
 @dataclasses.dataclass
 class SparkPhase1Result:
     interactions: typing.Any
     """Spark DataFrame in ``OUTPUT_COLUMNS``; each part in the polars stage's order (not the whole partition)."""
     observed: Observed
     """Counted as ``interactions`` is written: ``stats`` and ``verdicts`` exist once it ran."""
-    rules: Phase1Rules = Phase1Rules()
 
     @property
     def stats(self) -> dict[str, int]:
@@ -85,8 +78,8 @@ def filter_interactions(clean, rules: Phase1Rules = Phase1Rules()) -> SparkPhase
         .select(
             "*",
             F.bool_and(cls == 1).over(session).alias("session_all_positive"),
-            _count(cls == 1).over(client_all).alias("__pos"),
-            _count(cls != 0).over(client_all).alias("__classified"),
+            count_where(cls == 1).over(client_all).alias("__pos"),
+            count_where(cls != 0).over(client_all).alias("__classified"),
             F.row_number().over(client).alias("__row"),
         )
     )
@@ -97,18 +90,18 @@ def filter_interactions(clean, rules: Phase1Rules = Phase1Rules()) -> SparkPhase
         "classified",
         ordered,
         rows_in=F.count(F.lit(1)),
-        positive=_count(cls == 1),
-        negative=_count(cls == -1),
-        neutral=_count(cls == 0),
-        clients_classified=_count(first),
-        clients_dropped=_count(first & over),
-        rows_dropped_with_clients=_count((cls != 0) & over),
+        positive=count_where(cls == 1),
+        negative=count_where(cls == -1),
+        neutral=count_where(cls == 0),
+        clients_classified=count_where(first),
+        clients_dropped=count_where(first & over),
+        rows_dropped_with_clients=count_where((cls != 0) & over),
     )
     kept = ordered.filter((cls != 0) & ~over).withColumn(LABEL, cls == 1).select(*OUTPUT_COLUMNS)
     # the checks recount the kept rows themselves (their own class, their client's CTR among them): the
     # rows stay partitioned by client and in SORT order, so these windows need no shuffle or sort
     out = _attach_checks(observed, kept, rules).select(*OUTPUT_COLUMNS)
-    return SparkPhase1Result(out, observed, rules)
+    return SparkPhase1Result(out, observed)
 
 
 def _attach_checks(observed: Observed, df, rules: Phase1Rules):
@@ -124,11 +117,11 @@ def _attach_checks(observed: Observed, df, rules: Phase1Rules):
     return observed.attach(
         "kept",
         df,
-        neutral=_count(cls == 0),
-        mislabelled=_count((cls == 1) != F.col(LABEL)),
-        clients_above=_count((F.col("__row") == 1) & (F.col("__ctr") > rules.max_client_positive_ctr)),
+        neutral=count_where(cls == 0),
+        mislabelled=count_where((cls == 1) != F.col(LABEL)),
+        clients_above=count_where((F.col("__row") == 1) & (F.col("__ctr") > rules.max_client_positive_ctr)),
         max_ctr=F.max("__ctr"),
-        null_keys=_count(F.col("client_id").isNull() | F.col("session_id").isNull() | F.col("item_id").isNull()),
+        null_keys=count_where(F.col("client_id").isNull() | F.col("session_id").isNull() | F.col("item_id").isNull()),
     )
 
 

@@ -15,7 +15,7 @@ import dataclasses
 import typing
 
 from ..stages.item_pairs import CAP_HASH_MODULUS, PAIR_COLUMNS, PairRules, cap_hash_multiplier, verdicts
-from .metrics import Observed, as_int, run_observed
+from .metrics import Observed, as_int, count_where, run_observed
 
 
 def _cap_hash(seed: int):
@@ -36,12 +36,6 @@ def _ranked(df, group: list[str], seed: int):
     return df.withColumn("__hash", _cap_hash(seed)).select(
         *group, "item_id", F.row_number().over(w).alias("__rank"), F.count(F.lit(1)).over(whole).alias("__n")
     )
-
-
-def _count(cond):
-    from pyspark.sql import functions as F
-
-    return F.sum(cond.cast("long"))
 
 
 @dataclasses.dataclass
@@ -96,7 +90,7 @@ def _group_counts(ranked, cap: int, with_pairs: str, capped: str) -> dict[str, i
 
     row = (
         ranked.filter(F.col("__rank") == 1)
-        .agg(_count(F.col("__n") >= 2).alias(with_pairs), _count(F.col("__n") > cap).alias(capped))
+        .agg(count_where(F.col("__n") >= 2).alias(with_pairs), count_where(F.col("__n") > cap).alias(capped))
         .collect()[0]
     )
     return {k: as_int(v) for k, v in row.asDict().items()}
@@ -159,8 +153,8 @@ def build_pairs(interactions, item_meta=None, rules: PairRules = PairRules()) ->
         "counted",
         counted,
         before=F.count(F.lit(1)),
-        below=_count(below),
-        positive_pairs=_count(~below & ~F.col("__neg")),
+        below=count_where(below),
+        positive_pairs=count_where(~below & ~F.col("__neg")),
     )
     # sorted before the URLs are joined (a broadcast join keeps its stream's order): the sort moves 4 narrow
     # columns, not two strings per pair
@@ -186,10 +180,10 @@ def _row_checks(min_num_clients: int) -> dict:
     one, two = F.col("item_id_1"), F.col("item_id_2")
     return {
         "rows": F.count(F.lit(1)),
-        "self_pairs": _count(one == two),
-        "non_canonical": _count(one > two),
-        "null_keys": _count(one.isNull() | two.isNull() | F.col("pair_type").isNull()),
-        "below": _count(F.col("num_clients") < min_num_clients),
+        "self_pairs": count_where(one == two),
+        "non_canonical": count_where(one > two),
+        "null_keys": count_where(one.isNull() | two.isNull() | F.col("pair_type").isNull()),
+        "below": count_where(F.col("num_clients") < min_num_clients),
     }
 
 

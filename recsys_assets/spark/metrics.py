@@ -56,6 +56,13 @@ def run_observed(df, observed: Observed) -> None:
     observed.ran()
 
 
+def count_where(condition):
+    """The number of rows where the boolean Column ``condition`` holds (an aggregate to observe or ``agg``)."""
+    from pyspark.sql import functions as F
+
+    return F.sum(condition.cast("long"))
+
+
 def as_int(value: typing.Any) -> int:
     """A counted metric as an int (a sum over no rows is null)."""
     return int(value or 0)
