@@ -4,15 +4,19 @@ import math
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from sklearn.metrics import average_precision_score, ndcg_score, roc_auc_score
 
 from recsys_assets.stages.ranking_metrics import (
     METRICS,
     auc,
     catalog_recall,
+    merge_top_k,
     metric_row,
     per_client,
+    ranked_hits,
     retrieval_at_k,
+    scored_top_k,
     top_k,
 )
 
@@ -173,3 +177,32 @@ def test_in_unit_interval_ignores_nan_and_catches_out_of_range():
     assert in_unit_interval(ok, ["auc", "recall@10"]) == (True, {"metrics": 3})
     assert in_unit_interval(ok.with_columns(auc=pl.Series([1.2, 0.1])), ["auc"])[0] is False
     assert in_unit_interval(ok.clear(), ["auc"]) == (True, {"metrics": 0})
+
+
+def test_the_top_k_of_column_blocks_merged_is_the_top_k_of_the_row_and_scores_the_same():
+    """What the Spark evaluation does: each block of columns ranked apart (excluded cells out), the partial lists
+    merged; with ties, NaN and rows with fewer eligible columns than k."""
+    rng = np.random.default_rng(11)
+    n, m, k = 30, 50, 7
+    scores = rng.integers(0, 5, (n, m)).astype(np.float32)  # many ties, some across block edges
+    scores[rng.random((n, m)) < 0.05] = np.nan
+    exclude = rng.random((n, m)) < 0.3
+    exclude[0, :3], exclude[0, 3:] = False, True  # row 0: three eligible columns for k = 7
+    targets = (rng.random((n, m)) < 0.2) & ~exclude
+    targets[:, 0] = True
+    targets[exclude] = False
+    want = top_k(scores, k, exclude)
+    cols = np.full((n, k), -1)
+    best = np.full((n, k), -np.inf)
+    for start in range(0, m, 12):  # blocks of 12 columns, the last one short
+        local, got = scored_top_k(scores[:, start : start + 12], k, exclude[:, start : start + 12])
+        block_cols = np.where(local >= 0, local + start, -1)
+        cols, best = merge_top_k(np.c_[cols, block_cols], np.c_[best, got], k)
+    # the same eligible columns in the same order; top_k pads with -1 where merge pads with -1
+    np.testing.assert_array_equal(cols, want)
+    assert (cols[0] >= 0).sum() == 3
+    full = retrieval_at_k(scores, targets, exclude, recall_ks=(1, 5), ndcg_ks=(5,))
+    t = sp.csr_matrix(targets[full["row"]])
+    merged = ranked_hits(cols[full["row"]], t, recall_ks=(1, 5), ndcg_ks=(5,))
+    for name in ("recall@1", "recall@5", "ndcg@5"):
+        np.testing.assert_allclose(merged[name], full[name])

@@ -388,6 +388,36 @@ def test_the_assets_on_spark_store_what_polars_stores_and_downstream_reads_it(sp
     factors = _stored(roots["spark"], "als_factors", day)
     assert factors.schema["vector"] == pl.Array(pl.Float32, 16) and factors.height > 0
 
+    # als_evaluation where ALS runs: on Spark's executors beside MLlib, in this process beside implicit -- the
+    # same table from the same stored factors and days (the next day's interactions stored by polars)
+    after = "2026-11-03"
+    stored = dg.materialize(
+        assets,
+        selection=["raw_interactions", "raw_interactions_quarantine", "filtered_interactions"],
+        partition_key=after,
+        resources=tiny_resources(roots["spark"], **platform),
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert stored.success
+    tables = {}
+    for name, env in (("mllib", SPARK_ENV), ("implicit", {})):
+        result = dg.materialize(
+            assets,
+            selection=["als_evaluation"],
+            partition_key=after,
+            resources=tiny_resources(roots["spark"], **platform, **env),
+            instance=dg.DagsterInstance.ephemeral(),
+        )
+        assert result.success
+        md = result.asset_materializations_for_node("als_evaluation")[0].metadata
+        assert md["engine"].value == name and md["model_partition"].value == "2026-11-02"
+        assert md["clients_evaluated"].value > 0
+        tables[name] = _stored(roots["spark"], "als_evaluation", after)
+    metrics = [c for c in tables["implicit"].columns if "@" in c]
+    assert tables["mllib"].drop(metrics).equals(tables["implicit"].drop(metrics))
+    for m in metrics:
+        assert tables["mllib"][m].to_list() == pytest.approx(tables["implicit"][m].to_list(), abs=1e-12, nan_ok=True)
+
     # and Spark reads polars' output: phases 1-3 on Spark over the polars-written snapshot and catalog
     resources = tiny_resources(roots["polars"], **platform, **SPARK_ENV)
     mixed = dg.materialize(
@@ -427,6 +457,7 @@ def test_without_java_the_polars_default_runs_and_spark_says_what_to_install(mon
 
 @needs_java
 def test_mllib_and_implicit_als_both_beat_popularity_and_agree_on_the_next_day(spark, tmp_path, tiny_platform):
+    from recsys_assets.spark import als_evaluation as seval
     from recsys_assets.spark import als_factors as sals
     from recsys_assets.stages import als_evaluation as als_eval
     from recsys_assets.stages import als_factors as als
@@ -440,9 +471,8 @@ def test_mllib_and_implicit_als_both_beat_popularity_and_agree_on_the_next_day(s
     languages = tiny_platform.catalog().select("item_id", "language")
     params = als.AlsParams(min_cells_per_language=50, iterations=6)
     implicit = als.train_als(train, languages, params)
-    mllib = sals.train_als(
-        spark_read(spark, tmp_path, train, "train"), spark_read(spark, tmp_path, languages, "lang"), params
-    )
+    spark_train = spark_read(spark, tmp_path, train, "train")
+    mllib = sals.train_als(spark_train, spark_read(spark, tmp_path, languages, "lang"), params)
     vectors = pl.col("vector").list.to_array(params.factors)
     items = to_polars(mllib.item_factors).with_columns(vectors)
     users = to_polars(mllib.user_factors).with_columns(vectors)
@@ -467,3 +497,23 @@ def test_mllib_and_implicit_als_both_beat_popularity_and_agree_on_the_next_day(s
         assert overall["als"] > overall["popularity"], (name, overall)
         recall[name] = overall["als"]
     assert abs(recall["mllib"] - recall["implicit"]) <= 0.1 * recall["implicit"], recall
+
+    # als_evaluation on Spark's executors: the polars stage's table and counts from MLlib's factors as Spark
+    # holds them, with blocks small enough that every language with more items than a block is split
+    spark_next_day = spark_read(spark, tmp_path, next_day, "next_day")
+    for exclude_seen in (True, False):
+        want, want_counts = als_eval.evaluate(items, users, train, next_day, exclude_seen=exclude_seen)
+        got, got_counts = seval.evaluate(
+            mllib.item_factors,
+            mllib.user_factors,
+            spark_train,
+            spark_next_day,
+            exclude_seen=exclude_seen,
+            client_block=16,
+            item_block=32,
+        )
+        assert got_counts == want_counts and any(c["clients_evaluated"] > 16 for c in got_counts)
+        assert any(c["items_in_model"] > 32 for c in got_counts)
+        assert got.select("language", "method", "clients").equals(want.select("language", "method", "clients"))
+        for metric in [c for c in want.columns if "@" in c]:  # the same rankings; means summed in another order
+            assert got[metric].to_list() == pytest.approx(want[metric].to_list(), abs=1e-12, nan_ok=True), metric

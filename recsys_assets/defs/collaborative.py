@@ -6,7 +6,6 @@ and :mod:`recsys_assets.stages.als_evaluation`.
 import typing
 
 import dagster as dg
-import polars as pl
 
 from ..stages import als_evaluation as als_eval
 from ..stages import als_factors as als
@@ -17,7 +16,7 @@ from .evaluation import evaluation_asset, next_day_inputs
 from .metadata import frame_metadata, markdown_table, to_metadata
 from .params import config_from, to_params
 from .partitions import EVAL_WINDOW, PREVIOUS_DAY, TRAIN_WINDOW, after_previous_day, window_input, window_metadata
-from .resources import AlsEngineResource
+from .resources import EVALUATED_COLUMNS, AlsEngineResource
 
 GROUP = "collaborative"
 
@@ -137,7 +136,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         ins={
             "model": window_input("als_factors", PREVIOUS_DAY),
             "users": window_input("als_user_factors", PREVIOUS_DAY),
-            "filtered_interactions": window_input("filtered_interactions", EVAL_WINDOW),
+            "filtered_interactions": window_input("filtered_interactions", EVAL_WINDOW, columns=EVALUATED_COLUMNS),
         },
         deps=[after_previous_day("als_evaluation")],
         partitions_def=partitions,
@@ -147,11 +146,13 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     def als_evaluation(
         context: dg.AssetExecutionContext,
         config: AlsEvaluationConfig,
-        model: dict[str, pl.DataFrame],
-        users: dict[str, pl.DataFrame],
-        filtered_interactions: dict[str, pl.DataFrame],
+        als_engine: AlsEngineResource,
+        model: dict[str, TableRef],
+        users: dict[str, TableRef],
+        filtered_interactions: dict[str, TableRef],
     ) -> typing.Iterator:
-        """Partition D: als_factors D-1 scored on D's positives (recall@10/50/100, ndcg@10) beside popularity."""
+        """Partition D: als_factors D-1 scored on D's positives (recall@10/50/100, ndcg@10) beside popularity.
+        Computed where ALS runs: in this process (``implicit``) or on Spark's executors (``mllib``)."""
         inputs, skipped = next_day_inputs(
             context,
             EVAL_CHECKS,
@@ -163,7 +164,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         if inputs is None:
             yield from skipped
             return
-        table, counts = als_eval.evaluate(
+        table, counts = als_engine.evaluate(
             inputs.models["als_factors"],
             inputs.models["als_user_factors"],
             inputs.history,
@@ -181,6 +182,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             metadata={
                 **frame_metadata(table, preview_rows=10),
                 "model_partition": inputs.model_partition,
+                "engine": als_engine.name,
                 "overall": dg.MetadataValue.md(markdown_table(overall)),
                 "per_language": dg.MetadataValue.md(markdown_table(table)),
                 "counts": dg.MetadataValue.md(markdown_table(counts)),

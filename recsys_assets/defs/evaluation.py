@@ -18,6 +18,7 @@ import typing
 import dagster as dg
 import polars as pl
 
+from ..storage import TableRef
 from .checks import CheckSet
 from .partitions import partition_date
 
@@ -39,17 +40,18 @@ class NextDay:
     models: dict[str, typing.Any]
     """Each ``PREVIOUS_DAY`` input, unwrapped to its one value."""
     model_partition: str
-    today: pl.DataFrame
-    """Day D of the ``EVAL_WINDOW`` input."""
-    history: pl.DataFrame
-    """The days before D of the ``EVAL_WINDOW`` input, concatenated in day order."""
+    today: typing.Any
+    """Day D of the ``EVAL_WINDOW`` input (a polars frame, or a :class:`~recsys_assets.storage.TableRef`)."""
+    history: typing.Any
+    """The days before D of the ``EVAL_WINDOW`` input, concatenated in day order (a frame; or one
+    :class:`~recsys_assets.storage.TableRef` of all those partitions, with no key when there is none)."""
 
 
 def next_day_inputs(
     context: dg.AssetExecutionContext,
     checks: CheckSet,
     empty_schema: typing.Mapping[str, pl.DataType],
-    window: typing.Mapping[str, pl.DataFrame],
+    window: typing.Mapping[str, typing.Any],
     **models: typing.Mapping[str, typing.Any],
 ) -> tuple[typing.Optional[NextDay], list]:
     """``(NextDay, [])`` when every model of D-1 is there; ``(None, outputs)`` to yield when it is not."""
@@ -72,7 +74,11 @@ def next_day_inputs(
             f"(its input window holds {', '.join(sorted(window)) or 'no day'}); materialize {day} upstream first",
             allow_retries=False,
         )
-    earlier = [frame for key, frame in sorted(window.items()) if key != day.isoformat()]
-    history = pl.concat(earlier, how="vertical_relaxed") if earlier else window[day.isoformat()].clear()
+    today = window[day.isoformat()]
+    earlier = [value for key, value in sorted(window.items()) if key != day.isoformat()]
+    if isinstance(today, TableRef):
+        history = dataclasses.replace(today, keys=tuple(k for ref in earlier for k in ref.keys))
+    else:
+        history = pl.concat(earlier, how="vertical_relaxed") if earlier else today.clear()
     unwrapped = {name: next(iter(value.values())) for name, value in models.items()}
-    return NextDay(day, unwrapped, previous, window[day.isoformat()], history), []
+    return NextDay(day, unwrapped, previous, today, history), []

@@ -37,6 +37,7 @@ from ..stages.content_models import ModelSpec, load_encoders
 from ..stages.item_content_embeddings import EmbeddingCache, EmbedParams, EmbedResult, embed_generated, embed_items
 from ..stages.media_fetch import FetchPolicy
 from ..stages.two_tower import DatasetRules
+from ..storage import TableRef
 from .engine import DataPrepEngine
 from .params import config_from, to_params
 from .s3 import S3Resource, open_s3_store, s3_options, s3_store_options
@@ -219,11 +220,10 @@ class AlsEngineResource(dg.ConfigurableResource):
         if self.name == "mllib":
             from ..spark import als_factors as sals
 
-            if self.spark is None:
-                raise ValueError("the mllib ALS engine needs the Spark engine (RECSYS_ENGINE=spark)")
+            spark = self._spark_engine()
             urls = [u for _, ref in sorted(window.items()) for u in ref.sources()]
-            interactions = self.spark.read_files(urls)
-            result = sals.train_als(interactions, self.spark.read_files(catalog.sources()), params, rules)
+            interactions = spark.read_files(urls)
+            result = sals.train_als(interactions, spark.read_files(catalog.sources()), params, rules)
             rows = int(interactions.count())
             return AlsTrained(
                 result.item_factors,
@@ -244,6 +244,38 @@ class AlsEngineResource(dg.ConfigurableResource):
             als.validate(result.item_factors, result.stats, max_norm),
             interactions.height,
         )
+
+    def evaluate(
+        self, item_factors: TableRef, user_factors: TableRef, history: TableRef, today: TableRef, exclude_seen: bool
+    ) -> tuple[pl.DataFrame, list[dict]]:
+        """:mod:`~recsys_assets.stages.als_evaluation` of the stored factors of D-1 on the stored days: in this
+        process (``implicit``), or on Spark's executors (``mllib``: :mod:`recsys_assets.spark.als_evaluation`),
+        where the interactions are never collected. ``history`` may hold no partition (no day before D)."""
+        from ..stages import als_evaluation as als_eval
+
+        if self.name == "mllib":
+            from ..spark import als_evaluation as sev
+
+            spark = self._spark_engine()
+            day = spark.read_files(today.sources()).select(*EVALUATED_COLUMNS)
+            window = spark.read_files(history.sources()).select(*EVALUATED_COLUMNS) if history.keys else day.limit(0)
+            items, users = spark.read_files(item_factors.sources()), spark.read_files(user_factors.sources())
+            return sev.evaluate(items, users, window, day, exclude_seen=exclude_seen)
+        if self.name != "implicit":
+            raise ValueError(f"unknown ALS engine {self.name!r}; known: implicit, mllib")
+        day = today.scan().select(*EVALUATED_COLUMNS).collect()
+        window = history.scan().select(*EVALUATED_COLUMNS).collect() if history.keys else day.clear()
+        items, users = item_factors.scan().collect(), user_factors.scan().collect()
+        return als_eval.evaluate(items, users, window, day, exclude_seen=exclude_seen)
+
+    def _spark_engine(self) -> DataPrepEngine:
+        if self.spark is None:
+            raise ValueError("the mllib ALS engine needs the Spark engine (RECSYS_ENGINE=spark)")
+        return self.spark
+
+
+EVALUATED_COLUMNS = ("client_id", "item_id", "is_positive")
+"""The columns of filtered_interactions that the ALS evaluation reads."""
 
 
 class MediaFetchResource(

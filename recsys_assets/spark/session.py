@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import typing
 from pathlib import Path
@@ -125,6 +126,11 @@ def prepare_mode(config: typing.Mapping[str, str]) -> None:
     if java_version() is None:
         raise RuntimeError(JAVA_HINT)
     os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
+    if str(config.get("spark.master", "")).startswith("local"):
+        # local Python workers (the evaluation's arrow functions) run this interpreter, whose environment has
+        # the package (pyspark's default is whatever ``python3`` is on PATH); a cluster's workers use their
+        # image's (PYSPARK_PYTHON there)
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 
 def build_session(config: typing.Mapping[str, str]):

@@ -253,21 +253,55 @@ def retrieval_at_k(
     s = np.array(np.asarray(scores)[keep], dtype=np.result_type(np.asarray(scores).dtype, np.float32))
     xk = x[keep].tocoo()
     s[xk.row, xk.col] = -np.inf  # excluded cells are never ranked above an eligible one
+    top = top_k(s, max([*recall_ks, *ndcg_ks]))
+    out = ranked_hits(top, t[keep], recall_ks, ndcg_ks)
+    out["row"] = keep
+    out["n_targets"] = n_t[keep]
+    return out
+
+
+def ranked_hits(
+    top: np.ndarray,
+    targets: "sp.csr_matrix",
+    recall_ks: typing.Sequence[int] = (10, 50, 100),
+    ndcg_ks: typing.Sequence[int] = (10,),
+) -> dict[str, np.ndarray]:
+    """:func:`retrieval_at_k`'s metrics of rankings already made: ``top`` (rows x k, best first, ``-1`` = no
+    item) against ``targets`` (rows x items, every row with at least one target)."""
+    n = np.diff(targets.indptr)
     kmax = max([*recall_ks, *ndcg_ks])
-    top = top_k(s, kmax)
-    tk = t[keep]
-    rows = np.repeat(np.arange(len(keep)), top.shape[1])
-    hits = np.asarray(tk[rows, top.ravel()]).reshape(top.shape) > 0
-    n = n_t[keep]
+    rows = np.repeat(np.arange(top.shape[0]), top.shape[1])
+    cols = top.ravel()
+    hits = (np.asarray(targets[rows, np.maximum(cols, 0)]).ravel() > 0) & (cols >= 0)
+    hits = hits.reshape(top.shape)
     out: dict[str, np.ndarray] = {f"recall@{k}": hits[:, :k].sum(axis=1) / n for k in recall_ks}
     disc = 1.0 / np.log2(np.arange(2, kmax + 2))
     for k in ndcg_ks:
         dcg = (hits[:, :k] * disc[: hits[:, :k].shape[1]]).sum(axis=1)
         ideal = np.cumsum(disc[:k])[np.minimum(n, k) - 1]
         out[f"ndcg@{k}"] = dcg / ideal
-    out["row"] = keep
-    out["n_targets"] = n
     return out
+
+
+def scored_top_k(scores: np.ndarray, k: int, exclude: Cells = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_k` with each chosen column's score (NaN as ``-inf``; ``-inf`` where the column is ``-1``):
+    the partial rankings of column blocks that :func:`merge_top_k` joins into :func:`top_k`'s ranking."""
+    top = top_k(scores, k, exclude)
+    s = np.asarray(scores)
+    got = np.take_along_axis(s, np.maximum(top, 0), axis=1).astype(np.float64) if top.size else top.astype(float)
+    got = np.where((top < 0) | np.isnan(got), -np.inf, got)
+    return top, got
+
+
+def merge_top_k(columns: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` of each row's candidates (``columns``/``scores``: rows x n, ``-1`` columns are padding), in
+    :func:`top_k`'s order: by score, ties by column ascending. The top ``k`` of column blocks' own top ``k``
+    (:func:`scored_top_k`, global column numbers) is the top ``k`` of the whole row."""
+    columns = np.asarray(columns, dtype=np.int64)
+    scores = np.where(columns < 0, -np.inf, np.asarray(scores, dtype=np.float64))
+    tie = np.where(columns < 0, np.iinfo(np.int64).max, columns)
+    order = np.lexsort((tie, -scores), axis=-1)[:, :k]
+    return np.take_along_axis(columns, order, axis=1), np.take_along_axis(scores, order, axis=1)
 
 
 def catalog_recall(
