@@ -35,8 +35,7 @@ def _items_of(block: pa.ListScalar) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     """An item block's (index, vectors, popularity score), ordered by index."""
     s = block.values
     idx = s.field("idx").to_numpy().astype(np.int64)
-    vec = s.field("vector")
-    vectors = vec.flatten().to_numpy().astype(np.float32).reshape(len(idx), -1)
+    vectors = s.field("vector").flatten().to_numpy().astype(np.float32).reshape(len(idx), -1)
     pop = s.field("popularity").to_numpy().astype(np.float64)
     order = np.argsort(idx, kind="stable")
     # the polars stage's popularity score: the window's positive rows, ties towards the smaller item id
@@ -68,19 +67,17 @@ def _excluded(n_rows: int, item_idx: np.ndarray, seen_rows: np.ndarray, seen_ite
     return mask
 
 
-CANDIDATES = (
-    "language string, ublock int, client_id bigint, method string, cands array<struct<idx: bigint, score: double>>"
-)
+CANDIDATES = "language string, client_id bigint, method string, cands array<struct<idx: bigint, score: double>>"
 
 
 def block_candidates(batches: typing.Iterator[pa.RecordBatch], k: int) -> typing.Iterator[pa.RecordBatch]:
-    """``mapInArrow`` over (language, ublock, clients, iblock, items) rows: each client's best ``k`` items per
+    """``mapInArrow`` over (language, ublock, clients, items) rows: each client's best ``k`` items per
     method, merged over the consecutive rows of one client block (a cartesian product's usual order; rows of a
     block that arrive apart give more candidate rows, which the final merge takes in the same way)."""
     current, best = None, {}
 
     def flush():
-        lang, ublock, ids = current
+        lang, _, ids = current
         n = len(ids)
         offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
         for method in METHODS:
@@ -91,7 +88,6 @@ def block_candidates(batches: typing.Iterator[pa.RecordBatch], k: int) -> typing
             yield pa.RecordBatch.from_arrays(
                 [
                     pa.array([lang] * n, pa.string()),
-                    pa.array(np.full(n, ublock, dtype=np.int32)),
                     pa.array(ids),
                     pa.array([method] * n, pa.string()),
                     pa.ListArray.from_arrays(offsets, cands),
@@ -131,7 +127,6 @@ def block_candidates(batches: typing.Iterator[pa.RecordBatch], k: int) -> typing
 _CANDIDATES_ARROW = pa.schema(
     [
         ("language", pa.string()),
-        ("ublock", pa.int32()),
         ("client_id", pa.int64()),
         ("method", pa.string()),
         ("cands", pa.list_(pa.struct([("idx", pa.int64()), ("score", pa.float64())]))),

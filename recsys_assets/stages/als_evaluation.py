@@ -12,7 +12,9 @@ relevance and T = the client's targets: ``recall@k`` = |top-k ∩ T| / |T| and `
 clients.
 
 Targets on items the model has no vector for (cold items, items under the minimum counts) cannot be
-retrieved by either method; they are left out and counted (``targets_outside_any_model``).
+retrieved by either method; they are left out (``content_encoder_evaluation`` measures that cold-start gap).
+
+:mod:`recsys_assets.spark.als_evaluation` computes the same table on Spark's executors (the ``mllib`` engine).
 """
 
 from __future__ import annotations
