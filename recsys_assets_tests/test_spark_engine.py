@@ -517,3 +517,7 @@ def test_mllib_and_implicit_als_both_beat_popularity_and_agree_on_the_next_day(s
         assert got.select("language", "method", "clients").equals(want.select("language", "method", "clients"))
         for metric in [c for c in want.columns if "@" in c]:  # the same rankings; means summed in another order
             assert got[metric].to_list() == pytest.approx(want[metric].to_list(), abs=1e-12, nan_ok=True), metric
+    # deterministic to the bit, whatever the blocks (one block per language here): each client's top 100 is the
+    # same, and the means are exact decimal sums, not float sums in arrival order
+    again, _ = seval.evaluate(mllib.item_factors, mllib.user_factors, spark_train, spark_next_day, exclude_seen=False)
+    assert again.equals(got)

@@ -133,6 +133,8 @@ _CANDIDATES_ARROW = pa.schema(
     ]
 )
 METRIC_NAMES = [f"recall@{k}" for k in KS] + ["ndcg@10"]
+EXACT = "decimal(38,18)"
+"""Per-client metrics are in [0, 1]: 18 decimals each, and room for 10^20 clients in the sum."""
 PER_CLIENT = "language string, method string, client_id bigint, " + ", ".join(f"`{m}` double" for m in METRIC_NAMES)
 
 
@@ -288,10 +290,15 @@ def _table(per_client_metrics, counts: list[dict]) -> pl.DataFrame:
 
     means: dict[tuple[str, str], dict] = {}
     if per_client_metrics is not None:
+        # summed as decimals: exact, so the mean does not depend on the order the rows arrive in (a float sum
+        # would differ in its last bits from run to run)
         agg = per_client_metrics.groupBy("language", "method").agg(
-            F.count(F.lit(1)).alias("clients"), *[F.avg(F.col(f"`{m}`")).alias(m) for m in METRIC_NAMES]
+            F.count(F.lit(1)).alias("clients"),
+            *[F.sum(F.col(f"`{m}`").cast(EXACT)).alias(m) for m in METRIC_NAMES],
         )
-        means = {(r["language"], r["method"]): r.asDict() for r in agg.collect()}
+        means = {
+            (r["language"], r["method"]): {m: float(r[m]) / r["clients"] for m in METRIC_NAMES} for r in agg.collect()
+        }
     rows = []
     for c in counts:
         for method in METHODS:
