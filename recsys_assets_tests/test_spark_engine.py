@@ -521,3 +521,59 @@ def test_mllib_and_implicit_als_both_beat_popularity_and_agree_on_the_next_day(s
     # same, and the means are exact decimal sums, not float sums in arrival order
     again, _ = seval.evaluate(mllib.item_factors, mllib.user_factors, spark_train, spark_next_day, exclude_seen=False)
     assert again.equals(got)
+
+
+@needs_java
+def test_als_evaluation_edge_cases_give_the_polars_table(spark, tmp_path):
+    """Hand-built factors and days: a language with items but no client, a client with a NaN vector, tied
+    scores, targets the client saw in the window (left out), a positive on an item no model has, and a day with
+    no positive at all (every language evaluated on no client: NaN metrics, zero clients)."""
+    from recsys_assets.spark import als_evaluation as seval
+    from recsys_assets.stages import als_evaluation as als_eval
+
+    vec = pl.Array(pl.Float32, 2)
+    items = pl.DataFrame(
+        {
+            "item_id": [1, 2, 3, 4, 5, 6, 7],
+            "language": ["a", "a", "a", "a", "a", "b", "b"],
+            "vector": [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [-1.0, 0.0], [1.0, 1.0], [0.0, 1.0]],
+        }
+    ).with_columns(pl.col("vector").cast(vec))
+    users = pl.DataFrame(
+        {
+            "client_id": [10, 11, 12, 13],
+            "language": ["a", "a", "a", "a"],
+            "vector": [[1.0, 0.0], [0.0, 1.0], [float("nan"), 0.0], [1.0, 1.0]],
+        }
+    ).with_columns(pl.col("vector").cast(vec))
+
+    def day(rows):
+        return pl.DataFrame(
+            rows, schema={"client_id": pl.Int64, "item_id": pl.Int64, "is_positive": pl.Boolean}, orient="row"
+        )
+
+    train = day([(10, 1, True), (10, 3, False), (11, 2, True), (11, 2, True), (13, 4, True), (12, 5, False)])
+    next_day = day(
+        [
+            (10, 2, True),
+            (10, 3, True),
+            (10, 1, True),
+            (11, 1, True),
+            (11, 99, True),
+            (12, 4, True),
+            (13, 4, True),
+            (13, 5, False),
+        ]
+    )
+    frames = {"items": items, "users": users, "train": train, "next_day": next_day, "empty": next_day.clear()}
+    sdf = {name: spark_read(spark, tmp_path, frame, name) for name, frame in frames.items()}
+    for today in ("next_day", "empty"):
+        want, want_counts = als_eval.evaluate(items, users, train, frames[today])
+        got, got_counts = seval.evaluate(
+            sdf["items"], sdf["users"], sdf["train"], sdf[today], client_block=2, item_block=2
+        )
+        assert got_counts == want_counts, today
+        assert got.select("language", "method", "clients").equals(want.select("language", "method", "clients"))
+        for metric in [c for c in want.columns if "@" in c]:
+            assert got[metric].to_list() == pytest.approx(want[metric].to_list(), abs=1e-12, nan_ok=True), metric
+    assert [c["clients_evaluated"] for c in want_counts] == [0, 0]  # the empty day: no client, no metric
