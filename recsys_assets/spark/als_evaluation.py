@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from ..stages.als_evaluation import KS, table_schema
+from ..stages.als_evaluation import KS, popularity_scores, table_schema
 from ..stages.ranking_metrics import merge_top_k, ranked_hits, scored_top_k
 
 METHODS = ("als", "popularity")
@@ -36,10 +36,9 @@ def _items_of(block: pa.ListScalar) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     s = block.values
     idx = s.field("idx").to_numpy().astype(np.int64)
     vectors = s.field("vector").flatten().to_numpy().astype(np.float32).reshape(len(idx), -1)
-    pop = s.field("popularity").to_numpy().astype(np.float64)
+    pop = s.field("popularity").to_numpy()
     order = np.argsort(idx, kind="stable")
-    # the polars stage's popularity score: the window's positive rows, ties towards the smaller item id
-    return idx[order], vectors[order], pop[order] - idx[order] * 1e-9
+    return idx[order], vectors[order], popularity_scores(pop[order], idx[order])
 
 
 def _clients_of(block: pa.ListScalar) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -65,9 +64,6 @@ def _excluded(n_rows: int, item_idx: np.ndarray, seen_rows: np.ndarray, seen_ite
     mask = np.zeros((n_rows, len(item_idx)), dtype=bool)
     mask[seen_rows[inside], pos[inside]] = True
     return mask
-
-
-CANDIDATES = "language string, client_id bigint, method string, cands array<struct<idx: bigint, score: double>>"
 
 
 def block_candidates(batches: typing.Iterator[pa.RecordBatch], k: int) -> typing.Iterator[pa.RecordBatch]:
@@ -132,7 +128,7 @@ _CANDIDATES_ARROW = pa.schema(
         ("cands", pa.list_(pa.struct([("idx", pa.int64()), ("score", pa.float64())]))),
     ]
 )
-METRIC_NAMES = [f"recall@{k}" for k in KS] + ["ndcg@10"]
+METRIC_NAMES = [name for name in table_schema() if "@" in name]
 EXACT = "decimal(38,18)"
 """Per-client metrics are in [0, 1]: 18 decimals each, and room for 10^20 clients in the sum."""
 PER_CLIENT = "language string, method string, client_id bigint, " + ", ".join(f"`{m}` double" for m in METRIC_NAMES)
@@ -186,6 +182,7 @@ def evaluate(
     client_id, language, vector``."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
 
     k = max(*KS, 10)
     items = item_factors.select("item_id", "language", "vector").withColumn(
@@ -242,7 +239,7 @@ def evaluate(
             # a cartesian product of the two block tables (shuffled, not broadcast), one language's pairs kept
             pairs = ublocks.hint("shuffle_replicate_nl").join(iblocks, F.col("language") == F.col("item_language"))
             candidates = pairs.select("language", "ublock", "clients", "items").mapInArrow(
-                lambda batches: block_candidates(batches, k), CANDIDATES
+                lambda batches: block_candidates(batches, k), from_arrow_schema(_CANDIDATES_ARROW)
             )
             merged = (
                 candidates.groupBy("language", "method", "client_id")

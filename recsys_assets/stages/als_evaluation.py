@@ -44,6 +44,12 @@ def _incidence(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp
     return m
 
 
+def popularity_scores(positives: np.ndarray, item_index: np.ndarray) -> np.ndarray:
+    """Popularity's score of items: their positive rows in the window, ties broken towards the smaller item
+    index (the items of a model sorted by id), deterministically."""
+    return np.asarray(positives, dtype=np.float64) - np.asarray(item_index) * 1e-9
+
+
 def table_schema(ks=KS) -> dict[str, pl.DataType]:
     """The evaluation table: one row per (language, method)."""
     return {"language": pl.String, "method": pl.String, "clients": pl.Int64} | {
@@ -87,8 +93,7 @@ def evaluate(
         evaluated = np.flatnonzero(np.diff(targets.indptr) > 0)
         pop_idx = _index(item_ids, train.filter(pl.col("is_positive"))["item_id"].to_numpy())
         popularity = np.bincount(pop_idx[pop_idx >= 0], minlength=len(item_ids)).astype(np.float64)
-        # ties broken towards the smaller item id, deterministically
-        pop_scores = popularity - np.arange(len(item_ids)) * 1e-9
+        pop_scores = popularity_scores(popularity, np.arange(len(item_ids)))
         U, V = (uf["vector"].to_numpy(), itf["vector"].to_numpy()) if scorer is None else (None, None)
         acc = {m: {} for m in ("als", "popularity")}
         for s in range(0, len(evaluated), block):
