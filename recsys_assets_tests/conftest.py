@@ -17,6 +17,7 @@ from recsys_assets.defs.partitions import daily_partitions
 from recsys_assets.simulator.platform import Platform
 
 REPO = Path(__file__).resolve().parents[1]
+DAEMON_SITE = Path(__file__).resolve().parent / "daemon_site"  # sitecustomize for the dagster dev tests
 DAY = dt.date(2026, 11, 2)
 PARTITIONS = daily_partitions("2026-11-01")
 """The partitions the test assets are built for (the simulator's profiles start on 2026-11-01)."""
@@ -149,6 +150,9 @@ def run_dagster_dev(tmp_path: Path, **extra_env: str) -> typing.Iterator[tuple[s
         "RECSYS_DATA_DIR": str(tmp_path / "data"),
         "RECSYS_SIM_PROFILE": "tiny",
         "RECSYS_SIM_SEED": "3",
+        # the backfill daemon's pause between iterations: 3 s instead of Dagster's fixed 30 s (daemon_site/)
+        "PYTHONPATH": os.pathsep.join(p for p in (str(DAEMON_SITE), os.environ.get("PYTHONPATH")) if p),
+        "RECSYS_TEST_DAEMON_INTERVAL_S": "3",
         **extra_env,
     }
     port = free_port()
