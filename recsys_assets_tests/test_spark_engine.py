@@ -116,11 +116,16 @@ def _rows(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def assert_enforced_equal(spark_enforced, polars_enforced, day, rules=raw.SnapshotRules()):
+    # the outputs as the engine writes them: counting the day summary as they run
+    counted = sraw.count_summary(spark_enforced, day, rules)
     # Spark's parts are each in snapshot order, not the whole table: the same rows, compared sorted
-    clean, quarantine = to_polars(spark_enforced.clean), to_polars(spark_enforced.quarantine)
+    clean, quarantine = to_polars(counted.clean), to_polars(counted.quarantine)
+    counted.observed.ran()
     assert _rows(clean).equals(_rows(polars_enforced.clean)), "accepted rows differ"
     assert _rows(quarantine).equals(_rows(polars_enforced.quarantine)), "quarantined rows differ (values or reasons)"
-    got = dataclasses.asdict(sraw.summarize(spark_enforced, day, rules))
+    # what the writes counted is what scans of their own count, the content hash included
+    assert counted.summary == sraw.summarize(spark_enforced, day, rules)
+    got = dataclasses.asdict(counted.summary)
     want = dataclasses.asdict(raw.summarize(polars_enforced, day, rules))
     got.pop("content_hash"), want.pop("content_hash")  # each engine's own digest
     assert got == want
@@ -177,6 +182,37 @@ def test_hostile_snapshots_are_enforced_alike(spark, tmp_path):
     s1.observed.ran()  # the statistics and check counts were counted by that one job
     assert s1.stats == p1.stats and p1.stats["clients_dropped"] == 1
     assert s1.verdicts == phase1.validate(p1.interactions)
+
+
+@needs_java
+def test_snapshot_order_runs_across_files_by_name_and_the_content_hash_is_exact(spark, tmp_path):
+    """A key repeated across files keeps the row of the first file by name, not by write order, as the polars
+    stage reading the files in name order (the names need URL escaping); the summary's hash, summed as 32-bit
+    halves, is exactly the sum of the 64-bit row hashes."""
+    from pyspark.sql import functions as F
+
+    ts = dt.datetime(2026, 11, 2, 8, tzinfo=dt.timezone.utc)
+    row = {"client_id": 1, "session_id": 1, "item_id": 1, "event_ts": ts, "timespent_s": 5.0, "liked": False}
+    folder = tmp_path / "snapshot"
+    folder.mkdir()
+    frames = {}
+    for name, pcc in (("b part.parquet", 0.2), ("a part.parquet", 0.5), ("c%part.parquet", 0.9)):  # written b, a, c
+        frames[name] = pl.DataFrame([{**row, "pcc": pcc}, {**row, "item_id": 10 + int(pcc * 10), "pcc": pcc}])
+        frames[name].write_parquet(folder / name)
+    in_name_order = pl.concat([frames[n] for n in sorted(frames)])
+    day = dt.date(2026, 11, 2)
+    expected = raw.enforce_schema(in_name_order)
+    assert expected.clean.filter(pl.col("item_id") == 1)["pcc"].to_list() == [0.5]  # "a part" comes first
+    enforced = sraw.enforce_schema(spark.read.parquet(str(folder)))
+    assert_enforced_equal(enforced, expected, day)
+    assert to_polars(enforced.quarantine)["quarantine_reason"].to_list() == ["duplicate", "duplicate"]
+
+    metrics = sraw._clean_metrics(day, raw.SnapshotRules())
+    halves = enforced.clean.agg(*[metrics[k].alias(k) for k in ("h1_high", "h1_low")]).collect()[0]
+    decimal = enforced.clean.agg(F.sum(F.xxhash64(*raw.SCHEMA).cast("decimal(38,0)"))).collect()[0][0]
+    assert (halves["h1_high"] << 32) + halves["h1_low"] == int(decimal)
+    assert sraw._spellings("file:///tmp/a%20b.parquet") == ["file:///tmp/a%20b.parquet", "file:/tmp/a%20b.parquet"]
+    assert sraw._spellings("s3a://bucket/day/part-0.parquet") == ["s3a://bucket/day/part-0.parquet"]
 
 
 @needs_java

@@ -33,6 +33,7 @@ from ..stages.raw_interactions import (
     check_schema,
     day_bounds,
 )
+from .metrics import Observed, as_int, count_where
 
 ORDER = "__order"
 
@@ -121,6 +122,47 @@ def _conditions(rules: SnapshotRules) -> dict[str, typing.Any]:
     return c
 
 
+FILE_BITS = 40
+"""A row's :data:`ORDER` is its file's rank << ``FILE_BITS`` | its index in the file (files of < 2**40 rows)."""
+
+
+def _spellings(path: str) -> list[str]:
+    """A listed file's path as the driver's listing (``inputFiles``) and as a row's ``_metadata.file_path``
+    may spell it: the same URL, with an empty authority written (``file:///tmp/x``) or left out
+    (``file:/tmp/x``)."""
+    scheme, sep, rest = path.partition(":///")
+    if sep and scheme.isascii() and scheme.replace("+", "").replace(".", "").replace("-", "").isalnum():
+        return [path, f"{scheme}:/{rest}"]
+    return [path]
+
+
+def with_snapshot_order(raw):
+    """``raw`` with :data:`ORDER`, a row's place in the snapshot as one long: its file's rank in name order,
+    then its row in the file.
+
+    The ranks come from the driver's own file listing (``inputFiles``: no job), joined as a broadcast table (a
+    hash lookup per row, for any number of files). A row whose ``_metadata.file_path`` is not in that table fails
+    the job with a clear error, never an unordered rank. One long instead of ``(file path, row)`` keeps the path
+    string out of the duplicate ranking's shuffle and sorts, and gives the sorts a prefix to compare."""
+    from pyspark.sql import functions as F
+
+    files = sorted(raw.inputFiles())
+    if len(files) >= 1 << (63 - FILE_BITS):
+        raise ValueError(f"a snapshot of {len(files)} files: at most {(1 << (63 - FILE_BITS)) - 1} are ranked")
+    listed = [(rank, spelt) for rank, path in enumerate(files) for spelt in _spellings(path)]
+    ranks = raw.sparkSession.createDataFrame(listed, "__rank long, __file string")
+    located = raw.select("*", F.col("_metadata.file_path").alias("__file"), F.col("_metadata.row_index").alias("__row"))
+    rank = F.coalesce(
+        F.col("__rank"),
+        F.raise_error(F.concat(F.lit("a snapshot row came from a file not listed for ranking: "), F.col("__file"))),
+    )
+    return (
+        located.join(F.broadcast(ranks), "__file", "left")
+        .withColumn(ORDER, F.shiftleft(rank, FILE_BITS) + F.col("__row"))
+        .drop("__file", "__row", "__rank")
+    )
+
+
 @dataclasses.dataclass
 class SparkEnforced:
     clean: typing.Any
@@ -129,10 +171,16 @@ class SparkEnforced:
     quarantine: typing.Any
     """The rejected rows, typed as ``clean``, with ``quarantine_reason``."""
     typed: typing.Any
-    """Both, persisted (release with :meth:`release`)."""
+    """Both, before the split (not persisted: each output is one job that reads the snapshot)."""
+    observed: typing.Optional[Observed] = None
+    """The day summary's counts, attached to ``clean`` and ``quarantine`` by :func:`count_summary`."""
 
-    def release(self) -> None:
-        self.typed.unpersist()
+    @property
+    def summary(self) -> DaySummary:
+        """The day summary counted while ``clean`` and ``quarantine`` were written (after :func:`count_summary`)."""
+        if self.observed is None:
+            raise ValueError("no summary is attached to the outputs: count_summary them, or summarize")
+        return _summary({**self.observed.get("clean"), **self.observed.get("quarantine")})
 
 
 def enforce_schema(raw, rules: SnapshotRules = SnapshotRules()) -> SparkEnforced:
@@ -143,11 +191,10 @@ def enforce_schema(raw, rules: SnapshotRules = SnapshotRules()) -> SparkEnforced
 
     schema = {f.name: polars_dtype(f.dataType) for f in raw.schema.fields}
     check_schema(schema)
-    order = F.struct(F.col("_metadata.file_path"), F.col("_metadata.row_index"))
-    typed = raw.select(
+    typed = with_snapshot_order(raw).select(
         *[_cast(n, schema[n]).alias(n) for n in SCHEMA],
         *[F.col(n).isNotNull().alias(f"__had_{n}") for n in SCHEMA],
-        order.alias(ORDER),
+        ORDER,
     )
     cond = _conditions(rules)
     reason = F.lit(None).cast("string")
@@ -158,71 +205,102 @@ def enforce_schema(raw, rules: SnapshotRules = SnapshotRules()) -> SparkEnforced
     # snapshot order (rows with a reason fall into their own groups and are never ranked against them)
     valid = F.col(QUARANTINE_REASON).isNull()
     typed = typed.withColumn("__valid", valid).withColumn(
-        "__rank", F.row_number().over(Window.partitionBy("__valid", *DUPLICATE_KEY).orderBy(ORDER))
+        # the key's columns first: the sort's prefix is then client_id, not a boolean that nearly every row shares
+        "__rank",
+        F.row_number().over(Window.partitionBy(*DUPLICATE_KEY, "__valid").orderBy(ORDER)),
     )
     typed = typed.withColumn(
         QUARANTINE_REASON, F.when(valid & (F.col("__rank") > 1), F.lit(DUPLICATE)).otherwise(F.col(QUARANTINE_REASON))
     ).drop("__valid", "__rank")
-    typed = typed.persist()
-    columns = list(SCHEMA)
     # each part in snapshot order; no global sort (a shuffle of the whole day more): readers sort what they use
-    clean = typed.filter(F.col(QUARANTINE_REASON).isNull()).sortWithinPartitions(ORDER).select(*columns)
+    clean = typed.filter(F.col(QUARANTINE_REASON).isNull()).sortWithinPartitions(ORDER).select(*SCHEMA)
     quarantine = (
         typed.filter(F.col(QUARANTINE_REASON).isNotNull())
         .sortWithinPartitions(ORDER)
-        .select(*columns, QUARANTINE_REASON)
+        .select(*SCHEMA, QUARANTINE_REASON)
     )
     return SparkEnforced(clean, quarantine, typed)
 
 
-def summarize(enforced: SparkEnforced, day: dt.date, rules: SnapshotRules) -> DaySummary:
-    """The counts behind the day-level verdicts, in one aggregation over the enforced rows (plus the reason
-    counts): the driver receives a handful of numbers."""
+def _clean_metrics(day: dt.date, rules: SnapshotRules) -> dict[str, typing.Any]:
+    """The day summary's counts of the accepted rows, as aggregates over them (name -> Column).
+
+    The content hash sums two 64-bit row hashes, exactly: each hash's high and low 32-bit halves are summed
+    apart as longs (no overflow below 2**31 rows a day; above, Spark's ANSI mode fails the job) and joined on
+    the driver, which gives the sum a decimal would, without decimal arithmetic per row."""
     from pyspark.sql import functions as F
 
     start, end = day_bounds(day, rules)
-    typed = enforced.typed
-    ok = F.col(QUARANTINE_REASON).isNull()
     ts = F.col("event_ts")
-    row_hash = F.xxhash64(*[F.col(c) for c in SCHEMA]).cast("decimal(38,0)")
-    row_hash2 = F.xxhash64(F.lit("recsys"), *[F.col(c) for c in SCHEMA]).cast("decimal(38,0)")
-    agg = typed.agg(
-        F.sum(ok.cast("long")).alias("rows"),
-        F.sum((~ok).cast("long")).alias("quarantined"),
-        F.sum((ok & F.greatest(*[F.col(c).isNull() for c in ID_COLUMNS])).cast("long")).alias("null_keys"),
-        F.sum((ok & ((ts < F.lit(start)) | (ts >= F.lit(end)))).cast("long")).alias("outside"),
-        F.min(F.when(ok, F.unix_micros(ts))).alias("first"),
-        F.max(F.when(ok, F.unix_micros(ts))).alias("last"),
-        F.sum(F.when(ok, row_hash)).alias("h1"),
-        F.sum(F.when(ok, row_hash2)).alias("h2"),
-    ).collect()[0]
-    reasons = {
-        r[QUARANTINE_REASON]: int(r["count"])
-        for r in typed.filter(~ok)
-        .groupBy(QUARANTINE_REASON)
-        .count()
-        .orderBy(F.desc("count"), QUARANTINE_REASON)
-        .collect()
+    metrics = {
+        "rows": F.count(F.lit(1)),
+        "null_keys": count_where(F.greatest(*[F.col(c).isNull() for c in ID_COLUMNS])),
+        "outside": count_where((ts < F.lit(start)) | (ts >= F.lit(end))),
+        "first": F.min(F.unix_micros(ts)),
+        "last": F.max(F.unix_micros(ts)),
     }
-    rows = int(agg["rows"] or 0)
+    for name, row_hash in (
+        ("h1", F.xxhash64(*[F.col(c) for c in SCHEMA])),
+        ("h2", F.xxhash64(F.lit("recsys"), *[F.col(c) for c in SCHEMA])),
+    ):
+        metrics[f"{name}_high"] = F.sum(F.shiftright(row_hash, 32))
+        metrics[f"{name}_low"] = F.sum(row_hash.bitwiseAND(F.lit(0xFFFFFFFF)))
+    return metrics
+
+
+def _quarantine_metrics() -> dict[str, typing.Any]:
+    """The day summary's counts of the rejected rows: how many, and how many of each reason code."""
+    from pyspark.sql import functions as F
+
+    metrics = {"quarantined": F.count(F.lit(1))}
+    for reason in dict.fromkeys((*REASONS, DUPLICATE)):
+        metrics[f"reason:{reason}"] = count_where(F.col(QUARANTINE_REASON) == reason)
+    return metrics
+
+
+def _summary(values: typing.Mapping[str, typing.Any]) -> DaySummary:
+    """:class:`DaySummary` from the values of :func:`_clean_metrics` and :func:`_quarantine_metrics`."""
+    rows = as_int(values["rows"])
 
     def when(us) -> typing.Optional[str]:
         if us is None:
             return None
         return str(dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=int(us)))
 
+    h1, h2 = ((as_int(values[f"{h}_high"]) << 32) + as_int(values[f"{h}_low"]) for h in ("h1", "h2"))
     digest = (
-        hashlib.sha256(f"spark:{rows}:{agg['h1']}:{agg['h2']}".encode()).hexdigest()
-        if rows
-        else hashlib.sha256(b"empty").hexdigest()
+        hashlib.sha256(f"spark:{rows}:{h1}:{h2}".encode()).hexdigest() if rows else hashlib.sha256(b"empty").hexdigest()
     )
+    counted = {k.partition(":")[2]: as_int(v) for k, v in values.items() if k.startswith("reason:") and as_int(v)}
     return DaySummary(
         rows=rows,
-        quarantined=int(agg["quarantined"] or 0),
-        reason_counts=reasons,
-        rows_with_null_key=int(agg["null_keys"] or 0),
-        rows_outside_day=int(agg["outside"] or 0),
-        first_event=when(agg["first"]),
-        last_event=when(agg["last"]),
+        quarantined=as_int(values["quarantined"]),
+        reason_counts=dict(sorted(counted.items(), key=lambda kv: (-kv[1], kv[0]))),
+        rows_with_null_key=as_int(values["null_keys"]),
+        rows_outside_day=as_int(values["outside"]),
+        first_event=when(values["first"]),
+        last_event=when(values["last"]),
         content_hash=digest,
+    )
+
+
+def count_summary(enforced: SparkEnforced, day: dt.date, rules: SnapshotRules) -> SparkEnforced:
+    """``enforced`` whose outputs count the day summary as they are written: the accepted rows' counts and
+    content hash on ``clean``, the reason counts on ``quarantine`` (no scan of their own). Write both, then
+    read ``.summary``."""
+    observed = Observed()
+    clean = observed.attach("clean", enforced.clean, **_clean_metrics(day, rules))
+    quarantine = observed.attach("quarantine", enforced.quarantine, **_quarantine_metrics())
+    return dataclasses.replace(enforced, clean=clean, quarantine=quarantine, observed=observed)
+
+
+def summarize(enforced: SparkEnforced, day: dt.date, rules: SnapshotRules) -> DaySummary:
+    """The day summary of ``enforced`` by scans of its own: the aggregates :func:`count_summary` counts as the
+    outputs are written, over ``clean`` and over ``quarantine``."""
+
+    def agg(df, metrics: dict) -> dict:
+        return df.agg(*[c.alias(k) for k, c in metrics.items()]).collect()[0].asDict()
+
+    return _summary(
+        {**agg(enforced.clean, _clean_metrics(day, rules)), **agg(enforced.quarantine, _quarantine_metrics())}
     )

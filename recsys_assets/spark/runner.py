@@ -53,11 +53,13 @@ class SparkStages:
     ) -> RawResult:
         from . import raw_interactions as sraw
 
-        enforced = sraw.enforce_schema(self.read(files), rules)
-        self.persisted.append(enforced.typed)
-        summary = sraw.summarize(enforced, day, rules)
-        clean = write("clean", self.keep(enforced.clean))
-        quarantine = write("quarantine", self.keep(enforced.quarantine))
+        enforced = sraw.count_summary(sraw.enforce_schema(self.read(files), rules), day, rules)
+        # two jobs, each reads the snapshot and ranks the duplicates (no cache: building one cost more than
+        # a second pass); the day summary is counted as they write
+        clean = write("clean", enforced.clean)
+        quarantine = write("quarantine", enforced.quarantine)
+        enforced.observed.ran()
+        summary = enforced.summary
         return RawResult(clean, quarantine, summary.rows + summary.quarantined, summary)
 
     def video_catalog(self, files: typing.Sequence[str], as_of: dt.date, write: Write) -> CatalogResult:
