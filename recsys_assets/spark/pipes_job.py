@@ -265,12 +265,16 @@ def main() -> None:
         params = parse_params(pipes.extras)
         from pyspark.sql import SparkSession
 
-        from recsys_assets.spark.session import BASE_CONF
+        from recsys_assets.spark.session import BASE_CONF, prepare_mode
 
         builder = SparkSession.builder.appName(f"recsys_assets {params.stage} {params.day}")
         # BASE_CONF is the storage contract (UTC, microsecond timestamps), on every cluster; then the launcher's
         # settings (a local master; on a cluster spark-submit has set the master)
-        for k, v in {**BASE_CONF, **params.spark_conf}.items():
+        conf = {**BASE_CONF, **params.spark_conf}
+        # the job is a classic driver whatever environment launched it (a parent process that had made a Spark
+        # Connect session passes on pyspark's Connect-only mark, and getOrCreate then refuses)
+        prepare_mode(conf)
+        for k, v in conf.items():
             builder = builder.config(k, v)
         spark = builder.getOrCreate()
         pipes.log.info(f"{params.stage} {params.day} on Spark {spark.version} ({spark.sparkContext.master})")
