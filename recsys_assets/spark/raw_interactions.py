@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import re
 import typing
 
 import polars as pl
@@ -130,10 +131,8 @@ def _spellings(path: str) -> list[str]:
     """A listed file's path as the driver's listing (``inputFiles``) and as a row's ``_metadata.file_path``
     may spell it: the same URL, with an empty authority written (``file:///tmp/x``) or left out
     (``file:/tmp/x``)."""
-    scheme, sep, rest = path.partition(":///")
-    if sep and scheme.isascii() and scheme.replace("+", "").replace(".", "").replace("-", "").isalnum():
-        return [path, f"{scheme}:/{rest}"]
-    return [path]
+    empty_authority = re.fullmatch(r"([A-Za-z][A-Za-z0-9+.-]*):///(.*)", path, flags=re.DOTALL)
+    return [path, f"{empty_authority[1]}:/{empty_authority[2]}"] if empty_authority else [path]
 
 
 def with_snapshot_order(raw):
@@ -170,8 +169,6 @@ class SparkEnforced:
     the duplicate key's hash)."""
     quarantine: typing.Any
     """The rejected rows, typed as ``clean``, with ``quarantine_reason``."""
-    typed: typing.Any
-    """Both, before the split (not persisted: each output is one job that reads the snapshot)."""
     observed: typing.Optional[Observed] = None
     """The day summary's counts, attached to ``clean`` and ``quarantine`` by :func:`count_summary`."""
 
@@ -219,7 +216,8 @@ def enforce_schema(raw, rules: SnapshotRules = SnapshotRules()) -> SparkEnforced
         .sortWithinPartitions(ORDER)
         .select(*SCHEMA, QUARANTINE_REASON)
     )
-    return SparkEnforced(clean, quarantine, typed)
+    # not persisted: each output is one job that reads the snapshot (a cache of the typed day cost as much)
+    return SparkEnforced(clean, quarantine)
 
 
 def _clean_metrics(day: dt.date, rules: SnapshotRules) -> dict[str, typing.Any]:

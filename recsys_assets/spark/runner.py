@@ -54,8 +54,8 @@ class SparkStages:
         from . import raw_interactions as sraw
 
         enforced = sraw.count_summary(sraw.enforce_schema(self.read(files), rules), day, rules)
-        # two jobs, each reads the snapshot and ranks the duplicates (no cache: building one cost more than
-        # a second pass); the day summary is counted as they write
+        # two jobs, each reads the snapshot and ranks the duplicates (no cache: building one cost as much as
+        # the second pass); the day summary is counted as they write
         clean = write("clean", enforced.clean)
         quarantine = write("quarantine", enforced.quarantine)
         enforced.observed.ran()
