@@ -4,6 +4,11 @@ issue's "73 s after a 9 s start" on the machine at hand.
 
     .venv/bin/python benchmarks/bench_spark_reference.py            # the bench day of bench_spark.py
     .venv/bin/python benchmarks/bench_spark_reference.py --master 'local[4]'
+    .venv/bin/python benchmarks/bench_spark_reference.py --gc parallel   # the engine's local JVM option
+
+A straightforward query runs on the JVM's default collector (G1 on Java 17); the engine's local sessions use
+ParallelGC (``spark.session.LOCAL_CONF``). ``--gc parallel`` runs the reference with it too, to compare like
+with like.
 
 The query reads the raw snapshot file (no schema enforcement), classifies each row by the seed's rules, drops
 neutrals and the clients above the positive-CTR limit (an aggregate joined back), and counts the rows left, the
@@ -27,6 +32,7 @@ def main() -> None:
     ap.add_argument("--day", default="2026-11-03")
     ap.add_argument("--data", type=Path, default=HERE / "_data")
     ap.add_argument("--master", default="local[2]")
+    ap.add_argument("--gc", choices=("default", "parallel"), default="default", help="the JVM's collector")
     args = ap.parse_args()
     snapshot = _paths(args.data, args.profile, args.day)["snapshot"]
     if not snapshot.exists():
@@ -39,7 +45,10 @@ def main() -> None:
 
     r = Phase1Rules()
     t = time.perf_counter()
-    spark = build_session(spark_config(args.master, conf={"spark.driver.memory": "6g"}))
+    config = spark_config(args.master, conf={"spark.driver.memory": "6g"})
+    if args.gc == "default":
+        config.pop("spark.driver.extraJavaOptions", None)
+    spark = build_session(config)
     spark.range(1).count()
     start = time.perf_counter() - t
 
@@ -68,7 +77,8 @@ def main() -> None:
     }
     seconds = time.perf_counter() - t
     spark.stop()
-    print(f"{args.master}: session start {start:.1f} s; phase 1 + both self-joins, counts only: {seconds:.1f} s")
+    label = f"{args.master} ({args.gc} GC)"
+    print(f"{label}: session start {start:.1f} s; phase 1 + both self-joins, counts only: {seconds:.1f} s")
     print(", ".join(f"{k} {v:,}" for k, v in counts.items()))
 
 

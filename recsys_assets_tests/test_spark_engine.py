@@ -155,6 +155,11 @@ def test_settings_parse_and_map_urls():
     assert "spark.checkpoint.dir" not in spark_config("spark://host:7077") and "spark.checkpoint.dir" not in remote
     shared = {"spark.checkpoint.dir": "s3a://bucket/checkpoints"}
     assert spark_config("local[2]", conf=shared)["spark.checkpoint.dir"] == "s3a://bucket/checkpoints"
+    # a local JVM gets the throughput collector; a deployment's own JVM options replace it, a cluster's are its own
+    assert spark_config("local[2]")["spark.driver.extraJavaOptions"] == "-XX:+UseParallelGC"
+    own = {"spark.driver.extraJavaOptions": "-Xss4m"}
+    assert spark_config("local[2]", conf=own)["spark.driver.extraJavaOptions"] == "-Xss4m"
+    assert "spark.driver.extraJavaOptions" not in spark_config("spark://host:7077")
 
 
 @needs_java
@@ -165,6 +170,13 @@ def test_a_local_session_has_the_checkpoint_directory_mllib_als_needs(spark):
 
     found = checkpoint_dir(spark)
     assert found and "recsys-spark-checkpoints" in found
+
+
+@needs_java
+def test_a_local_session_runs_the_throughput_collector(spark):
+    """The JVM that spark_config's local settings start collects with ParallelGC (its two collectors), not G1."""
+    beans = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
+    assert {b.getName() for b in beans} == {"PS Scavenge", "PS MarkSweep"}
 
 
 @needs_java

@@ -35,6 +35,9 @@ LOCAL_CONF: dict[str, str] = {
     "spark.driver.bindAddress": "127.0.0.1",
     "spark.ui.enabled": "false",
     "spark.sql.shuffle.partitions": "8",
+    # a local session's executors are its driver JVM: the throughput collector suits batch stages there (phase 1 + 3
+    # of the bench day on local[2]: 84.1 s vs 89.6 s with Java 17's default G1, means of 3 runs; benchmarks/README)
+    "spark.driver.extraJavaOptions": "-XX:+UseParallelGC",
 }
 
 
