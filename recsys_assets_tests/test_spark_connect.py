@@ -4,6 +4,7 @@ configured only by ``RECSYS_SPARK_REMOTE``; their outputs equal the polars engin
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +31,8 @@ def spark_connect(tmp_path_factory):
         "SPARK_PID_DIR": str(scratch / "pids"),
         "SPARK_IDENT_STRING": f"recsys-test-{port}",
         "SPARK_LOCAL_IP": "127.0.0.1",
+        # the server's Python workers (als_evaluation's ranking) import this package: this interpreter's
+        "PYSPARK_PYTHON": sys.executable,
     }
     start = [
         "bash",
@@ -44,6 +47,9 @@ def spark_connect(tmp_path_factory):
         "spark.sql.shuffle.partitions=2",
         "--conf",
         "spark.ui.enabled=false",
+        # MLlib ALS's checkpoints: a server setting (a Connect client cannot set it), as on a cluster
+        "--conf",
+        f"spark.checkpoint.dir={scratch / 'checkpoints'}",
     ]
     subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
     import socket
@@ -92,3 +98,61 @@ def test_data_prep_through_spark_connect_equals_polars(spark_connect, tmp_path_f
     for key in PREP:
         assert read_manifest(store, f"{key}/{day}.parquet")["written_by"] == "spark", key
         assert _stored(roots["connect"], key, day).equals(_stored(roots["polars"], key, day)), key
+
+
+@needs_java
+def test_mllib_als_and_its_evaluation_through_spark_connect(spark_connect, tmp_path_factory):
+    """The collaborative assets with only ``RECSYS_SPARK_REMOTE`` set: MLlib's ALS fits on the Connect server and
+    its factors are stored by the server's executors as polars' fixed-size vectors; ``als_evaluation`` ranks on
+    the server's Python workers and gives the table that the in-process evaluation gives from the same factors."""
+    import polars as pl
+
+    from recsys_assets.defs import collaborative
+
+    assets = tiny_assets(data_prep, collaborative)
+    platform = {"RECSYS_SIM_ROOT": str(tmp_path_factory.mktemp("platform"))}
+    root = tmp_path_factory.mktemp("connect-als")
+    connect = {"RECSYS_ENGINE": "spark", "RECSYS_SPARK_REMOTE": spark_connect}
+    model_day, next_day = "2026-11-02", "2026-11-03"
+    for day, selection in ((model_day, list(PREP)), (next_day, ["raw_interactions", "filtered_interactions"])):
+        stored = dg.materialize(  # by polars: the Connect server reads what polars wrote
+            assets,
+            selection=selection + (["raw_interactions_quarantine"] if day == next_day else []),
+            partition_key=day,
+            resources=tiny_resources(root, **platform),
+            instance=dg.DagsterInstance.ephemeral(),
+        )
+        assert stored.success
+    config = {"ops": {"als_factors": {"config": {"min_cells_per_language": 50, "iterations": 2}}}}
+    als = dg.materialize(
+        assets,
+        selection=["als_factors", "als_user_factors"],
+        partition_key=model_day,
+        resources=tiny_resources(root, **platform, **connect),
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config=config,
+    )
+    assert als.success
+    assert als.asset_materializations_for_node("als_factors")[0].metadata["engine"].value == "mllib"
+    store = LocalStore(root / "assets")
+    assert read_manifest(store, f"als_factors/{model_day}.parquet")["written_by"] == "spark"
+    factors = _stored(root, "als_factors", model_day)
+    assert factors.schema["vector"] == pl.Array(pl.Float32, 16) and factors.height > 0
+    tables = {}
+    for name, env in (("mllib", connect), ("implicit", {})):
+        result = dg.materialize(
+            assets,
+            selection=["als_evaluation"],
+            partition_key=next_day,
+            resources=tiny_resources(root, **platform, **env),
+            instance=dg.DagsterInstance.ephemeral(),
+        )
+        assert result.success
+        md = result.asset_materializations_for_node("als_evaluation")[0].metadata
+        assert md["engine"].value == name and md["model_partition"].value == model_day
+        assert md["clients_evaluated"].value > 0
+        tables[name] = _stored(root, "als_evaluation", next_day)
+    metrics = [c for c in tables["implicit"].columns if "@" in c]
+    assert tables["mllib"].drop(metrics).equals(tables["implicit"].drop(metrics))
+    for m in metrics:
+        assert tables["mllib"][m].to_list() == pytest.approx(tables["implicit"][m].to_list(), abs=1e-12, nan_ok=True)

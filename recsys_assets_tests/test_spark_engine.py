@@ -173,6 +173,24 @@ def test_a_local_session_has_the_checkpoint_directory_mllib_als_needs(spark):
 
 
 @needs_java
+def test_dense_index_ranks_ids_across_range_parts(spark):
+    """MLlib's 32-bit row and column indexes: each id's rank in id order, counted per range part and offset by the
+    parts before it (no window over the whole frame in one task); the same from any input partitioning."""
+    import numpy as np
+
+    from recsys_assets.spark.als_factors import dense_index
+
+    ids = sorted(int(x) for x in np.random.default_rng(5).choice(10**15, 5000, replace=False))
+    df = spark.createDataFrame([(i,) for i in ids[::-1]], "item_id bigint")
+    for frame, parts in ((df.repartition(5), 7), (df.repartition(1), 3), (df, None)):
+        got = to_polars(dense_index(frame, "item_id", "col", parts).orderBy("item_id"))
+        assert got["item_id"].to_list() == ids and got["col"].to_list() == list(range(len(ids)))
+        assert got.schema["col"] == pl.Int32
+    empty = dense_index(spark.createDataFrame([], "item_id bigint"), "item_id", "col", 4)
+    assert empty.count() == 0 and empty.columns == ["item_id", "col"]
+
+
+@needs_java
 def test_a_local_session_runs_the_throughput_collector(spark):
     """The JVM that spark_config's local settings start collects with ParallelGC (its two collectors), not G1."""
     beans = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()

@@ -6,9 +6,9 @@ schema (``item_id | client_id, language, vector``) and check verdicts.
 MLlib's implicit model differs from ``implicit``'s in two documented ways, so the same hyper-parameters give
 close, not identical, factors: a cell's confidence is ``1 + alpha * |value|`` (``alpha=1``: the cells already
 carry the rules' confidence) and ``regParam`` is scaled by each row's number of cells (ALS-WR). The ids are
-re-indexed densely per language (MLlib's ids are 32-bit) with a window over the distinct ids. A language with
-no more items (or clients) than factors is skipped and says why: MLlib's normal equations for a client with only
-negative cells are singular there (``implicit`` regularises every row and trains it).
+re-indexed densely per language (MLlib's ids are 32-bit), each id's rank in id order (:func:`dense_index`). A
+language with no more items (or clients) than factors is skipped and says why: MLlib's normal equations for a
+client with only negative cells are singular there (``implicit`` regularises every row and trains it).
 """
 
 from __future__ import annotations
@@ -42,11 +42,34 @@ class SparkAlsResult:
     stats: list[dict]
 
 
-def _dense(df, column: str, index: str):
-    from pyspark.sql import Window
+def dense_index(df, column: str, index: str, parts: typing.Optional[int] = None):
+    """``df[column]`` (distinct values) with ``index``: each value's rank in ascending order, from 0 (int), over
+    ``parts`` ranges (the session's shuffle partitions by default).
+
+    A window ordered over the whole frame would move every id to one task. Here the ids are range-partitioned and
+    sorted within their parts, each row takes its part and its position in it (``monotonically_increasing_id``),
+    and one row per part -- its size and first position -- comes back to the driver to give each part its
+    offset. Range partitioning samples its bounds, and a recomputed sample may draw other bounds, so the ranged
+    ids are checkpointed (the checkpoint directory ALS needs anyway) before the parts are counted: the offsets
+    and the positions then come from the same parts."""
     from pyspark.sql import functions as F
 
-    return df.withColumn(index, (F.row_number().over(Window.orderBy(column)) - 1).cast("int"))
+    ranged = (
+        df.select(column)
+        .repartitionByRange(*([parts] if parts else []), column)
+        .sortWithinPartitions(column)
+        .select(column, F.spark_partition_id().alias("__part"), F.monotonically_increasing_id().alias("__pos"))
+        .checkpoint(eager=True)
+    )
+    parts = ranged.groupBy("__part").agg(F.count(F.lit(1)).alias("n"), F.min("__pos").alias("first")).collect()
+    offsets, before = [], 0
+    for part in sorted(parts, key=lambda r: r["__part"]):
+        offsets.append((int(part["__part"]), before - int(part["first"])))
+        before += int(part["n"])
+    offset = df.sparkSession.createDataFrame(offsets, "__part int, __offset long")
+    return ranged.join(F.broadcast(offset), "__part").select(
+        column, (F.col("__pos") + F.col("__offset")).cast("int").alias(index)
+    )
 
 
 def _vectors(factors, ids, id_name: str, language: str, k: int):
@@ -86,7 +109,8 @@ def train_als(interactions, item_language, params: AlsParams = AlsParams(), rule
     if checkpoint_dir(interactions.sparkSession) is None:
         raise ValueError(
             "MLlib ALS needs a Spark checkpoint directory: set spark.checkpoint.dir (RECSYS_SPARK_CONF) to a path "
-            "every executor can write -- HDFS or S3 on a cluster"
+            "every executor can write -- HDFS or S3 on a cluster; for Spark Connect, in the server's own "
+            "configuration (a client cannot set it)"
         )
 
     cells = (
@@ -104,10 +128,12 @@ def train_als(interactions, item_language, params: AlsParams = AlsParams(), rule
         lc = cells.filter(F.col("language") == lang).select("client_id", "item_id", "value")
         nonzero = lc.filter(F.col("value") != 0)
         item_clients = nonzero.groupBy("item_id").agg(F.count(F.lit(1)).alias("n")).persist()
-        items = _dense(item_clients.filter(F.col("n") >= params.min_item_clients).select("item_id"), "item_id", "col")
+        items = dense_index(
+            item_clients.filter(F.col("n") >= params.min_item_clients).select("item_id"), "item_id", "col"
+        )
         kept = nonzero.join(items, "item_id")
         client_items = kept.groupBy("client_id").agg(F.count(F.lit(1)).alias("n")).persist()
-        clients = _dense(
+        clients = dense_index(
             client_items.filter(F.col("n") >= params.min_client_items).select("client_id"), "client_id", "row"
         ).persist()
         matrix = kept.join(clients, "client_id").select("row", "col", "value").persist()
