@@ -1,6 +1,7 @@
-"""The data-preparation assets through Spark Connect: a real Connect server started from pyspark's own
-distribution on 127.0.0.1 (``sbin/start-connect-server.sh``, the spark-connect jar in the wheel), the assets
-configured only by ``RECSYS_SPARK_REMOTE``; their outputs equal the polars engine's."""
+"""The data-preparation and collaborative assets through Spark Connect: a real Connect server started from
+pyspark's own distribution on 127.0.0.1 (``sbin/start-connect-server.sh``, the spark-connect jar in the wheel),
+the assets configured only by ``RECSYS_SPARK_REMOTE``; their outputs equal the polars engine's, and MLlib's
+factors are evaluated on the server as in process."""
 
 import os
 import subprocess
