@@ -61,9 +61,9 @@ def dense_index(df, column: str, index: str, parts: typing.Optional[int] = None)
         .select(column, F.spark_partition_id().alias("__part"), F.monotonically_increasing_id().alias("__pos"))
         .checkpoint(eager=True)
     )
-    parts = ranged.groupBy("__part").agg(F.count(F.lit(1)).alias("n"), F.min("__pos").alias("first")).collect()
+    sizes = ranged.groupBy("__part").agg(F.count(F.lit(1)).alias("n"), F.min("__pos").alias("first")).collect()
     offsets, before = [], 0
-    for part in sorted(parts, key=lambda r: r["__part"]):
+    for part in sorted(sizes, key=lambda r: r["__part"]):
         offsets.append((int(part["__part"]), before - int(part["first"])))
         before += int(part["n"])
     offset = df.sparkSession.createDataFrame(offsets, "__part int, __offset long")
