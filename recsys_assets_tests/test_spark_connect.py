@@ -17,7 +17,7 @@ from recsys_assets.defs import data_prep
 from recsys_assets.storage import LocalStore, read_manifest
 
 from .conftest import free_port, tiny_assets, tiny_resources
-from .test_spark_engine import PREP, _stored, _verdicts, needs_java
+from .test_spark_engine import PREP, _stored, _verdicts, assert_evaluation_engines_agree, needs_java
 
 
 @pytest.fixture(scope="module")
@@ -139,21 +139,4 @@ def test_mllib_als_and_its_evaluation_through_spark_connect(spark_connect, tmp_p
     assert read_manifest(store, f"als_factors/{model_day}.parquet")["written_by"] == "spark"
     factors = _stored(root, "als_factors", model_day)
     assert factors.schema["vector"] == pl.Array(pl.Float32, 16) and factors.height > 0
-    tables = {}
-    for name, env in (("mllib", connect), ("implicit", {})):
-        result = dg.materialize(
-            assets,
-            selection=["als_evaluation"],
-            partition_key=next_day,
-            resources=tiny_resources(root, **platform, **env),
-            instance=dg.DagsterInstance.ephemeral(),
-        )
-        assert result.success
-        md = result.asset_materializations_for_node("als_evaluation")[0].metadata
-        assert md["engine"].value == name and md["model_partition"].value == model_day
-        assert md["clients_evaluated"].value > 0
-        tables[name] = _stored(root, "als_evaluation", next_day)
-    metrics = [c for c in tables["implicit"].columns if "@" in c]
-    assert tables["mllib"].drop(metrics).equals(tables["implicit"].drop(metrics))
-    for m in metrics:
-        assert tables["mllib"][m].to_list() == pytest.approx(tables["implicit"][m].to_list(), abs=1e-12, nan_ok=True)
+    assert_evaluation_engines_agree(assets, root, platform, connect, next_day, model_day)

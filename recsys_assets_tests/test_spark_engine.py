@@ -384,6 +384,34 @@ def _stored(root, key: str, day: str) -> pl.DataFrame:
     )
 
 
+def assert_evaluation_engines_agree(assets, root, platform: dict, spark_env: dict, day: str, model_day: str) -> None:
+    """``als_evaluation`` of ``day`` on Spark (``spark_env``, the ``mllib`` engine) and in this process
+    (``implicit``) from the same stored factors and days: each reports its engine and the model day, and the
+    tables are equal (metrics within 1e-12)."""
+    import dagster as dg
+
+    from .conftest import tiny_resources
+
+    tables = {}
+    for name, env in (("mllib", spark_env), ("implicit", {})):
+        result = dg.materialize(
+            assets,
+            selection=["als_evaluation"],
+            partition_key=day,
+            resources=tiny_resources(root, **platform, **env),
+            instance=dg.DagsterInstance.ephemeral(),
+        )
+        assert result.success
+        md = result.asset_materializations_for_node("als_evaluation")[0].metadata
+        assert md["engine"].value == name and md["model_partition"].value == model_day
+        assert md["clients_evaluated"].value > 0
+        tables[name] = _stored(root, "als_evaluation", day)
+    metrics = [c for c in tables["implicit"].columns if "@" in c]
+    assert tables["mllib"].drop(metrics).equals(tables["implicit"].drop(metrics))
+    for m in metrics:
+        assert tables["mllib"][m].to_list() == pytest.approx(tables["implicit"][m].to_list(), abs=1e-12, nan_ok=True)
+
+
 @needs_java
 def test_the_assets_on_spark_store_what_polars_stores_and_downstream_reads_it(spark, tmp_path_factory):
     """In-process Spark and the Pipes job (a subprocess running the EMR entry point) store what polars stores,
@@ -465,24 +493,7 @@ def test_the_assets_on_spark_store_what_polars_stores_and_downstream_reads_it(sp
         instance=dg.DagsterInstance.ephemeral(),
     )
     assert stored.success
-    tables = {}
-    for name, env in (("mllib", SPARK_ENV), ("implicit", {})):
-        result = dg.materialize(
-            assets,
-            selection=["als_evaluation"],
-            partition_key=after,
-            resources=tiny_resources(roots["spark"], **platform, **env),
-            instance=dg.DagsterInstance.ephemeral(),
-        )
-        assert result.success
-        md = result.asset_materializations_for_node("als_evaluation")[0].metadata
-        assert md["engine"].value == name and md["model_partition"].value == "2026-11-02"
-        assert md["clients_evaluated"].value > 0
-        tables[name] = _stored(roots["spark"], "als_evaluation", after)
-    metrics = [c for c in tables["implicit"].columns if "@" in c]
-    assert tables["mllib"].drop(metrics).equals(tables["implicit"].drop(metrics))
-    for m in metrics:
-        assert tables["mllib"][m].to_list() == pytest.approx(tables["implicit"][m].to_list(), abs=1e-12, nan_ok=True)
+    assert_evaluation_engines_agree(assets, roots["spark"], platform, SPARK_ENV, after, "2026-11-02")
 
     # and Spark reads polars' output: phases 1-3 on Spark over the polars-written snapshot and catalog
     resources = tiny_resources(roots["polars"], **platform, **SPARK_ENV)
