@@ -265,6 +265,62 @@ def test_pairs_repeated_by_the_url_join_fail_the_uniqueness_check_counted_as_the
     assert s.stats["positive_pairs"] == 3
 
 
+def _pair_day(first_id: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Phase 1's rows of a random day over 30 items numbered from ``first_id``, and their URLs."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    rows = [
+        {
+            "client_id": c,
+            "session_id": 10 * c + s,
+            "item_id": first_id + int(rng.integers(30)),
+            "pcc": float(rng.choice([0.95, 0.1, 0.5])),
+        }
+        for c in range(60)
+        for s in range(2)
+        for _ in range(6)
+    ]
+    items = range(first_id, first_id + 30)
+    meta = pl.DataFrame({"item_id": list(items), "download_url": [f"https://v.example/{i}.mp4" for i in items]})
+    return phase1.filter_interactions(interactions(rows)).interactions, meta
+
+
+@needs_java
+@pytest.mark.parametrize("first_id,packed", [(1, True), (2**31 - 30, True), (2**31 - 29, False), (-5, False)], ids=str)
+@pytest.mark.parametrize("sort_aggregation", [True, False], ids=["sort-aggregation", "hash-aggregation"])
+def test_pair_parts_are_in_the_polars_order_whatever_the_ids_and_the_aggregation(
+    spark, tmp_path, first_id, packed, sort_aggregation
+):
+    """The pair key packs the ids into one long only where every id is in [0, 2**31); other ids are counted on
+    the two columns. Either way, and whether the session aggregates sorted input by streaming or by hash, the
+    pairs are the polars stage's and each written part is in its order: (negative last, item_id_1, item_id_2)."""
+    filtered, meta = _pair_day(first_id)
+    rules = phase3.PairRules(exclude_all_positive_sessions=False)
+    want = phase3.build_pairs(filtered, meta, rules)
+    before = spark.conf.get(sphase3.SORT_AGGREGATION)
+    spark.conf.set(sphase3.SORT_AGGREGATION, str(sort_aggregation).lower())
+    try:
+        s = sphase3.build_pairs(
+            spark_read(spark, tmp_path, filtered, "f"), spark_read(spark, tmp_path, meta, "m"), rules
+        )
+        s.pairs.write.parquet(str(tmp_path / "pairs"))
+    finally:
+        spark.conf.set(sphase3.SORT_AGGREGATION, before)
+    s.observed.ran()
+    s.release()
+    assert s.key == sphase3.PairKey(packed=packed, sort_aggregation=sort_aggregation)
+    parts = [pl.read_parquet(f) for f in sorted((tmp_path / "pairs").glob("part-*.parquet"))]
+    order = [pl.col("pair_type") == "negative", "item_id_1", "item_id_2"]
+    assert all(part.equals(part.sort(order)) for part in parts)
+    got = pl.concat(parts).sort(order)
+    as_strings = [pl.col(c).cast(pl.String) for c in ("pair_type", "download_url_1", "download_url_2")]
+    assert got.equals(want.pairs.with_columns(as_strings))
+    assert want.pairs["pair_type"].n_unique() == 2 and s.stats == want.stats
+    clients = want.pairs.group_by("pair_type").agg(pl.col("num_clients").sum())
+    assert s.pair_rows == {str(t): n for t, n in clients.iter_rows()}
+
+
 @needs_java
 def test_missing_columns_and_empty_days_fail_alike(spark, tmp_path):
     frame = hostile_snapshot()

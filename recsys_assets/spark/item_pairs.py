@@ -2,7 +2,12 @@
 (:class:`~recsys_assets.stages.item_pairs.PairRules`, the seeded cap hash), output rows and columns, stats and
 check verdicts. Pairs are made by self-joins on the cluster and counted with a ``groupBy``; ``pair_type`` is a
 string and the URL columns are plain strings (polars writes them dictionary-encoded: the values are the same).
-The rows are the polars stage's; their order is (negative last, item_id_1, item_id_2) within each part file.
+The rows are the polars stage's, and each part file is in its order: (negative last, item_id_1, item_id_2).
+
+Positive and negative pairs are counted apart, each hash-partitioned by its pair key: the item ids packed into
+one long where they allow (:data:`PACKED_ID_LIMIT`, as the polars stage packs its indexes), and with sort
+aggregation on (``session.BASE_CONF``) the count streams over the sorted keys, so the sort that orders the
+output is the count's only work (:class:`PairKey`).
 
 One job builds, counts and writes the pairs; the pair statistics and the check counts are counted as it runs
 (:mod:`recsys_assets.spark.metrics`). Small jobs of their own: the sessions left out as all-positive, and the
@@ -41,15 +46,17 @@ def _ranked(df, group: list[str], seed: int):
 @dataclasses.dataclass
 class SparkPairsResult:
     pairs: typing.Any
-    """Spark DataFrame in ``PAIR_COLUMNS``; each part holds the pairs of a range of key hashes, sorted by
-    (negative last, item_id_1, item_id_2) -- the polars stage's order within a part, not across parts (readers
-    sort what they depend on)."""
+    """Spark DataFrame in ``PAIR_COLUMNS``; each part holds the pairs of a range of key hashes, of one type or
+    both, sorted by (negative last, item_id_1, item_id_2) -- the polars stage's order within a part, not across
+    parts (readers sort what they depend on)."""
     observed: Observed
     """Counted as ``pairs`` is written: ``stats`` and ``verdicts`` exist once it ran."""
     group_stats: dict[str, int]
     """Clients / sessions with pairs and above the caps, counted on the persisted ranked groups."""
     sessions_excluded: int
     min_num_clients: int
+    key: PairKey
+    """How the pairs were keyed and counted (see :class:`PairKey`)."""
     persisted: list = dataclasses.field(default_factory=list)
     """The ranked item groups (each read by both sides of its self-join); ``release()`` them once written."""
 
@@ -72,6 +79,12 @@ class SparkPairsResult:
         }
 
     @property
+    def pair_rows(self) -> dict[str, int]:
+        """The rows the pair count counted, by pair type: one per client and pair (the sum of ``num_clients``
+        over the pairs of that type before ``min_num_clients``)."""
+        return {t: as_int(self.observed.get(f"{t}_rows")["rows"]) for t in ("positive", "negative")}
+
+    @property
     def verdicts(self) -> dict[str, tuple[bool, dict]]:
         """The check counts of the written rows. A pair is unique by construction of the count (one row per
         (pair_type, item_id_1, item_id_2) group), and only the URL joins after it could repeat one: the
@@ -82,25 +95,91 @@ class SparkPairsResult:
         return _verdicts(m, as_int(m["rows"]) - groups, self.min_num_clients)
 
 
-def _group_counts(ranked, cap: int, with_pairs: str, capped: str) -> dict[str, int]:
-    """Over one row per group of :func:`_ranked` (its first-ranked item): groups with at least two items
-    (``with_pairs``) and groups above ``cap`` (``capped``). An action on the persisted groups (it fills the
-    cache the write job then reads): metrics observed inside a cached plan are not reliably reported."""
+def _group_counts(ranked, cap: int, with_pairs: str, capped: str) -> tuple[dict[str, int], tuple]:
+    """Over the groups of :func:`_ranked`: groups with at least two items (``with_pairs``) and groups above
+    ``cap`` (``capped``), counted on each group's first-ranked row; and the smallest and largest item id.
+    An action on the persisted groups (it fills the cache the write job then reads): metrics observed inside
+    a cached plan are not reliably reported."""
     from pyspark.sql import functions as F
 
-    row = (
-        ranked.filter(F.col("__rank") == 1)
-        .agg(count_where(F.col("__n") >= 2).alias(with_pairs), count_where(F.col("__n") > cap).alias(capped))
-        .collect()[0]
-    )
-    return {k: as_int(v) for k, v in row.asDict().items()}
+    first = F.col("__rank") == 1
+    row = ranked.agg(
+        count_where(first & (F.col("__n") >= 2)).alias(with_pairs),
+        count_where(first & (F.col("__n") > cap)).alias(capped),
+        F.min("item_id").alias("__lo"),
+        F.max("item_id").alias("__hi"),
+    ).collect()[0]
+    return {with_pairs: as_int(row[with_pairs]), capped: as_int(row[capped])}, (row["__lo"], row["__hi"])
+
+
+PACKED_ID_LIMIT = 2**31
+"""Item ids in ``[0, PACKED_ID_LIMIT)`` pack into one long, ``item_id_1 << 32 | item_id_2``, which sorts as
+(item_id_1, item_id_2): the pair count then shuffles, sorts and groups one column, and Spark sorts a single
+long key by radix. Other ids are counted on the two columns (same rows, slower)."""
+
+SORT_AGGREGATION = "spark.sql.execution.replaceHashWithSortAgg"
+"""Spark's setting (in ``session.BASE_CONF``) to aggregate a sorted input by streaming over it."""
+
+
+def sort_aggregation_enabled(spark) -> bool:
+    return str(spark.conf.get(SORT_AGGREGATION, "false")).strip().lower() == "true"
+
+
+def _packable(ranges: typing.Sequence[tuple]) -> bool:
+    """Whether every (smallest, largest) item id in ``ranges`` (None: no rows) is in ``[0, PACKED_ID_LIMIT)``."""
+    return all(lo is None or (lo >= 0 and hi < PACKED_ID_LIMIT) for lo, hi in ranges)
+
+
+@dataclasses.dataclass(frozen=True)
+class PairKey:
+    """How the pair count keys its rows: one packed long (``packed``) or (item_id_1, item_id_2)."""
+
+    packed: bool
+    sort_aggregation: bool
+    """The session aggregates a sorted input by streaming (:data:`SORT_AGGREGATION`): the count then sorts the
+    pairs before it groups them and its output is in key order; otherwise it groups by hash, then sorts."""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return ("__key",) if self.packed else ("item_id_1", "item_id_2")
+
+    def columns(self) -> list:
+        """The key of a row with ``item_id_1`` and ``item_id_2``, as columns to select."""
+        from pyspark.sql import functions as F
+
+        if self.packed:
+            return [F.shiftleft(F.col("item_id_1"), 32).bitwiseOR(F.col("item_id_2")).alias("__key")]
+        return [F.col("item_id_1"), F.col("item_id_2")]
+
+    def count(self, observed: Observed, name: str, rows, negative: bool):
+        """``(__neg, item_id_1, item_id_2, num_clients)``: ``rows`` (one per client and pair, hash-partitioned
+        by the key) counted per pair; each part in (item_id_1, item_id_2) order. ``name`` observes the rows
+        counted. With sort aggregation the observation also keeps the sort under the count: Spark's optimizer
+        drops a sort that only a Project or Filter separates from an aggregate (or a join), as order-irrelevant."""
+        from pyspark.sql import functions as F
+
+        rows = rows.select(*self.names)
+        if self.sort_aggregation:
+            rows = rows.sortWithinPartitions(*self.names)
+        rows = observed.attach(name, rows, rows=F.count(F.lit(1)))
+        # already in key order after a streaming count (Spark then drops this sort as redundant)
+        counts = rows.groupBy(*self.names).agg(F.count(F.lit(1)).alias("num_clients")).sortWithinPartitions(*self.names)
+        if self.packed:
+            ids = [
+                F.shiftright(F.col("__key"), 32).alias("item_id_1"),
+                F.col("__key").bitwiseAND(F.lit(2**32 - 1)).alias("item_id_2"),
+            ]
+        else:
+            ids = [F.col("item_id_1"), F.col("item_id_2")]
+        return counts.select(F.lit(negative).alias("__neg"), *ids, "num_clients")
 
 
 def build_pairs(interactions, item_meta=None, rules: PairRules = PairRules()) -> SparkPairsResult:
     """Pairs by distinct clients, as the polars stage, as one job (see the module): each side's distinct items
     are ranked in one window that also sizes the groups, and persisted (both sides of its self-join read
-    them); pairs are counted on a boolean pair type, sorted within the count's hash partitions, and the URLs,
-    a broadcast of item_meta's (item, url) map, are joined after the count."""
+    them, and their first job also finds the item id range that decides the pair key); positive and negative
+    pairs are counted apart (:meth:`PairKey.count`), and the URLs, a broadcast of item_meta's (item, url) map,
+    are joined after the count."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -119,10 +198,13 @@ def build_pairs(interactions, item_meta=None, rules: PairRules = PairRules()) ->
     neg = day.filter(~F.col("is_positive")).select("client_id", "session_id", "item_id")
     neg = _ranked(neg.repartition("client_id", "session_id").distinct(), ["client_id", "session_id"], rules.sample_seed)
     neg = neg.persist(StorageLevel.MEMORY_AND_DISK)
-    groups = {
-        **_group_counts(pos, rules.max_positive_items_per_client, "clients_with_positive_pairs", "clients_capped"),
-        **_group_counts(neg, rules.max_negative_items_per_session, "sessions_with_negative_pairs", "sessions_capped"),
-    }
+    pos_groups, pos_ids = _group_counts(
+        pos, rules.max_positive_items_per_client, "clients_with_positive_pairs", "clients_capped"
+    )
+    neg_groups, neg_ids = _group_counts(
+        neg, rules.max_negative_items_per_session, "sessions_with_negative_pairs", "sessions_capped"
+    )
+    groups = {**pos_groups, **neg_groups}
     observed = Observed()
 
     def self_pairs(df, on: list[str], cap: int):
@@ -131,23 +213,22 @@ def build_pairs(interactions, item_meta=None, rules: PairRules = PairRules()) ->
         b = df.select(*on, F.col("item_id").alias("item_id_2"))
         return a.join(b, on).filter(F.col("item_id_1") < F.col("item_id_2"))
 
-    # Both sides are hash-partitioned by the pair once; the negative side's per-client distinct and the count
-    # group by supersets of (item_id_1, item_id_2), so neither shuffles again.
-    by_pair = ("item_id_1", "item_id_2")
+    key = PairKey(_packable([pos_ids, neg_ids]), sort_aggregation_enabled(interactions.sparkSession))
     pos_pairs = (
         self_pairs(pos, ["client_id"], rules.max_positive_items_per_client)
-        .select(*by_pair, F.lit(False).alias("__neg"))
-        .repartition(*by_pair)
+        .select(*key.columns())
+        .repartition(*key.names)
     )
     # a negative pair seen in several sessions of one client counts once for that client
     neg_pairs = (
         self_pairs(neg, ["client_id", "session_id"], rules.max_negative_items_per_session)
-        .select("client_id", *by_pair)
-        .repartition(*by_pair)
+        .select(*key.columns(), "client_id")
+        .repartition(*key.names)
         .distinct()
-        .select(*by_pair, F.lit(True).alias("__neg"))
     )
-    counted = pos_pairs.unionByName(neg_pairs).groupBy("__neg", *by_pair).agg(F.count(F.lit(1)).alias("num_clients"))
+    counted = key.count(observed, "positive_rows", pos_pairs, negative=False).unionByName(
+        key.count(observed, "negative_rows", neg_pairs, negative=True)
+    )
     below = F.col("num_clients") < rules.min_num_clients
     counted = observed.attach(
         "counted",
@@ -156,9 +237,10 @@ def build_pairs(interactions, item_meta=None, rules: PairRules = PairRules()) ->
         below=count_where(below),
         positive_pairs=count_where(~below & ~F.col("__neg")),
     )
-    # sorted before the URLs are joined (a broadcast join keeps its stream's order): the sort moves 4 narrow
-    # columns, not two strings per pair
-    kept = counted.filter(~below).sortWithinPartitions("__neg", *by_pair)
+    # each side's parts are in (item_id_1, item_id_2) order, and a union part is a positive part followed by a
+    # negative part (or one of them); the broadcast URL joins keep that order (a broadcast join streams its big
+    # side)
+    kept = counted.filter(~below)
     if item_meta is not None:
         urls = F.broadcast(item_meta.select("item_id", "download_url"))
         kept = kept.join(
@@ -171,7 +253,7 @@ def build_pairs(interactions, item_meta=None, rules: PairRules = PairRules()) ->
     pair_type = F.when(F.col("__neg"), F.lit("negative")).otherwise(F.lit("positive")).alias("pair_type")
     pairs = kept.select(*[pair_type if c == "pair_type" else c for c in PAIR_COLUMNS])
     pairs = observed.attach("written", pairs, **_row_checks(rules.min_num_clients))
-    return SparkPairsResult(pairs, observed, groups, int(excluded), rules.min_num_clients, [pos, neg])
+    return SparkPairsResult(pairs, observed, groups, int(excluded), rules.min_num_clients, key, [pos, neg])
 
 
 def _row_checks(min_num_clients: int) -> dict:

@@ -29,6 +29,9 @@ BASE_CONF: dict[str, str] = {
     "spark.ui.showConsoleProgress": "false",
     # checkpoint files (MLlib ALS's) are deleted once their data is no longer referenced
     "spark.cleaner.referenceTracking.cleanCheckpoints": "true",
+    # an aggregate over input already sorted by its keys streams over it instead of hashing it (the pair count
+    # sorts its keys first: the sort then orders the output and counts; spark.item_pairs.PairKey)
+    "spark.sql.execution.replaceHashWithSortAgg": "true",
 }
 LOCAL_CONF: dict[str, str] = {
     "spark.driver.host": "127.0.0.1",
