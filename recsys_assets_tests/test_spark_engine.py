@@ -188,6 +188,29 @@ def test_dense_index_ranks_ids_across_range_parts(spark):
         assert got.schema["col"] == pl.Int32
     empty = dense_index(spark.createDataFrame([], "item_id bigint"), "item_id", "col", 4)
     assert empty.count() == 0 and empty.columns == ["item_id", "col"]
+    # ranks within each language, the languages' rows spread over parts that hold several languages and split them
+    langs = spark.createDataFrame([(("hi", "ta", "en")[i % 3], i) for i in ids], "language string, item_id bigint")
+    want = pl.DataFrame({"language": [("hi", "ta", "en")[i % 3] for i in ids], "item_id": ids}).with_columns(
+        pl.col("item_id").rank("ordinal").over("language").sub(1).cast(pl.Int32).alias("col")
+    )
+    for frame, parts in ((langs.repartition(4), 5), (langs, None)):
+        got = to_polars(dense_index(frame, "item_id", "col", parts, within=["language"]))
+        assert got.columns == ["language", "item_id", "col"]
+        assert got.sort("language", "item_id").equals(want.sort("language", "item_id"))
+    # the evaluation numbers its ids this way too, so it needs the checkpoint directory MLlib ALS needs
+    from recsys_assets.spark.als_factors import require_checkpoint_dir
+
+    class NoCheckpoints:  # the two places a session's checkpoint directory is read, both empty
+        sparkContext = type("Context", (), {"getCheckpointDir": staticmethod(lambda: None)})()
+        conf = type("Conf", (), {"get": staticmethod(lambda key, default=None: default)})()
+
+    require_checkpoint_dir(spark, "als_evaluation on Spark")
+    with pytest.raises(ValueError, match="als_evaluation on Spark needs a Spark checkpoint directory"):
+        require_checkpoint_dir(NoCheckpoints(), "als_evaluation on Spark")
+    with pytest.raises(ValueError, match="a null language"):
+        dense_index(
+            spark.createDataFrame([(None, 1)], "language string, item_id bigint"), "item_id", "c", within=["language"]
+        )
 
 
 @needs_java

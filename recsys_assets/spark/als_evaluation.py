@@ -179,14 +179,21 @@ def evaluate(
 ) -> tuple[pl.DataFrame, list[dict]]:
     """The polars stage's ``evaluate`` on Spark DataFrames: one row per (language, method), and per-language
     counts. ``train`` / ``next_day`` need ``client_id, item_id, is_positive``; the factors ``item_id |
-    client_id, language, vector``."""
-    from pyspark.sql import Window
+    client_id, language, vector``. The session needs a checkpoint directory, as MLlib ALS does
+    (:func:`~recsys_assets.spark.als_factors.dense_index` numbers each language's ids over range parts)."""
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
 
+    from .als_factors import dense_index, require_checkpoint_dir
+
+    # the ids are numbered over range parts, which dense_index checkpoints
+    require_checkpoint_dir(item_factors.sparkSession, "als_evaluation on Spark")
     k = max(*KS, 10)
-    items = item_factors.select("item_id", "language", "vector").withColumn(
-        "idx", (F.row_number().over(Window.partitionBy("language").orderBy("item_id")) - 1).cast("long")
+    # each language's items and evaluated clients numbered in id order, spread over range parts (a window per
+    # language would number all of a language's ids in one task)
+    item_idx = dense_index(item_factors.select("language", "item_id"), "item_id", "idx", within=["language"])
+    items = item_factors.select("item_id", "language", "vector").join(
+        item_idx.withColumn("idx", F.col("idx").cast("long")), ["language", "item_id"]
     )
     clients = user_factors.select("client_id", "language", "vector")
     client_lang = clients.select("client_id", "language")
@@ -203,14 +210,17 @@ def evaluate(
     targets = today.join(seen, ["language", "client_id", "idx"], "left_anti")
     per_client = targets.groupBy("language", "client_id").agg(F.collect_list("idx").alias("targets"))
     seen_lists = seen.groupBy("language", "client_id").agg(F.collect_list("idx").alias("seen"))
-    evaluated = (
+    unranked = (
         per_client.join(clients, ["language", "client_id"])
         .join(seen_lists, ["language", "client_id"], "left")
         .withColumn("seen", F.coalesce("seen", F.array().cast("array<bigint>")))
-        .withColumn(
-            "ublock",
-            ((F.row_number().over(Window.partitionBy("language").orderBy("client_id")) - 1) / client_block).cast("int"),
-        )
+        .persist()
+    )
+    rank = dense_index(unranked.select("language", "client_id"), "client_id", "__rank", within=["language"])
+    evaluated = (
+        unranked.join(rank, ["language", "client_id"])
+        .withColumn("ublock", (F.col("__rank") / client_block).cast("int"))
+        .drop("__rank")
         .persist()
     )
     popularity = train.filter(F.col("is_positive")).groupBy("item_id").agg(F.count(F.lit(1)).alias("popularity"))
@@ -251,6 +261,7 @@ def evaluate(
         table = _table(per_client_metrics, counts)
     finally:
         evaluated.unpersist()
+        unranked.unpersist()
     return table, counts
 
 

@@ -42,33 +42,49 @@ class SparkAlsResult:
     stats: list[dict]
 
 
-def dense_index(df, column: str, index: str, parts: typing.Optional[int] = None):
-    """``df[column]`` (distinct values) with ``index``: each value's rank in ascending order, from 0 (int), over
-    ``parts`` ranges (the session's shuffle partitions by default).
+def dense_index(df, column: str, index: str, parts: typing.Optional[int] = None, within: typing.Sequence[str] = ()):
+    """``df[column]`` (distinct values, per group of the ``within`` columns) with ``index``: each value's rank in
+    ascending order within its group, from 0 (int), over ``parts`` ranges (the session's shuffle partitions by
+    default). Returns ``within``, ``column`` and ``index``; the ``within`` values must not be null.
 
-    A window ordered over the whole frame would move every id to one task. Here the ids are range-partitioned and
-    sorted within their parts, each row takes its part and its position in it (``monotonically_increasing_id``),
-    and one row per part -- its size and first position -- comes back to the driver to give each part its
-    offset. Range partitioning samples its bounds, and a recomputed sample may draw other bounds, so the ranged
+    A window ordered over the whole frame (or over a whole group) would move every id of it to one task. Here the
+    rows are range-partitioned by (``within``, ``column``) and sorted within their parts, each row takes its part
+    and its position in it (``monotonically_increasing_id``), and one row per part and group -- its size and
+    first position -- comes back to the driver to give each part the offset of its group's rows in the parts
+    before it. Range partitioning samples its bounds, and a recomputed sample may draw other bounds, so the ranged
     ids are checkpointed (the checkpoint directory ALS needs anyway) before the parts are counted: the offsets
     and the positions then come from the same parts."""
     from pyspark.sql import functions as F
+    from pyspark.sql.types import IntegerType, LongType, StructField, StructType
 
+    keys = [*within, column]
     ranged = (
-        df.select(column)
-        .repartitionByRange(*([parts] if parts else []), column)
-        .sortWithinPartitions(column)
-        .select(column, F.spark_partition_id().alias("__part"), F.monotonically_increasing_id().alias("__pos"))
+        df.select(*keys)
+        .repartitionByRange(*([parts] if parts else []), *keys)
+        .sortWithinPartitions(*keys)
+        .select(*keys, F.spark_partition_id().alias("__part"), F.monotonically_increasing_id().alias("__pos"))
         .checkpoint(eager=True)
     )
-    sizes = ranged.groupBy("__part").agg(F.count(F.lit(1)).alias("n"), F.min("__pos").alias("first")).collect()
-    offsets, before = [], 0
-    for part in sorted(sizes, key=lambda r: r["__part"]):
-        offsets.append((int(part["__part"]), before - int(part["first"])))
-        before += int(part["n"])
-    offset = df.sparkSession.createDataFrame(offsets, "__part int, __offset long")
-    return ranged.join(F.broadcast(offset), "__part").select(
-        column, (F.col("__pos") + F.col("__offset")).cast("int").alias(index)
+    sizes = (
+        ranged.groupBy("__part", *within).agg(F.count(F.lit(1)).alias("__n"), F.min("__pos").alias("__first")).collect()
+    )
+    offsets, before = [], {}
+    for row in sorted(sizes, key=lambda r: r["__part"]):
+        group = tuple(row[w] for w in within)
+        if any(v is None for v in group):
+            raise ValueError(f"dense_index: a null {', '.join(within)} among the rows to index by {column}")
+        offsets.append((int(row["__part"]), *group, before.get(group, 0) - int(row["__first"])))
+        before[group] = before.get(group, 0) + int(row["__n"])
+    schema = StructType(
+        [
+            StructField("__part", IntegerType()),
+            *[StructField(w, df.schema[w].dataType) for w in within],
+            StructField("__offset", LongType()),
+        ]
+    )
+    offset = df.sparkSession.createDataFrame(offsets, schema)
+    return ranged.join(F.broadcast(offset), ["__part", *within]).select(
+        *keys, (F.col("__pos") + F.col("__offset")).cast("int").alias(index)
     )
 
 
@@ -96,6 +112,16 @@ def checkpoint_dir(spark) -> typing.Optional[str]:
     return found or spark.conf.get("spark.checkpoint.dir", None) or None
 
 
+def require_checkpoint_dir(spark, who: str) -> None:
+    """Fail with what to set when ``spark`` has no checkpoint directory (``who`` needs one)."""
+    if checkpoint_dir(spark) is None:
+        raise ValueError(
+            f"{who} needs a Spark checkpoint directory: set spark.checkpoint.dir (RECSYS_SPARK_CONF) to a path "
+            "every executor can write -- HDFS or S3 on a cluster; for Spark Connect, in the server's own "
+            "configuration (a client cannot set it)"
+        )
+
+
 def train_als(interactions, item_language, params: AlsParams = AlsParams(), rules: ConfidenceRules = ConfidenceRules()):
     """One MLlib ALS model per language (see the polars stage's ``train_als`` for the rules).
 
@@ -106,12 +132,7 @@ def train_als(interactions, item_language, params: AlsParams = AlsParams(), rule
     from pyspark.ml.recommendation import ALS
     from pyspark.sql import functions as F
 
-    if checkpoint_dir(interactions.sparkSession) is None:
-        raise ValueError(
-            "MLlib ALS needs a Spark checkpoint directory: set spark.checkpoint.dir (RECSYS_SPARK_CONF) to a path "
-            "every executor can write -- HDFS or S3 on a cluster; for Spark Connect, in the server's own "
-            "configuration (a client cannot set it)"
-        )
+    require_checkpoint_dir(interactions.sparkSession, "MLlib ALS")
 
     cells = (
         confidence_cells(interactions.select("client_id", "item_id", "is_positive", "liked", "pcc"), rules)
