@@ -288,8 +288,8 @@ def test_pairs_repeated_by_the_url_join_fail_the_uniqueness_check_counted_as_the
     assert s.stats["positive_pairs"] == 3
 
 
-def _pair_day(first_id: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Phase 1's rows of a random day over 30 items numbered from ``first_id``, and their URLs."""
+def _random_day(first_id: int) -> pl.DataFrame:
+    """A random day's interactions: 60 clients, 2 sessions of 6 rows each, 30 items numbered from ``first_id``."""
     import numpy as np
 
     rng = np.random.default_rng(7)
@@ -304,9 +304,35 @@ def _pair_day(first_id: int) -> tuple[pl.DataFrame, pl.DataFrame]:
         for s in range(2)
         for _ in range(6)
     ]
+    return interactions(rows)
+
+
+def _pair_day(first_id: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Phase 1's rows of :func:`_random_day`, and their items' URLs."""
     items = range(first_id, first_id + 30)
     meta = pl.DataFrame({"item_id": list(items), "download_url": [f"https://v.example/{i}.mp4" for i in items]})
-    return phase1.filter_interactions(interactions(rows)).interactions, meta
+    return phase1.filter_interactions(_random_day(first_id)).interactions, meta
+
+
+@needs_java
+def test_filtered_parts_are_in_the_polars_order(spark, tmp_path):
+    """Phase 1 on Spark writes each part in the polars stage's order (client, session, time, item), whatever the
+    order of the snapshot: its sort feeds the windows, so the optimizer keeps it (a sort that only a Project or
+    Filter separates from a join or an aggregate, it drops)."""
+    day = _random_day(1).sample(fraction=1.0, shuffle=True, seed=3)
+    want = phase1.filter_interactions(day).interactions
+    s = sphase1.filter_interactions(spark_read(spark, tmp_path, day))
+    coalesce = "spark.sql.adaptive.coalescePartitions.enabled"  # a tiny day would otherwise be one part
+    spark.conf.set(coalesce, "false")
+    try:
+        s.interactions.write.parquet(str(tmp_path / "filtered"))
+    finally:
+        spark.conf.unset(coalesce)
+    s.observed.ran()
+    parts = [pl.read_parquet(f) for f in sorted((tmp_path / "filtered").glob("part-*.parquet"))]
+    assert len([p for p in parts if p.height]) >= 2
+    assert all(p.equals(p.sort(sphase1.SORT)) for p in parts)
+    assert pl.concat(parts).sort(sphase1.SORT).equals(want)
 
 
 @needs_java
