@@ -216,20 +216,22 @@ def evaluate(
         .withColumn("seen", F.coalesce("seen", F.array().cast("array<bigint>")))
         .persist()
     )
-    rank = dense_index(unranked.select("language", "client_id"), "client_id", "__rank", within=["language"])
-    evaluated = (
-        unranked.join(rank, ["language", "client_id"])
-        .withColumn("ublock", (F.col("__rank") / client_block).cast("int"))
-        .drop("__rank")
-        .persist()
-    )
-    popularity = train.filter(F.col("is_positive")).groupBy("item_id").agg(F.count(F.lit(1)).alias("popularity"))
-    blocked_items = (
-        items.join(popularity, "item_id", "left")
-        .withColumn("popularity", F.coalesce("popularity", F.lit(0)).cast("double"))
-        .withColumn("iblock", (F.col("idx") / item_block).cast("int"))
-    )
+    persisted = [unranked]
     try:
+        rank = dense_index(unranked.select("language", "client_id"), "client_id", "__rank", within=["language"])
+        evaluated = (
+            unranked.join(rank, ["language", "client_id"])
+            .withColumn("ublock", (F.col("__rank") / client_block).cast("int"))
+            .drop("__rank")
+            .persist()
+        )
+        persisted.append(evaluated)
+        popularity = train.filter(F.col("is_positive")).groupBy("item_id").agg(F.count(F.lit(1)).alias("popularity"))
+        blocked_items = (
+            items.join(popularity, "item_id", "left")
+            .withColumn("popularity", F.coalesce("popularity", F.lit(0)).cast("double"))
+            .withColumn("iblock", (F.col("idx") / item_block).cast("int"))
+        )
         counts = _counts(items, clients, today, targets, evaluated)
         n_ublocks = sum(-(-c["clients_evaluated"] // client_block) for c in counts)
         n_iblocks = sum(-(-c["items_in_model"] // item_block) for c in counts)
@@ -260,8 +262,8 @@ def evaluate(
             per_client_metrics = merged.mapInArrow(lambda batches: client_metrics(batches, k), PER_CLIENT)
         table = _table(per_client_metrics, counts)
     finally:
-        evaluated.unpersist()
-        unranked.unpersist()
+        for df in persisted:
+            df.unpersist()
     return table, counts
 
 
