@@ -149,10 +149,7 @@ def run_engine(engine: str, day: str, p: dict[str, Path], als_iterations: int, p
     from recsys_assets.stages.raw_interactions import SnapshotRules
     from recsys_assets.storage import partition_sources
 
-    conf = {
-        "spark.sql.shuffle.partitions": str(4 * int(cores)) if cores.isdigit() else "8",
-        "spark.driver.memory": "6g",
-    }
+    conf = {"spark.driver.memory": "6g"}  # task counts: the engine's own for a local master (session.local_parallelism)
     with TreePeak() as peak:
         t = time.perf_counter()
         spark = build_session(spark_config(engine, conf=conf))

@@ -15,7 +15,14 @@ from recsys_assets.spark import item_meta as sphase2
 from recsys_assets.spark import item_pairs as sphase3
 from recsys_assets.spark import raw_interactions as sraw
 from recsys_assets.spark.metrics import NotYetObserved
-from recsys_assets.spark.session import java_version, parse_conf, parse_scheme_map, spark_config, spark_path
+from recsys_assets.spark.session import (
+    java_version,
+    local_cores,
+    parse_conf,
+    parse_scheme_map,
+    spark_config,
+    spark_path,
+)
 from recsys_assets.stages import filtered_interactions as phase1
 from recsys_assets.stages import item_meta as phase2
 from recsys_assets.stages import item_pairs as phase3
@@ -148,6 +155,13 @@ def test_settings_parse_and_map_urls():
     remote = spark_config(remote="sc://127.0.0.1:15002")
     assert remote["spark.remote"] == "sc://127.0.0.1:15002" and "spark.master" not in remote
     assert spark_config("local[2]", conf={"spark.sql.shuffle.partitions": "3"})["spark.sql.shuffle.partitions"] == "3"
+    # a local session splits scans and shuffles into 4 tasks per core; a cluster keeps Spark's (and its own) settings
+    assert {local_cores(m) for m in ("local", "local[1]", "local[1, 3]")} == {1}
+    assert local_cores("local[*]") == len(os.sched_getaffinity(0)) and local_cores("local[8]") == 8
+    assert local_cores("spark://host:7077") is None and local_cores("local-cluster[2,1,1024]") is None
+    for k in ("spark.default.parallelism", "spark.sql.shuffle.partitions"):
+        assert spark_config("local[2]")[k] == "8" and spark_config("local")[k] == "4"
+        assert k not in spark_config("yarn") and k not in spark_config("local-cluster[2,1,1024]")
     with pytest.raises(ValueError, match="sc://"):
         spark_config(remote="http://127.0.0.1:15002")
     # MLlib ALS needs a checkpoint directory: a local session gets one, a cluster's comes from its conf
@@ -281,7 +295,6 @@ def test_pairs_repeated_by_the_url_join_fail_the_uniqueness_check_counted_as_the
     s = sphase3.build_pairs(spark_read(spark, tmp_path, filtered, "f"), spark_read(spark, tmp_path, meta, "m"), rules)
     written = to_polars(s.pairs)
     s.observed.ran()
-    s.release()
     assert written.height == 5  # (1,2) and (1,3) twice, (2,3) once
     assert s.verdicts["pairs_unique"] == (False, {"duplicate_pairs": 2, "null_keys": 0})
     assert s.verdicts == sphase3.validate(s.pairs, rules.min_num_clients)
@@ -357,7 +370,6 @@ def test_pair_parts_are_in_the_polars_order_whatever_the_ids_and_the_aggregation
     finally:
         spark.conf.set(sphase3.SORT_AGGREGATION, before)
     s.observed.ran()
-    s.release()
     assert s.key == sphase3.PairKey(packed=packed, sort_aggregation=sort_aggregation)
     parts = [pl.read_parquet(f) for f in sorted((tmp_path / "pairs").glob("part-*.parquet"))]
     order = [pl.col("pair_type") == "negative", "item_id_1", "item_id_2"]
@@ -368,6 +380,49 @@ def test_pair_parts_are_in_the_polars_order_whatever_the_ids_and_the_aggregation
     assert want.pairs["pair_type"].n_unique() == 2 and s.stats == want.stats
     clients = want.pairs.group_by("pair_type").agg(pl.col("num_clients").sum())
     assert s.pair_rows == {str(t): n for t, n in clients.iter_rows()}
+
+
+@needs_java
+def test_pairs_of_groups_with_null_keys_or_items_are_the_polars_ones(spark, tmp_path):
+    """Phase 1's checks keep null keys out of its table, but phase 3 reads any table: a group with a null client or
+    session counts as a group (size, cap) and makes no pairs, and a null item takes its place under the cap
+    and pairs with nothing -- what the polars stage's joins on those keys give. Spark lists each group's items
+    instead of joining, so it must agree."""
+    rows = [
+        # client 1: positives 1, 2, 3, a null item; a session with negatives 4, 5, 6 and one with 5, 6 again
+        *[(1, 10, i, True) for i in (1, 2, 3, None)],
+        *[(1, 11, i, False) for i in (4, 5, 6)],
+        *[(1, 12, i, False) for i in (5, 6)],
+        # client 2: negatives in a null session, and a session of one negative
+        *[(2, None, i, False) for i in (4, 5)],
+        (2, 20, 7, False),
+        # a null client's positives and negatives
+        *[(None, 30, i, True) for i in (1, 2)],
+        *[(None, 31, i, False) for i in (4, 5)],
+    ]
+    frame = pl.DataFrame(
+        {
+            "client_id": [r[0] for r in rows],
+            "session_id": [r[1] for r in rows],
+            "item_id": [r[2] for r in rows],
+            "is_positive": [r[3] for r in rows],
+            "session_all_positive": [False] * len(rows),
+        },
+        schema_overrides={"client_id": pl.Int64, "session_id": pl.Int64, "item_id": pl.Int64},
+    )
+    meta = pl.DataFrame({"item_id": list(range(1, 8)), "download_url": [f"u{i}" for i in range(1, 8)]})
+    as_strings = [pl.col(c).cast(pl.String) for c in ("pair_type", "download_url_1", "download_url_2")]
+    order = [pl.col("pair_type") == "negative", "item_id_1", "item_id_2"]
+    for rules in (
+        phase3.PairRules(),
+        phase3.PairRules(max_positive_items_per_client=3, max_negative_items_per_session=2, sample_seed=2),
+    ):
+        want = phase3.build_pairs(frame, meta, rules)
+        s = sphase3.build_pairs(spark_read(spark, tmp_path, frame, "f"), spark_read(spark, tmp_path, meta, "m"), rules)
+        got = to_polars(s.pairs).sort(order)
+        s.observed.ran()
+        assert got.equals(want.pairs.with_columns(as_strings)) and s.stats == want.stats
+    assert want.stats["clients_capped"] == 1 and want.stats["sessions_capped"] == 1
 
 
 @needs_java
@@ -438,7 +493,6 @@ def test_simulator_days_give_the_same_tables_stats_and_verdicts(spark, tmp_path,
         order = [pl.col("pair_type") == "negative", "item_id_1", "item_id_2"]
         got = to_polars(s_pairs.pairs)
         s_pairs.observed.ran()
-        s_pairs.release()
         assert got.sort(order).equals(pairs.pairs.with_columns(as_strings))
         assert s_pairs.stats == pairs.stats
         want = phase3.validate(pairs.pairs, rules.min_num_clients)

@@ -1,17 +1,24 @@
 """Spark version of :mod:`recsys_assets.stages.item_pairs` (seed 000, phase 3): the same rules
 (:class:`~recsys_assets.stages.item_pairs.PairRules`, the seeded cap hash), output rows and columns, stats and
-check verdicts. Pairs are made by self-joins on the cluster and counted with a ``groupBy``; ``pair_type`` is a
-string and the URL columns are plain strings (polars writes them dictionary-encoded: the values are the same).
-The rows are the polars stage's, and each part file is in its order: (negative last, item_id_1, item_id_2).
+check verdicts. Pairs are made on the cluster, each group's (the seed's self-join key's) from its list of
+items, and counted with a ``groupBy``; ``pair_type`` is a string and the URL columns are plain strings (polars
+writes them dictionary-encoded: the values are the same). The rows are the polars stage's, and each part file
+is in its order: (negative last, item_id_1, item_id_2).
 
 Positive and negative pairs are counted apart, each hash-partitioned by its pair key: the item ids packed into
 one long where they allow (:data:`PACKED_ID_LIMIT`, as the polars stage packs its indexes), and with sort
 aggregation on (``session.BASE_CONF``) the count streams over the sorted keys, so the sort that orders the
 output is the count's only work (:class:`PairKey`).
 
-One job builds, counts and writes the pairs; the pair statistics and the check counts are counted as it runs
-(:mod:`recsys_assets.spark.metrics`). Small jobs of their own: the sessions left out as all-positive, and the
-group sizes, counted on the persisted ranked groups (which fills the cache that job reads).
+The day's rows are shuffled by client (the positive and the negative side each with the columns it reads):
+a client's positives and each of its sessions' negatives are then in one partition, where each group's
+distinct items are listed in seeded hash order (the cap keeps the first), its pairs generated from the list
+(two generators instead of a self-join: no join, nothing persisted) and a client's negative pairs
+deduplicated; only the pair keys are shuffled again, to be counted.
+
+One job builds, counts and writes the pairs; the group sizes, the pair statistics and the check counts are
+counted as it runs (:mod:`recsys_assets.spark.metrics`). One small job before it reads the item id range and
+counts the sessions left out as all-positive.
 """
 
 from __future__ import annotations
@@ -30,17 +37,34 @@ def _cap_hash(seed: int):
     return F.pmod(F.pmod(F.col("item_id"), F.lit(p)) * F.lit(m), F.lit(p))
 
 
-def _ranked(df, group: list[str], seed: int):
-    """``group`` and ``item_id`` with each row's rank in its group (the smallest seeded hash first, ties by
-    item_id, as the polars stage) and its group's size ``__n``: one window spec, so one sort."""
-    from pyspark.sql import Window
+def _groups(rows, group: list[str], cap: int, seed: int):
+    """One row per group of ``rows`` (distinct ``group`` + ``item_id`` rows): its size ``__n`` and its first
+    ``cap`` items ``__items`` by seeded hash (the smallest first, ties by item_id, nulls first: the polars
+    stage's ``_cap`` order). The rows must be clustered by client already: no shuffle."""
     from pyspark.sql import functions as F
 
-    w = Window.partitionBy(*group).orderBy("__hash", "item_id")
-    whole = w.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
-    return df.withColumn("__hash", _cap_hash(seed)).select(
-        *group, "item_id", F.row_number().over(w).alias("__rank"), F.count(F.lit(1)).over(whole).alias("__n")
+    ranked = F.sort_array(F.collect_list(F.struct(_cap_hash(seed).alias("h"), F.col("item_id").alias("i"))))
+    return (
+        rows.groupBy(*group)
+        .agg(ranked.alias("__ranked"))
+        .select(*group, F.size("__ranked").alias("__n"), F.slice("__ranked", 1, cap).getField("i").alias("__items"))
     )
+
+
+def _group_pairs(groups, group: list[str], keep: list[str]):
+    """``keep`` + (item_id_1 < item_id_2) for every pair of the items of each group with at least two; groups
+    with a null key make no pairs and null items pair with nothing (a join on them matches nothing, as in
+    the polars stage). Two generators over each group's item list: no join, no shuffle."""
+    from pyspark.sql import functions as F
+
+    keyed = F.col(group[0]).isNotNull()
+    for c in group[1:]:
+        keyed = keyed & F.col(c).isNotNull()
+    g = groups.filter((F.col("__n") >= 2) & keyed).select(*keep, F.array_compact("__items").alias("__items"))
+    first = g.select(*keep, "__items", F.posexplode("__items").alias("__p", "__a"))
+    rest = F.slice("__items", F.col("__p") + 2, F.size("__items"))
+    both = first.select(*keep, "__a", F.explode(rest).alias("__b"))
+    return both.select(*keep, F.least("__a", "__b").alias("item_id_1"), F.greatest("__a", "__b").alias("item_id_2"))
 
 
 @dataclasses.dataclass
@@ -51,26 +75,21 @@ class SparkPairsResult:
     parts (readers sort what they depend on)."""
     observed: Observed
     """Counted as ``pairs`` is written: ``stats`` and ``verdicts`` exist once it ran."""
-    group_stats: dict[str, int]
-    """Clients / sessions with pairs and above the caps, counted on the persisted ranked groups."""
     sessions_excluded: int
     min_num_clients: int
     key: PairKey
     """How the pairs were keyed and counted (see :class:`PairKey`)."""
-    persisted: list = dataclasses.field(default_factory=list)
-    """The ranked item groups (each read by both sides of its self-join); ``release()`` them once written."""
-
-    def release(self) -> None:
-        for df in self.persisted:
-            df.unpersist()
-        self.persisted.clear()
 
     @property
     def stats(self) -> dict[str, int]:
         counted = self.observed.get("counted")
         before, below, positive = (as_int(counted[k]) for k in ("before", "below", "positive_pairs"))
+        pos, neg = self.observed.get("positive_groups"), self.observed.get("negative_groups")
         return {
-            **self.group_stats,
+            "clients_with_positive_pairs": as_int(pos["with_pairs"]),
+            "clients_capped": as_int(pos["capped"]),
+            "sessions_with_negative_pairs": as_int(neg["with_pairs"]),
+            "sessions_capped": as_int(neg["capped"]),
             "sessions_excluded_all_positive": self.sessions_excluded,
             "pairs_before_min_clients": before,
             "pairs_below_min_clients": below,
@@ -93,23 +112,6 @@ class SparkPairsResult:
         m, counted = self.observed.get("written"), self.observed.get("counted")
         groups = as_int(counted["before"]) - as_int(counted["below"])
         return _verdicts(m, as_int(m["rows"]) - groups, self.min_num_clients)
-
-
-def _group_counts(ranked, cap: int, with_pairs: str, capped: str) -> tuple[dict[str, int], tuple]:
-    """Over the groups of :func:`_ranked`: groups with at least two items (``with_pairs``) and groups above
-    ``cap`` (``capped``), counted on each group's first-ranked row; and the smallest and largest item id.
-    An action on the persisted groups (it fills the cache the write job then reads): metrics observed inside
-    a cached plan are not reliably reported."""
-    from pyspark.sql import functions as F
-
-    first = F.col("__rank") == 1
-    row = ranked.agg(
-        count_where(first & (F.col("__n") >= 2)).alias(with_pairs),
-        count_where(first & (F.col("__n") > cap)).alias(capped),
-        F.min("item_id").alias("__lo"),
-        F.max("item_id").alias("__hi"),
-    ).collect()[0]
-    return {with_pairs: as_int(row[with_pairs]), capped: as_int(row[capped])}, (row["__lo"], row["__hi"])
 
 
 PACKED_ID_LIMIT = 2**31
@@ -175,56 +177,53 @@ class PairKey:
 
 
 def build_pairs(interactions, item_meta=None, rules: PairRules = PairRules()) -> SparkPairsResult:
-    """Pairs by distinct clients, as the polars stage, as one job (see the module): each side's distinct items
-    are ranked in one window that also sizes the groups, and persisted (both sides of its self-join read
-    them, and their first job also finds the item id range that decides the pair key); positive and negative
-    pairs are counted apart (:meth:`PairKey.count`), and the URLs, a broadcast of item_meta's (item, url) map,
-    are joined after the count."""
-    from pyspark import StorageLevel
+    """Pairs by distinct clients, as the polars stage, in one job (see the module): the day is shuffled once
+    by client, which places every group of both kinds (a client's positives, a client's session's negatives)
+    in one partition; each group's distinct items are listed in seeded hash order and capped, its pairs are
+    generated from that list, and the pair keys shuffled and counted, positive and negative apart
+    (:meth:`PairKey.count`); the URLs, a broadcast of item_meta's (item, url) map, are joined after the count.
+    One small job before it finds the item id range (which decides the pair key) and counts the sessions
+    left out as all-positive."""
     from pyspark.sql import functions as F
 
     cols = ["client_id", "session_id", "item_id", "is_positive"]
     if rules.exclude_all_positive_sessions:
         cols.append("session_all_positive")
     day = interactions.select(*cols)
-    pos = day.filter(F.col("is_positive"))
-    excluded = 0
+    summary = [F.min("item_id").alias("lo"), F.max("item_id").alias("hi")]
     if rules.exclude_all_positive_sessions:
-        excluded = pos.filter(F.col("session_all_positive")).select("client_id", "session_id").distinct().count()
-        pos = pos.filter(~F.col("session_all_positive"))
-    # partitioned by the group first: the distinct and the ranking window then share that one shuffle
-    pos = pos.select("client_id", "item_id").repartition("client_id").distinct()
-    pos = _ranked(pos, ["client_id"], rules.sample_seed).persist(StorageLevel.MEMORY_AND_DISK)
-    neg = day.filter(~F.col("is_positive")).select("client_id", "session_id", "item_id")
-    neg = _ranked(neg.repartition("client_id", "session_id").distinct(), ["client_id", "session_id"], rules.sample_seed)
-    neg = neg.persist(StorageLevel.MEMORY_AND_DISK)
-    pos_groups, pos_ids = _group_counts(
-        pos, rules.max_positive_items_per_client, "clients_with_positive_pairs", "clients_capped"
-    )
-    neg_groups, neg_ids = _group_counts(
-        neg, rules.max_negative_items_per_session, "sessions_with_negative_pairs", "sessions_capped"
-    )
-    groups = {**pos_groups, **neg_groups}
+        excluded_session = F.when(
+            F.col("is_positive") & F.col("session_all_positive"), F.struct("client_id", "session_id")
+        )
+        summary.append(F.count_distinct(excluded_session).alias("excluded"))
+    first = day.agg(*summary).collect()[0]
+    excluded = as_int(first["excluded"]) if rules.exclude_all_positive_sessions else 0
+    key = PairKey(_packable([(first["lo"], first["hi"])]), sort_aggregation_enabled(interactions.sparkSession))
+
     observed = Observed()
+    day = day.repartition("client_id")  # the one shuffle of the day's rows: groups and pairs stay in place
+    pos = day.filter(F.col("is_positive"))
+    if rules.exclude_all_positive_sessions:
+        pos = pos.filter(~F.col("session_all_positive"))
+    neg = day.filter(~F.col("is_positive"))
 
-    def self_pairs(df, on: list[str], cap: int):
-        df = df.filter((F.col("__n") >= 2) & (F.col("__rank") <= cap))
-        a = df.select(*on, F.col("item_id").alias("item_id_1"))
-        b = df.select(*on, F.col("item_id").alias("item_id_2"))
-        return a.join(b, on).filter(F.col("item_id_1") < F.col("item_id_2"))
+    def groups(rows, group: list[str], cap: int, name: str):
+        g = _groups(rows.select(*group, "item_id").distinct(), group, cap, rules.sample_seed)
+        return observed.attach(
+            name, g, with_pairs=count_where(F.col("__n") >= 2), capped=count_where(F.col("__n") > cap)
+        )
 
-    key = PairKey(_packable([pos_ids, neg_ids]), sort_aggregation_enabled(interactions.sparkSession))
-    pos_pairs = (
-        self_pairs(pos, ["client_id"], rules.max_positive_items_per_client)
-        .select(*key.columns())
-        .repartition(*key.names)
-    )
-    # a negative pair seen in several sessions of one client counts once for that client
+    pos_groups = groups(pos, ["client_id"], rules.max_positive_items_per_client, "positive_groups")
+    neg_groups = groups(neg, ["client_id", "session_id"], rules.max_negative_items_per_session, "negative_groups")
+    pos_pairs = _group_pairs(pos_groups, ["client_id"], []).select(*key.columns()).repartition(*key.names)
+    # a negative pair seen in several sessions of one client counts once for that client: deduplicated where
+    # the client's rows are, before the pair keys are shuffled
     neg_pairs = (
-        self_pairs(neg, ["client_id", "session_id"], rules.max_negative_items_per_session)
+        _group_pairs(neg_groups, ["client_id", "session_id"], ["client_id"])
         .select(*key.columns(), "client_id")
-        .repartition(*key.names)
         .distinct()
+        .select(*key.names)
+        .repartition(*key.names)
     )
     counted = key.count(observed, "positive_rows", pos_pairs, negative=False).unionByName(
         key.count(observed, "negative_rows", neg_pairs, negative=True)
@@ -253,7 +252,7 @@ def build_pairs(interactions, item_meta=None, rules: PairRules = PairRules()) ->
     pair_type = F.when(F.col("__neg"), F.lit("negative")).otherwise(F.lit("positive")).alias("pair_type")
     pairs = kept.select(*[pair_type if c == "pair_type" else c for c in PAIR_COLUMNS])
     pairs = observed.attach("written", pairs, **_row_checks(rules.min_num_clients))
-    return SparkPairsResult(pairs, observed, groups, int(excluded), rules.min_num_clients, key, [pos, neg])
+    return SparkPairsResult(pairs, observed, excluded, rules.min_num_clients, key)
 
 
 def _row_checks(min_num_clients: int) -> dict:

@@ -104,7 +104,6 @@ class SparkStages:
         from . import item_pairs as spairs
 
         result = spairs.build_pairs(self.read(filtered), self.read(item_meta), rules)
-        self.persisted.extend(result.persisted)  # the ranked item groups, until the pairs are written
         stored = write("table", result.pairs)  # one job: the statistics and check counts as it writes
         result.observed.ran()
         top = pl.from_arrow(

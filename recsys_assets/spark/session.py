@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,11 +38,38 @@ LOCAL_CONF: dict[str, str] = {
     "spark.driver.host": "127.0.0.1",
     "spark.driver.bindAddress": "127.0.0.1",
     "spark.ui.enabled": "false",
-    "spark.sql.shuffle.partitions": "8",
     # a local session's executors are its driver JVM: the throughput collector suits batch stages there (phase 1 + 3
     # of the bench day on local[2]: 84.1 s vs 89.6 s with Java 17's default G1, means of 3 runs; benchmarks/README)
     "spark.driver.extraJavaOptions": "-XX:+UseParallelGC",
 }
+
+
+TASKS_PER_CORE = 4
+"""A local session splits its work into this many tasks per core (``local_parallelism``)."""
+
+
+def local_cores(master: str) -> typing.Optional[int]:
+    """The cores of a ``local``, ``local[N]``, ``local[N,F]`` or ``local[*]`` master (``*``: the cores this
+    process may run on); None for any other master."""
+    m = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\s*\d+)?\])?", master.strip())
+    if not m:
+        return None
+    if m.group(1) in (None, ""):
+        return 1
+    if m.group(1) == "*":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(int(m.group(1)), 1)
+
+
+def local_parallelism(cores: int) -> dict[str, str]:
+    """Task counts for a local session of ``cores``: ``TASKS_PER_CORE`` tasks per core for file scans
+    (``spark.default.parallelism`` sets how many splits the files are cut into) and shuffles, so that every
+    core stays busy to the end of a stage. Spark's defaults size both for a cluster: the day's 8 snapshot parts
+    became 3 scan tasks on 2 cores, and adaptive execution coalesced the pairs' shuffle into 7 tasks (the
+    coalescing aims at ``spark.default.parallelism`` partitions at least); ``benchmarks/README.md`` has the
+    figures."""
+    n = str(TASKS_PER_CORE * cores)
+    return {"spark.default.parallelism": n, "spark.sql.shuffle.partitions": n}
 
 
 def parse_conf(text: typing.Optional[str]) -> dict[str, str]:
@@ -81,6 +109,9 @@ def spark_config(
         out["spark.master"] = master
         if master.startswith("local"):
             out.update(LOCAL_CONF)
+            cores = local_cores(master)
+            if cores:
+                out.update(local_parallelism(cores))
             # a cluster's checkpoint directory must be shared storage (spark.checkpoint.dir in the deployment's conf);
             # a local session's may be the machine's temporary folder (Spark makes a folder per application in it)
             out["spark.checkpoint.dir"] = str(Path(tempfile.gettempdir()) / "recsys-spark-checkpoints")
