@@ -83,6 +83,8 @@ class SparkItemMeta:
     missing_count: int
     missing_sample: list[int]
     items_count: int
+    persisted: list = dataclasses.field(default_factory=list)
+    """The per-item counts (every job of the stage reads them); unpersist once the items are written."""
 
     @property
     def coverage(self) -> float:
@@ -91,6 +93,9 @@ class SparkItemMeta:
 
 
 def build_item_meta(interactions, catalog) -> SparkItemMeta:
+    """The day's items with their catalog row and counts. The per-item counts (the one pass over the day's
+    interactions) are persisted: the missing items' count, the items' count and every later job of the
+    stage (its summary, checks and write) read them instead of counting the day again."""
     from pyspark.sql import functions as F
 
     counts = interactions.groupBy("item_id").agg(
@@ -98,6 +103,7 @@ def build_item_meta(interactions, catalog) -> SparkItemMeta:
         F.sum(F.col("is_positive").cast("long")).alias("num_positive"),
         F.countDistinct("client_id").alias("num_clients"),
     )
+    counts = counts.persist()
     items = (
         counts.join(catalog, "item_id", "inner")
         .select(*META_COLUMNS, "num_interactions", "num_positive", "num_clients")
@@ -106,7 +112,7 @@ def build_item_meta(interactions, catalog) -> SparkItemMeta:
     missing = counts.join(catalog, "item_id", "left_anti").select("item_id")
     n_missing = missing.count()
     sample = [r["item_id"] for r in missing.orderBy("item_id").limit(20).collect()] if n_missing else []
-    return SparkItemMeta(items, int(n_missing), sample, int(items.count()))
+    return SparkItemMeta(items, int(n_missing), sample, int(items.count()), [counts])
 
 
 def validate_item_meta(items, coverage: float, min_coverage: float) -> dict[str, tuple[bool, dict]]:

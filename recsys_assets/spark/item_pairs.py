@@ -40,7 +40,7 @@ def _cap_hash(seed: int):
 def _groups(rows, group: list[str], cap: int, seed: int):
     """One row per group of ``rows`` (distinct ``group`` + ``item_id`` rows): its size ``__n`` and its first
     ``cap`` items ``__items`` by seeded hash (the smallest first, ties by item_id, nulls first: the polars
-    stage's ``_cap`` order). The rows must be clustered by client already: no shuffle."""
+    stage's ``_cap`` order). Rows partitioned by client already are grouped where they are: no shuffle."""
     from pyspark.sql import functions as F
 
     ranked = F.sort_array(F.collect_list(F.struct(_cap_hash(seed).alias("h"), F.col("item_id").alias("i"))))
@@ -177,8 +177,8 @@ class PairKey:
 
 
 def build_pairs(interactions, item_meta=None, rules: PairRules = PairRules()) -> SparkPairsResult:
-    """Pairs by distinct clients, as the polars stage, in one job (see the module): the day is shuffled once
-    by client, which places every group of both kinds (a client's positives, a client's session's negatives)
+    """Pairs by distinct clients, as the polars stage, in one job (see the module): the day is shuffled by
+    client, which places every group of both kinds (a client's positives, a client's session's negatives)
     in one partition; each group's distinct items are listed in seeded hash order and capped, its pairs are
     generated from that list, and the pair keys shuffled and counted, positive and negative apart
     (:meth:`PairKey.count`); the URLs, a broadcast of item_meta's (item, url) map, are joined after the count.
@@ -201,7 +201,8 @@ def build_pairs(interactions, item_meta=None, rules: PairRules = PairRules()) ->
     key = PairKey(_packable([(first["lo"], first["hi"])]), sort_aggregation_enabled(interactions.sparkSession))
 
     observed = Observed()
-    day = day.repartition("client_id")  # the one shuffle of the day's rows: groups and pairs stay in place
+    # the day's rows are shuffled by client (each side with its own columns): groups and pairs then stay in place
+    day = day.repartition("client_id")
     pos = day.filter(F.col("is_positive"))
     if rules.exclude_all_positive_sessions:
         pos = pos.filter(~F.col("session_all_positive"))

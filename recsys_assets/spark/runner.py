@@ -89,6 +89,7 @@ class SparkStages:
         from . import item_meta as smeta
 
         result = smeta.build_item_meta(self.read(filtered), self.read(catalog))
+        self.persisted.extend(result.persisted)  # the per-item counts, until the items are written
         table = self.keep(result.items)
         by_language = pl.from_arrow(table.groupBy("language").count().orderBy(F.desc("count"), "language").toArrow())
         verdicts = smeta.validate_item_meta(table, result.coverage, min_coverage)
