@@ -104,15 +104,19 @@ def build_item_meta(interactions, catalog) -> SparkItemMeta:
         F.countDistinct("client_id").alias("num_clients"),
     )
     counts = counts.persist()
-    items = (
-        counts.join(catalog, "item_id", "inner")
-        .select(*META_COLUMNS, "num_interactions", "num_positive", "num_clients")
-        .orderBy("item_id")
-    )
-    missing = counts.join(catalog, "item_id", "left_anti").select("item_id")
-    n_missing = missing.count()
-    sample = [r["item_id"] for r in missing.orderBy("item_id").limit(20).collect()] if n_missing else []
-    return SparkItemMeta(items, int(n_missing), sample, int(items.count()), [counts])
+    try:
+        items = (
+            counts.join(catalog, "item_id", "inner")
+            .select(*META_COLUMNS, "num_interactions", "num_positive", "num_clients")
+            .orderBy("item_id")
+        )
+        missing = counts.join(catalog, "item_id", "left_anti").select("item_id")
+        n_missing = missing.count()
+        sample = [r["item_id"] for r in missing.orderBy("item_id").limit(20).collect()] if n_missing else []
+        return SparkItemMeta(items, int(n_missing), sample, int(items.count()), [counts])
+    except BaseException:
+        counts.unpersist()  # nobody else holds it yet
+        raise
 
 
 def validate_item_meta(items, coverage: float, min_coverage: float) -> dict[str, tuple[bool, dict]]:
