@@ -260,6 +260,11 @@ def open_store(url: str, **s3_options) -> ObjectStore:
     raise ValueError(f"unsupported storage URL {url!r}: use a local path, file:// or s3://")
 
 
+PARQUET_ZSTD_LEVEL = 1
+"""Every stored table is zstd-compressed at this level, whoever writes it (polars here, Spark in
+``spark.io``): level 1 compresses the pipeline's ids and counts about as well as the default 3, faster (phase 3
+of the bench day on Spark: 36-37 s against 38-41 s; benchmarks/README.md)."""
+
 ROW_GROUP_BYTES = 64 * 1024 * 1024
 """Target in-memory size of one parquet row group: a reader that streams a large partition (or scans it with
 a predicate) holds about one group of the columns it reads at a time."""
@@ -314,7 +319,7 @@ def write_parquet(
             df.sink_parquet(
                 tmp,
                 compression="zstd",
-                compression_level=1,
+                compression_level=PARQUET_ZSTD_LEVEL,
                 statistics=True,
                 row_group_size=streamed_rows_per_group(df.collect_schema(), row_group_bytes),
             )
@@ -325,7 +330,7 @@ def write_parquet(
         df.write_parquet(
             tmp,
             compression="zstd",
-            compression_level=1,
+            compression_level=PARQUET_ZSTD_LEVEL,
             statistics=True,
             row_group_size=rows_per_group(df, row_group_bytes),
         )

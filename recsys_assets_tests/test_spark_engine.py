@@ -378,6 +378,7 @@ def test_pair_parts_are_in_the_polars_order_whatever_the_ids_and_the_aggregation
     as_strings = [pl.col(c).cast(pl.String) for c in ("pair_type", "download_url_1", "download_url_2")]
     assert got.equals(want.pairs.with_columns(as_strings))
     assert want.pairs["pair_type"].n_unique() == 2 and s.stats == want.stats
+    assert sphase3.top_pairs(spark.read.parquet(str(tmp_path / "pairs"))).equals(phase3.top_pairs(want.pairs))
     clients = want.pairs.group_by("pair_type").agg(pl.col("num_clients").sum())
     assert s.pair_rows == {str(t): n for t, n in clients.iter_rows()}
 
@@ -416,13 +417,20 @@ def test_pairs_of_groups_with_null_keys_or_items_are_the_polars_ones(spark, tmp_
     for rules in (
         phase3.PairRules(),
         phase3.PairRules(max_positive_items_per_client=3, max_negative_items_per_session=2, sample_seed=2),
+        phase3.PairRules(min_num_clients=2),  # every pair is below it: no rows and no top pairs
     ):
         want = phase3.build_pairs(frame, meta, rules)
         s = sphase3.build_pairs(spark_read(spark, tmp_path, frame, "f"), spark_read(spark, tmp_path, meta, "m"), rules)
         got = to_polars(s.pairs).sort(order)
         s.observed.ran()
         assert got.equals(want.pairs.with_columns(as_strings)) and s.stats == want.stats
-    assert want.stats["clients_capped"] == 1 and want.stats["sessions_capped"] == 1
+        top = sphase3.top_pairs(spark_read(spark, tmp_path, got, "t"))
+        assert top.equals(phase3.top_pairs(want.pairs)) and top.height == min(want.pairs.height, phase3.TOP_PAIRS)
+    assert want.pairs.is_empty() and want.stats["pairs_below_min_clients"] > 0
+    capped = phase3.build_pairs(
+        frame, meta, phase3.PairRules(max_positive_items_per_client=3, max_negative_items_per_session=2)
+    )
+    assert capped.stats["clients_capped"] == 1 and capped.stats["sessions_capped"] == 1
 
 
 @needs_java
@@ -495,6 +503,9 @@ def test_simulator_days_give_the_same_tables_stats_and_verdicts(spark, tmp_path,
         s_pairs.observed.ran()
         assert got.sort(order).equals(pairs.pairs.with_columns(as_strings))
         assert s_pairs.stats == pairs.stats
+        # the ten pairs with the most clients, many tied on the count: the same ten in the same order
+        top = sphase3.top_pairs(spark_read(spark, tmp_path, got, "t"))
+        assert top.equals(phase3.top_pairs(pairs.pairs)) and top["num_clients"].n_unique() < top.height
         want = phase3.validate(pairs.pairs, rules.min_num_clients)
         assert s_pairs.verdicts == sphase3.validate(s_pairs.pairs, rules.min_num_clients) == want
     assert pairs.stats["clients_capped"] > 0 and pairs.stats["sessions_capped"] > 0

@@ -22,7 +22,6 @@ import datetime as dt
 import typing
 
 import dagster as dg
-import polars as pl
 from dagster_pyspark import LazyPySparkResource
 
 from ..stages import filtered_interactions as phase1
@@ -65,14 +64,6 @@ class DataPrepEngine(dg.ConfigurableResource):
         """Free what the engine kept for ``tables`` (Spark's persisted frames) once they are stored."""
 
 
-def _top_pairs(pairs: pl.DataFrame) -> pl.DataFrame:
-    return (
-        pairs.sort("num_clients", descending=True)
-        .head(10)
-        .select("item_id_1", "item_id_2", pl.col("pair_type").cast(pl.String), "num_clients")
-    )
-
-
 class PolarsEngine(DataPrepEngine):
     """The phases in this process with polars (the default)."""
 
@@ -111,7 +102,10 @@ class PolarsEngine(DataPrepEngine):
     def item_pairs(self, filtered, item_meta, rules) -> PairsOutput:
         result = phase3.build_pairs(filtered.scan(), item_meta.scan(), rules)
         return PairsOutput(
-            result.pairs, result.stats, _top_pairs(result.pairs), phase3.validate(result.pairs, rules.min_num_clients)
+            result.pairs,
+            result.stats,
+            phase3.top_pairs(result.pairs),
+            phase3.validate(result.pairs, rules.min_num_clients),
         )
 
     def table_metadata(self, table) -> dict[str, typing.Any]:

@@ -14,6 +14,7 @@ import typing
 import polars as pl
 
 from ..storage import (
+    PARQUET_ZSTD_LEVEL,
     ObjectStore,
     commit_parts,
     new_parts_version,
@@ -42,7 +43,12 @@ def write_partition(df, store: ObjectStore, key: str, scheme_map: typing.Mapping
     """Have Spark write ``df`` as ``key``'s partition (parts + manifest); return the manifest."""
     version = new_parts_version()
     prefix = parts_prefix(key, version)
-    df.write.mode("error").option("compression", "zstd").parquet(spark_path(source_url(store, prefix), scheme_map))
+    (
+        df.write.mode("error")
+        .option("compression", "zstd")
+        .option("parquet.compression.codec.zstd.level", str(PARQUET_ZSTD_LEVEL))  # polars' level (storage)
+        .parquet(spark_path(source_url(store, prefix), scheme_map))
+    )
     files = [k for k in store.list(prefix) if k.endswith(".parquet") and "/_" not in k and "/." not in k]
     rows = 0
     if files:

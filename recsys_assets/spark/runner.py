@@ -100,20 +100,12 @@ class SparkStages:
     def item_pairs(
         self, filtered: typing.Sequence[str], item_meta: typing.Sequence[str], rules: phase3.PairRules, write: Write
     ) -> PairsOutput:
-        from pyspark.sql import functions as F
-
         from . import item_pairs as spairs
 
         result = spairs.build_pairs(self.read(filtered), self.read(item_meta), rules)
         stored = write("table", result.pairs)  # one job: the statistics and check counts as it writes
         result.observed.ran()
-        top = pl.from_arrow(
-            stored.select("item_id_1", "item_id_2", "pair_type", "num_clients")
-            .orderBy(F.desc("num_clients"), "pair_type", "item_id_1", "item_id_2")
-            .limit(10)
-            .toArrow()
-        )
-        return PairsOutput(stored, result.stats, top, result.verdicts)
+        return PairsOutput(stored, result.stats, spairs.top_pairs(stored), result.verdicts)
 
 
 def table_summary(

@@ -215,6 +215,21 @@ def build_pairs(
     return PairsResult(pairs, out)
 
 
+TOP_PAIRS = 10
+"""How many of the most co-consumed pairs the asset shows."""
+TOP_COLUMNS = ("item_id_1", "item_id_2", "pair_type", "num_clients")
+TOP_SCHEMA = {"item_id_1": pl.Int64, "item_id_2": pl.Int64, "pair_type": pl.String, "num_clients": pl.Int64}
+
+
+def top_pairs(pairs: pl.DataFrame, n: int = TOP_PAIRS) -> pl.DataFrame:
+    """The ``n`` pairs with the most clients, ties in table order (positive before negative, then by
+    item_id_1, item_id_2): one answer whatever the row order, the same from every engine (``TOP_SCHEMA``)."""
+    top = pairs.select(TOP_COLUMNS).top_k(
+        n, by=["num_clients", "pair_type", "item_id_1", "item_id_2"], reverse=[False, True, True, True]
+    )
+    return top.cast(TOP_SCHEMA)  # type: ignore[arg-type]
+
+
 def _duplicate_keys(pairs: pl.DataFrame) -> int:
     """Rows repeating an earlier (pair_type, item_id_1, item_id_2). O(n) when the rows are strictly
     increasing in that order, as :func:`build_pairs` writes them; a hash count otherwise."""
