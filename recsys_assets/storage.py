@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 import typing
 import uuid
@@ -43,6 +44,7 @@ class ObjectStore(Protocol):
     def list(self, prefix: str) -> list[str]: ...
     def version(self, key: str) -> str | None: ...
     def delete(self, key: str) -> None: ...
+    def delete_prefix(self, prefix: str) -> None: ...
 
 
 class LocalStore:
@@ -105,6 +107,17 @@ class LocalStore:
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove the folder ``prefix`` and all it holds, the dot files :meth:`list` does not show included
+        (a writer's temp files, Hadoop's ``.crc`` checksums); never the store's root."""
+        base = self.path(prefix)
+        if base == self.root:
+            raise ValueError(f"refusing to delete the whole store {self.root}")
+        if base.is_dir():
+            shutil.rmtree(base)
+        else:
+            base.unlink(missing_ok=True)
 
     def version(self, key: str) -> str | None:
         """What changes when the object is rewritten (size and modification time); None if absent."""
@@ -212,6 +225,14 @@ class S3Store:
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every object under the folder ``prefix`` (S3 lists dot files too); never the store's root."""
+        if not prefix.strip("/"):
+            raise ValueError(f"refusing to delete the whole store {self.url}")
+        folder = prefix.rstrip("/") + "/"
+        for key in self.list(folder):
+            self.delete(key)
 
     def object_url(self, key: str) -> str:
         """``s3://bucket/prefix/key``: what polars' own S3 reader (object_store, ranged GETs) opens."""
@@ -402,9 +423,17 @@ def commit_parts(
     store.write_bytes(manifest_key(key), json.dumps(manifest, indent=1).encode())
     if store.exists(key):
         store.delete(key)
-    for k in store.list(f"{key}{PARTS_SUFFIX}"):
-        if not k.startswith(prefix + "/"):
-            store.delete(k)
+    # earlier versions go whole, writers' leftovers with them (a local Spark write leaves a .crc per part)
+    folder = f"{key}{PARTS_SUFFIX}/"
+    earlier: set[str] = set()
+    for k in store.list(folder):
+        name, sep, _ = k[len(folder) :].partition("/")
+        if not sep:
+            store.delete(k)  # a stray file beside the version folders
+        elif name not in (version, "", ".", ".."):
+            earlier.add(name)
+    for name in sorted(earlier):
+        store.delete_prefix(folder + name)
     return manifest
 
 
@@ -412,8 +441,7 @@ def _retire_parts(store: ObjectStore, key: str) -> None:
     """After a single object was written at ``key``: drop a manifest (so readers switch to it) and its parts."""
     if store.exists(manifest_key(key)):
         store.delete(manifest_key(key))
-        for k in store.list(f"{key}{PARTS_SUFFIX}"):
-            store.delete(k)
+        store.delete_prefix(f"{key}{PARTS_SUFFIX}")
 
 
 class ParquetReadError(ValueError):

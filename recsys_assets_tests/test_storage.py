@@ -1,3 +1,4 @@
+import io
 import os
 import signal
 import subprocess
@@ -12,7 +13,16 @@ import pytest
 
 from recsys_assets.defs.io_manager import PolarsParquetIOManager
 from recsys_assets.defs.s3 import S3Resource
-from recsys_assets.storage import LocalStore, open_store, read_parquet, write_parquet
+from recsys_assets.storage import (
+    PARTS_SUFFIX,
+    LocalStore,
+    commit_parts,
+    new_parts_version,
+    open_store,
+    parts_prefix,
+    read_parquet,
+    write_parquet,
+)
 
 
 def frame(n: int, v: int = 0) -> pl.DataFrame:
@@ -296,3 +306,54 @@ def test_a_streamed_wide_frame_is_written_in_row_groups_of_bounded_bytes(tmp_pat
     assert per_group == 16 * 2**20 // (8 + 8 * 512 * 2)
     assert meta.num_row_groups >= rows // per_group and meta.num_rows == rows
     assert max(meta.row_group(i).num_rows for i in range(meta.num_row_groups)) <= per_group
+
+
+def _spark_like_version(store, key: str, values: list[int]) -> str:
+    """A version of ``key`` as a local Spark writer leaves it: a part, its Hadoop ``.crc``, ``_SUCCESS``."""
+    version = new_parts_version()
+    prefix = parts_prefix(key, version)
+    buf = io.BytesIO()
+    pl.DataFrame({"v": values}).write_parquet(buf)
+    store.write_bytes(f"{prefix}/part-00000.parquet", buf.getvalue())
+    store.write_bytes(f"{prefix}/.part-00000.parquet.crc", b"crc")
+    store.write_bytes(f"{prefix}/_SUCCESS", b"")
+    commit_parts(store, key, version, len(values), written_by="test")
+    return version
+
+
+def _republish_leaves_only_the_current_version(store, files_under) -> None:
+    key = "t/day.parquet"
+    first = _spark_like_version(store, key, [1, 2])
+    assert any(f.endswith(".crc") for f in files_under(f"{key}{PARTS_SUFFIX}"))
+    second = _spark_like_version(store, key, [3])
+    # the earlier version is gone whole, its checksum and marker files with it
+    left = files_under(f"{key}{PARTS_SUFFIX}")
+    assert left and all(f"/{second}/" in f for f in left) and not any(f"/{first}/" in f for f in left)
+    assert read_parquet(store, key)["v"].to_list() == [3]
+    # a single object replaces the parts: the manifest and every part file go
+    write_parquet(store, key, pl.DataFrame({"v": [4]}))
+    assert files_under(f"{key}{PARTS_SUFFIX}") == [] and read_parquet(store, key)["v"].to_list() == [4]
+    with pytest.raises(ValueError, match="whole store"):
+        store.delete_prefix("")
+
+
+def test_republished_parts_leave_no_earlier_version_behind_locally(tmp_path):
+    store = LocalStore(tmp_path)
+
+    def files_under(prefix: str) -> list[str]:
+        base = tmp_path / prefix
+        return sorted(str(p.relative_to(tmp_path)) for p in base.rglob("*") if p.is_file()) if base.exists() else []
+
+    _republish_leaves_only_the_current_version(store, files_under)
+    assert not (tmp_path / "t/day.parquet.parts").exists()  # the folders go too
+
+
+def test_republished_parts_leave_no_earlier_version_behind_on_s3(s3_env):
+    endpoint, bucket, client = s3_env
+    store = open_store(f"s3://{bucket}/assets", endpoint_url=endpoint)
+
+    def files_under(prefix: str) -> list[str]:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"assets/{prefix}/")
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+    _republish_leaves_only_the_current_version(store, files_under)
