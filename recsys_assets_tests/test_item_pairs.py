@@ -3,6 +3,7 @@ import itertools
 import numpy as np
 import polars as pl
 
+from recsys_assets.stages import item_pairs as phase3
 from recsys_assets.stages.filtered_interactions import filter_interactions
 from recsys_assets.stages.item_pairs import PAIR_TYPE, PairRules, build_pairs, validate
 
@@ -176,3 +177,22 @@ def test_pairs_match_a_plain_python_reference_on_random_days():
         .select("pair_type", "item_id_1", "item_id_2")
         .to_dicts()
     )
+
+
+def test_top_pairs_break_ties_alike_for_the_enum_and_a_plain_string_pair_type():
+    """The asset's top pairs: most clients first, ties positive before negative, then by item ids -- whatever the
+    row order and whether ``pair_type`` is the stage's enum or the string a Spark-written table holds."""
+    rows = pl.DataFrame(
+        {
+            "item_id_1": [3, 1, 2, 4, 5],
+            "item_id_2": [7, 5, 6, 8, 9],
+            "pair_type": ["negative", "negative", "positive", "positive", "positive"],
+            "num_clients": [3, 3, 3, 1, 9],
+        }
+    )
+    want = [(5, 9, "positive", 9), (2, 6, "positive", 3), (1, 5, "negative", 3), (3, 7, "negative", 3)]
+    as_enum = rows.with_columns(pl.col("pair_type").cast(PAIR_TYPE))
+    for frame in (rows, as_enum, rows.reverse(), as_enum.reverse()):
+        top = phase3.top_pairs(frame, 4)
+        assert top.rows() == want and dict(top.schema) == phase3.TOP_SCHEMA
+    assert phase3.top_pairs(rows.clear()).is_empty()

@@ -223,9 +223,11 @@ TOP_SCHEMA = {"item_id_1": pl.Int64, "item_id_2": pl.Int64, "pair_type": pl.Stri
 
 def top_pairs(pairs: pl.DataFrame, n: int = TOP_PAIRS) -> pl.DataFrame:
     """The ``n`` pairs with the most clients, ties in table order (positive before negative, then by
-    item_id_1, item_id_2): one answer whatever the row order, the same from every engine (``TOP_SCHEMA``)."""
+    item_id_1, item_id_2): one answer whatever the row order, the same from every engine (``TOP_SCHEMA``),
+    whether ``pair_type`` is this stage's enum or a plain string (a table Spark wrote)."""
+    negative_last = pl.col("pair_type") == "negative"
     top = pairs.select(TOP_COLUMNS).top_k(
-        n, by=["num_clients", "pair_type", "item_id_1", "item_id_2"], reverse=[False, True, True, True]
+        n, by=["num_clients", negative_last, "item_id_1", "item_id_2"], reverse=[False, True, True, True]
     )
     return top.cast(TOP_SCHEMA)  # type: ignore[arg-type]
 
