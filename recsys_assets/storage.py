@@ -284,8 +284,8 @@ def open_store(url: str, **s3_options) -> ObjectStore:
 PARQUET_ZSTD_LEVEL = 1
 """Every stored table is zstd-compressed at this level, whoever writes it (polars here, Spark in
 ``spark.io``): faster than zstd's default 3 for somewhat larger files (the bench day on Spark: phase 3 written in
-36-37 s against 38-41 s, 131 against 132 MB; phase 1 in 19.4-20.8 s against 20.2-22.3 s, 208 against 182 MB;
-benchmarks/README.md)."""
+36.1-38.2 s against 38.4-40.7 s, 131 against 132 MB; phase 1 in 19.4-20.8 s against 20.2-22.3 s, 208 against
+182 MB; benchmarks/README.md)."""
 
 ROW_GROUP_BYTES = 64 * 1024 * 1024
 """Target in-memory size of one parquet row group: a reader that streams a large partition (or scans it with

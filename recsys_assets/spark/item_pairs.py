@@ -305,7 +305,7 @@ def top_pairs(pairs, n: int = TOP_PAIRS) -> pl.DataFrame:
     """The polars stage's ``top_pairs`` of a Spark pairs table (the stored one: the pairs are not counted
     again). Two small jobs instead of one ordering of every row by four columns: the ``n`` largest counts
     (one column read), then only the rows with at least the ``n``-th of them (a filter pushed down to the
-    parquet reader) ordered in full; ties in table order, as in polars (bench day, warm: 1.4-1.5 s against
+    parquet reader) ordered in full; ties in table order, as in polars (bench day, warm: 1.4-2.1 s against
     2.0-2.4 s for the one ordering)."""
     from pyspark.sql import functions as F
 
